@@ -1,0 +1,190 @@
+//! The built-in methods of SPEC section 8. Each is the innermost handler of
+//! its chain and does its own permission check there (D3), so middleware sees
+//! every authenticated call.
+
+use ucs_core::{AgentStatus, NewUser, User, UserEdit, Value};
+
+use crate::error::ApiError;
+use crate::params::{self, Params};
+use crate::plugins::PluginName;
+use crate::{Api, Handler};
+
+/// Every built-in method by dotted name.
+pub(crate) const METHODS: &[(&str, Handler)] = &[
+    ("agents.list", agents_list),
+    ("agents.setStatus", agents_set_status),
+    ("shared.get", shared_get),
+    ("shared.set", shared_set),
+    ("config.users.get", users_get),
+    ("config.users.add", users_add),
+    ("config.users.edit", users_edit),
+    ("config.users.delete", users_delete),
+    ("plugins.list", plugins_list),
+    ("plugins.load", plugins_load),
+    ("plugins.unload", plugins_unload),
+];
+
+fn require_superuser(caller: &User) -> Result<(), ApiError> {
+    if caller.superuser {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "user '{}' is not a superuser",
+            caller.username
+        )))
+    }
+}
+
+fn agents_list(api: &Api, _caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    Params::new(params, &[], 0)?;
+    Ok(Value::List(
+        api.core()
+            .directory
+            .agents()
+            .iter()
+            .map(|a| a.to_value())
+            .collect(),
+    ))
+}
+
+fn agents_set_status(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    let params = Params::new(params, &["agent_id", "status", "reason"], 2)?;
+    let agent_id = params.int(0)?;
+    if caller.id != agent_id && !caller.superuser {
+        return Err(ApiError::PermissionDenied(format!(
+            "user '{}' may change only its own status",
+            caller.username
+        )));
+    }
+    let code = params.int(1)?;
+    let status = AgentStatus::from_code(code).ok_or_else(|| {
+        ApiError::field(
+            "status",
+            format!("{code} is not one of AGENT_STATE_ENUM (0, 1, 2, 3)"),
+        )
+    })?;
+    let reason = match params.optional(2) {
+        None | Some(Value::Null) => "",
+        Some(value) => params::expect_str(value, "reason")?,
+    };
+    let agent = api.core().set_agent_status(agent_id, status, reason)?;
+    Ok(agent.to_value())
+}
+
+fn identificator<'a>(params: &Params<'a>) -> Result<&'a str, ApiError> {
+    let identificator = params.string(0)?;
+    if identificator.is_empty() {
+        return Err(ApiError::field("identificator", "must not be empty"));
+    }
+    Ok(identificator)
+}
+
+fn shared_get(api: &Api, _caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    let params = Params::new(params, &["identificator"], 1)?;
+    Ok(api.core().shared.get(identificator(&params)?))
+}
+
+fn shared_set(api: &Api, _caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    let params = Params::new(params, &["identificator", "data"], 2)?;
+    let identificator = identificator(&params)?;
+    let data = params.value(1)?.clone();
+    Ok(api.core().set_shared(identificator, data)?)
+}
+
+fn users_get(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    let params = Params::new(params, &["user_id"], 0)?;
+    match params.optional(0) {
+        None | Some(Value::Null) => Ok(Value::List(
+            api.core()
+                .directory
+                .list()
+                .iter()
+                .map(User::to_value)
+                .collect(),
+        )),
+        Some(value) => {
+            let id = params::expect_int(value, "user_id")?;
+            api.core()
+                .directory
+                .get(id)
+                .map(|user| user.to_value())
+                .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
+        }
+    }
+}
+
+const USER_FIELDS: &[&str] = &[
+    "id",
+    "username",
+    "displayname",
+    "password",
+    "superuser",
+    "agent",
+];
+
+fn users_add(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    let params = Params::new(params, &["data"], 1)?;
+    let data = params.record(0)?.only(&USER_FIELDS[1..])?;
+    let new = NewUser {
+        username: data.required("username", params::string)?,
+        displayname: data
+            .optional("displayname", params::string)?
+            .unwrap_or_default(),
+        password: data.required("password", params::string)?,
+        superuser: data
+            .optional("superuser", params::boolean)?
+            .unwrap_or(false),
+        agent: data.optional("agent", params::boolean)?.unwrap_or(false),
+    };
+    Ok(api.core().directory.add(new)?.to_value())
+}
+
+fn users_edit(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    let params = Params::new(params, &["data"], 1)?;
+    let data = params.record(0)?.only(USER_FIELDS)?;
+    let edit = UserEdit {
+        id: data.required("id", params::int)?,
+        username: data.optional("username", params::string)?,
+        displayname: data.optional("displayname", params::string)?,
+        password: data.optional("password", params::string)?,
+        superuser: data.optional("superuser", params::boolean)?,
+        agent: data.optional("agent", params::boolean)?,
+    };
+    Ok(api.core().directory.edit(edit)?.to_value())
+}
+
+fn users_delete(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    let params = Params::new(params, &["user_id"], 1)?;
+    api.core().delete_user(params.int(0)?)?;
+    Ok(Value::Null)
+}
+
+fn plugins_list(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    Params::new(params, &[], 0)?;
+    let control = api.plugin_control()?;
+    Ok(Value::List(
+        control.list().iter().map(|p| p.to_value()).collect(),
+    ))
+}
+
+fn plugin_name(params: &[Value]) -> Result<PluginName, ApiError> {
+    let params = Params::new(params, &["plugin_name"], 1)?;
+    PluginName::parse(params.string(0)?)
+}
+
+fn plugins_load(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    let name = plugin_name(params)?;
+    Ok(api.plugin_control()?.load(&name)?.to_value())
+}
+
+fn plugins_unload(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    let name = plugin_name(params)?;
+    Ok(api.plugin_control()?.unload(&name)?.to_value())
+}

@@ -1,0 +1,71 @@
+//! Middleware chains (SPEC M1-M3, D2).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use ucs_core::{Owner, RegistrationId, User, Value};
+
+use crate::error::ApiError;
+use crate::{Api, Method};
+
+/// Wraps one API method (M2): gets the next handler and the call's
+/// arguments `(caller, *params)` (D3), and returns the result.
+pub trait Middleware: Send + Sync {
+    /// Handles one call. May change `args`, call `next` zero or more times,
+    /// change the result or fail.
+    fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError>;
+    /// What this is, for warnings.
+    fn describe(&self) -> String;
+    /// Lets a remover compare it with its own kind of middleware (M1 `==`).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// One registered middleware.
+#[derive(Clone)]
+pub struct MiddlewareRegistration {
+    /// Used to remove exactly this registration.
+    pub id: RegistrationId,
+    /// Who registered it.
+    pub owner: Owner,
+    /// The middleware.
+    pub middleware: Arc<dyn Middleware>,
+}
+
+/// The rest of a chain: the next middleware, or the built-in method.
+///
+/// Owned and `'static` so a Python `handler` object can hold it.
+#[derive(Clone)]
+pub struct Next {
+    pub(crate) api: Api,
+    pub(crate) method: Arc<Method>,
+    /// A snapshot of the chain taken when the call started, so a middleware
+    /// added or removed meanwhile does not change a call in flight.
+    pub(crate) chain: Arc<[MiddlewareRegistration]>,
+    pub(crate) index: usize,
+    /// The session's user; permission checks use it, not `args[0]` (D3).
+    pub(crate) caller: Arc<User>,
+}
+
+impl Next {
+    /// Runs the rest of the chain with `args` = `(caller, *params)`.
+    pub fn call(&self, args: Vec<Value>) -> Result<Value, ApiError> {
+        match self.chain.get(self.index) {
+            None => {
+                let params = args.get(1..).unwrap_or_default();
+                (self.method.handler)(&self.api, &self.caller, params)
+            }
+            Some(registration) => {
+                let next = Next {
+                    index: self.index + 1,
+                    ..self.clone()
+                };
+                registration.middleware.call(&next, args)
+            }
+        }
+    }
+
+    /// The dotted name of the method this chain belongs to.
+    pub fn method_name(&self) -> &'static str {
+        self.method.name
+    }
+}

@@ -1,0 +1,243 @@
+//! The UCS API: every method by dotted name, each behind its middleware chain.
+//!
+//! # Layout
+//! - [`Api`]: the registry; [`Api::call`] resolves the sid to the caller and
+//!   runs the chain with `(caller, *params)` (SPEC D3).
+//! - [`chain`]: [`Middleware`] and [`Next`] (M1-M3, D2).
+//! - `builtins`: the methods of SPEC section 8, each with its permission check.
+//! - [`plugins`]: the [`PluginControl`] seam the loader fills in (P6, D1).
+//! - [`error`]: [`ApiError`], one kind per gRPC status.
+//!
+//! A call from a plugin (`ucs.api.config.users.get(sid, 2)`) and a call from
+//! gRPC take the same path.
+
+mod builtins;
+pub mod chain;
+pub mod error;
+mod params;
+pub mod plugins;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+
+use ucs_core::{Core, Leftover, Owner, RegistrationId, User, Value};
+
+pub use chain::{Middleware, MiddlewareRegistration, Next};
+pub use error::ApiError;
+pub use plugins::{PluginControl, PluginInfo, PluginName, PluginState};
+
+/// The innermost handler of a method: its permission check and its work.
+/// `params` are the call's parameters after the caller.
+type Handler = fn(&Api, &User, &[Value]) -> Result<Value, ApiError>;
+
+/// One API method and its middleware.
+pub(crate) struct Method {
+    name: &'static str,
+    handler: Handler,
+    /// Copy-on-write, so a call takes a snapshot and lets the lock go before
+    /// any middleware runs.
+    middlewares: RwLock<Arc<[MiddlewareRegistration]>>,
+}
+
+struct ApiInner {
+    core: Arc<Core>,
+    methods: HashMap<&'static str, Arc<Method>>,
+    /// Set once when the loader is wired in; weak, because the loader holds
+    /// the API and a strong cycle would keep both alive forever.
+    plugins: OnceLock<Weak<dyn PluginControl>>,
+}
+
+/// The method registry over one [`Core`]; cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<ApiInner>,
+}
+
+impl Api {
+    /// The API with every built-in method of SPEC section 8.
+    pub fn new(core: Arc<Core>) -> Self {
+        let methods = builtins::METHODS
+            .iter()
+            .map(|(name, handler)| {
+                (
+                    *name,
+                    Arc::new(Method {
+                        name,
+                        handler: *handler,
+                        middlewares: RwLock::new(Arc::from([])),
+                    }),
+                )
+            })
+            .collect();
+        Api {
+            inner: Arc::new(ApiInner {
+                core,
+                methods,
+                plugins: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The domain state behind this API.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.inner.core
+    }
+
+    /// Wires in the plugin loader; only the first call has an effect.
+    pub fn set_plugin_control(&self, control: Weak<dyn PluginControl>) {
+        if self.inner.plugins.set(control).is_err() {
+            tracing::warn!("plugin control was already set; ignoring the second one");
+        }
+    }
+
+    pub(crate) fn plugin_control(&self) -> Result<Arc<dyn PluginControl>, ApiError> {
+        self.inner
+            .plugins
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| ApiError::Processing("plugins are not enabled on this server".into()))
+    }
+
+    /// The names of every method, sorted.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.inner.methods.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn method(&self, name: &str) -> Result<&Arc<Method>, ApiError> {
+        self.inner
+            .methods
+            .get(name)
+            .ok_or_else(|| ApiError::UnknownMethod(name.to_owned()))
+    }
+
+    /// Calls `method` for the session `sid` (D3): an unknown sid fails
+    /// before the chain runs.
+    pub fn call(&self, sid: &str, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+        let caller = self.inner.core.caller(sid)?;
+        self.call_as(caller, method, params)
+    }
+
+    /// Calls `method` as `caller`, who is already authenticated.
+    pub fn call_as(
+        &self,
+        caller: User,
+        method: &str,
+        params: Vec<Value>,
+    ) -> Result<Value, ApiError> {
+        let method = self.method(method)?;
+        let chain = method
+            .middlewares
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if chain.is_empty() {
+            // No middleware: the handler runs directly, with no chain cost.
+            return (method.handler)(self, &caller, &params);
+        }
+        let mut args = Vec::with_capacity(params.len() + 1);
+        args.push(caller.to_value());
+        args.extend(params);
+        let next = Next {
+            api: self.clone(),
+            method: Arc::clone(method),
+            chain,
+            index: 0,
+            caller: Arc::new(caller),
+        };
+        next.call(args)
+    }
+
+    /// Wraps `method` in `middleware`, inside every middleware added before
+    /// it: the first registered is the outermost (D2). An unknown method is a
+    /// processing error (M1), so a typo does not pass silently.
+    pub fn add_middleware(
+        &self,
+        method: &str,
+        owner: Owner,
+        middleware: Arc<dyn Middleware>,
+    ) -> Result<RegistrationId, ApiError> {
+        let method = self.method(method).map_err(|_| {
+            ApiError::Processing(format!(
+                "cannot add middleware: unknown API method '{method}'"
+            ))
+        })?;
+        let id = RegistrationId::next();
+        let mut chain = method
+            .middlewares
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut updated = chain.to_vec();
+        updated.push(MiddlewareRegistration {
+            id,
+            owner,
+            middleware,
+        });
+        *chain = Arc::from(updated);
+        Ok(id)
+    }
+
+    /// The middlewares of `method`, outermost first. Removal by Python `==`
+    /// compares these with no lock held, then removes by id.
+    pub fn middlewares(&self, method: &str) -> Result<Arc<[MiddlewareRegistration]>, ApiError> {
+        Ok(self
+            .method(method)?
+            .middlewares
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    /// Removes the middleware registration `id`; false if it was not there.
+    pub fn remove_middleware(&self, id: RegistrationId) -> bool {
+        !self
+            .retain_middlewares(|registration| registration.id != id)
+            .is_empty()
+    }
+
+    /// Removes every middleware `owner` left registered (L4).
+    pub fn remove_middlewares_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
+        self.retain_middlewares(|registration| registration.owner != *owner)
+            .into_iter()
+            .map(|(method, registration)| Leftover {
+                owner: registration.owner,
+                description: format!(
+                    "middleware on {method} {}",
+                    registration.middleware.describe()
+                ),
+            })
+            .collect()
+    }
+
+    /// Removes everything `owner` left registered anywhere: hooks, callbacks
+    /// and middleware (L4).
+    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
+        let mut leftovers = self.inner.core.remove_owned_by(owner);
+        leftovers.extend(self.remove_middlewares_owned_by(owner));
+        leftovers
+    }
+
+    fn retain_middlewares(
+        &self,
+        keep: impl Fn(&MiddlewareRegistration) -> bool,
+    ) -> Vec<(&'static str, MiddlewareRegistration)> {
+        let mut removed = Vec::new();
+        for method in self.inner.methods.values() {
+            let mut chain = method
+                .middlewares
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if chain.iter().all(&keep) {
+                continue;
+            }
+            let (kept, gone): (Vec<_>, Vec<_>) = chain.iter().cloned().partition(&keep);
+            removed.extend(
+                gone.into_iter()
+                    .map(|registration| (method.name, registration)),
+            );
+            *chain = Arc::from(kept);
+        }
+        removed
+    }
+}

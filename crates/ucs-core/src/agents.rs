@@ -1,0 +1,193 @@
+//! The agent status pipeline: request -> the one status hook (SPEC H1-H6)
+//! -> commit -> events (D5).
+
+use std::any::Any;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::Core;
+use crate::error::CoreError;
+use crate::events::EventPayload;
+use crate::registration::{Leftover, Owner, PluginFailure};
+use crate::turns::TurnRefused;
+use crate::users::{Agent, AgentStatus, UserId};
+
+/// The message of a block whose reason is empty (H5).
+pub const BLOCKED_BY_HOOK: &str = "Blocked by hook";
+
+/// What the status hook decided (H3-H6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusVerdict {
+    /// H3: the requested change goes through unchanged.
+    LetThrough,
+    /// H4: switch to this state instead.
+    Rewrite {
+        /// The status to switch to.
+        status: AgentStatus,
+        /// The reason to switch to.
+        reason: String,
+    },
+    /// H5: refuse the change with this message; empty means [`BLOCKED_BY_HOOK`].
+    Block {
+        /// Why; shown to the caller as a processing error.
+        reason: String,
+    },
+    /// H6: the hook itself failed; the requested change is applied and the
+    /// failure logged.
+    Failed(PluginFailure),
+}
+
+/// Decides every agent status change before it happens (H2).
+pub trait StatusHook: Send + Sync {
+    /// `before` is the agent before the change; `status` and `reason` are
+    /// what was requested.
+    fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict;
+    /// What this is, for warnings.
+    fn describe(&self) -> String;
+    /// Lets a remover see what kind of hook it is.
+    fn as_any(&self) -> &dyn Any;
+}
+
+#[derive(Clone)]
+struct StatusHookRegistration {
+    owner: Owner,
+    hook: Arc<dyn StatusHook>,
+}
+
+/// The one status hook slot of the server (H1).
+#[derive(Default)]
+pub struct StatusHookSlot {
+    slot: RwLock<Option<StatusHookRegistration>>,
+}
+
+impl StatusHookSlot {
+    /// Registers the hook; a second registration, by anyone, is a processing
+    /// error (H1).
+    pub fn add(&self, owner: Owner, hook: Arc<dyn StatusHook>) -> Result<(), CoreError> {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = slot.as_ref() {
+            return Err(CoreError::Processing(format!(
+                "a status hook is already registered by plugin '{}'",
+                existing.owner
+            )));
+        }
+        *slot = Some(StatusHookRegistration { owner, hook });
+        Ok(())
+    }
+
+    /// Removes the hook if `owner` registered it. Returns false, and warns,
+    /// when there is none or another plugin owns it (H1).
+    pub fn remove(&self, owner: &Owner) -> bool {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
+            Some(existing) if existing.owner == *owner => {
+                *slot = None;
+                true
+            }
+            Some(existing) => {
+                tracing::warn!(
+                    plugin = %owner,
+                    "removeChangeStatusHook ignored: the status hook belongs to plugin '{}'",
+                    existing.owner
+                );
+                false
+            }
+            None => {
+                tracing::warn!(plugin = %owner, "removeChangeStatusHook ignored: no status hook is registered");
+                false
+            }
+        }
+    }
+
+    /// Removes the hook if `owner` left it registered (L4).
+    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        match slot.take() {
+            Some(existing) if existing.owner == *owner => vec![Leftover {
+                owner: existing.owner,
+                description: format!("status hook {}", existing.hook.describe()),
+            }],
+            other => {
+                *slot = other;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The plugin that owns the hook, if any.
+    pub fn owner(&self) -> Option<Owner> {
+        self.current().map(|registration| registration.owner)
+    }
+
+    fn current(&self) -> Option<StatusHookRegistration> {
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Core {
+    /// Changes an agent's status through the pipeline: the hook decides (H2),
+    /// the result is committed, callbacks run (D5). Returns the agent after
+    /// the change.
+    ///
+    /// Changes of one agent are serialised; the hook runs with no lock held,
+    /// and a hook or callback that changes the very agent it is deciding on
+    /// gets a processing error instead of a deadlock (L5).
+    pub fn set_agent_status(
+        &self,
+        agent_id: UserId,
+        status: AgentStatus,
+        reason: &str,
+    ) -> Result<Agent, CoreError> {
+        let turn = self
+            .agent_turns
+            .take(agent_id)
+            .map_err(|refused| match refused {
+                TurnRefused::Reentrant => CoreError::Processing(format!(
+                    "agent {agent_id} is already changing status on this thread: a status hook \
+                 may not change the agent it is deciding on"
+                )),
+                TurnRefused::WouldDeadlock => CoreError::Processing(format!(
+                    "changing agent {agent_id} now would deadlock with another status change \
+                 waiting on this one"
+                )),
+            })?;
+        let before = self.directory.agent(agent_id)?;
+        let (status, reason) = match self.status_hook.current() {
+            None => (status, reason.to_owned()),
+            Some(registration) => match registration.hook.decide(&before, status, reason) {
+                StatusVerdict::LetThrough => (status, reason.to_owned()),
+                StatusVerdict::Rewrite { status, reason } => (status, reason),
+                StatusVerdict::Block { reason } if reason.is_empty() => {
+                    return Err(CoreError::Processing(BLOCKED_BY_HOOK.to_owned()));
+                }
+                StatusVerdict::Block { reason } => return Err(CoreError::Processing(reason)),
+                StatusVerdict::Failed(failure) => {
+                    tracing::error!(
+                        plugin = %registration.owner,
+                        agent = agent_id,
+                        "status hook {} failed; applying the requested {} instead: {}",
+                        registration.hook.describe(),
+                        status.name(),
+                        failure.message
+                    );
+                    (status, reason.to_owned())
+                }
+            },
+        };
+        let (_, after, committed) =
+            self.directory
+                .commit_status(agent_id, status, reason, |before, after| {
+                    self.events.commit(EventPayload::AgentStatus {
+                        agent: after.clone(),
+                        previous_status: before.status,
+                        previous_reason: before.reason.clone(),
+                    })
+                })?;
+        // Callbacks may change this agent again, so the turn ends first.
+        drop(turn);
+        self.events.dispatch_through(committed);
+        Ok(after)
+    }
+}

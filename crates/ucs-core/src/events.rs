@@ -1,0 +1,373 @@
+//! Events: callbacks per event name (SPEC E1, E2) run in commit order after
+//! the change and before the call that caused it returns (D5), plus sinks for
+//! an external event stream.
+//!
+//! Ordering without a lock held across Python: every committed event gets a
+//! sequence number while the data lock is held, and goes into one queue. The
+//! committing thread then dispatches the queue up to its own event; only one
+//! thread dispatches at a time, so callbacks see events in commit order. A
+//! callback that itself changes something dispatches that nested event inline
+//! (it is already the dispatcher). A thread waiting for another dispatcher
+//! stops waiting after [`EventBus::wait_limit`], so a callback that blocks can
+//! delay its events but never hang the server (L5).
+
+use std::any::Any;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use crate::error::CoreError;
+use crate::registration::{Leftover, Owner, PluginFailure, RegistrationId};
+use crate::users::{Agent, AgentStatus};
+use crate::value::Value;
+
+/// The event after an agent's status changed: `events.EVENT_AGENT_STATUS`.
+pub const EVENT_AGENT_STATUS: &str = "agent.status";
+/// The event after shared data changed: `events.EVENT_SHARED_DATA`.
+pub const EVENT_SHARED_DATA: &str = "shared.data";
+/// Every event a callback may register for (E2: others are refused).
+pub const KNOWN_EVENTS: [&str; 2] = [EVENT_AGENT_STATUS, EVENT_SHARED_DATA];
+
+/// How long a thread waits for another thread's callbacks before its own call
+/// returns anyway, unless configured.
+pub const DEFAULT_CALLBACK_WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// What happened, with what callbacks receive.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventPayload {
+    /// An agent's status changed (E2: `callback(agent, args)`).
+    AgentStatus {
+        /// The agent after the change.
+        agent: Agent,
+        /// The status before the change.
+        previous_status: AgentStatus,
+        /// The reason before the change.
+        previous_reason: String,
+    },
+    /// Shared data changed (E2: `callback(identificator, data)`).
+    SharedData {
+        /// Which shared data.
+        identificator: String,
+        /// The data stored, after any hook.
+        data: Value,
+    },
+}
+
+/// A committed change, numbered in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Increases by one with every event, in commit order.
+    pub seq: u64,
+    /// What happened.
+    pub payload: EventPayload,
+}
+
+impl Event {
+    /// The event name callbacks register for.
+    pub fn name(&self) -> &'static str {
+        match self.payload {
+            EventPayload::AgentStatus { .. } => EVENT_AGENT_STATUS,
+            EventPayload::SharedData { .. } => EVENT_SHARED_DATA,
+        }
+    }
+
+    /// The payload as one value, for external subscribers.
+    pub fn data(&self) -> Value {
+        match &self.payload {
+            EventPayload::AgentStatus {
+                agent,
+                previous_status,
+                previous_reason,
+            } => Value::record([
+                ("agent", agent.to_value()),
+                ("previous_status", Value::Int(previous_status.code())),
+                ("previous_reason", Value::from(previous_reason.as_str())),
+            ]),
+            EventPayload::SharedData {
+                identificator,
+                data,
+            } => Value::record([
+                ("identificator", Value::from(identificator.as_str())),
+                ("data", data.clone()),
+            ]),
+        }
+    }
+}
+
+/// A function called after each event of one name (E1).
+pub trait EventCallback: Send + Sync {
+    /// Reacts to `event`; a failure is logged and changes nothing (D5).
+    fn on_event(&self, event: &Event) -> Result<(), PluginFailure>;
+    /// What this is, for warnings: e.g. the Python function's qualified name.
+    fn describe(&self) -> String;
+    /// Lets a remover compare it with its own kind of callback (E1 `==`).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Receives every event at commit, e.g. to feed an external stream.
+///
+/// Called with the event queue locked, so it must return at once: hand the
+/// event to a bounded channel and drop it if the consumer is slow.
+pub trait EventSink: Send + Sync {
+    /// Takes one event; must not block or call back into the server.
+    fn deliver(&self, event: &Event);
+}
+
+/// One registered callback.
+#[derive(Clone)]
+pub struct CallbackRegistration {
+    /// Used to remove exactly this registration.
+    pub id: RegistrationId,
+    /// Who registered it.
+    pub owner: Owner,
+    /// The event name.
+    pub event: &'static str,
+    /// The callback.
+    pub callback: Arc<dyn EventCallback>,
+}
+
+struct DispatchState {
+    /// Committed events not yet taken by a dispatcher, in seq order.
+    pending: VecDeque<Arc<Event>>,
+    /// Events whose callbacks are running now.
+    in_progress: BTreeSet<u64>,
+    /// The thread dispatching, if any; only one at a time keeps commit order.
+    dispatcher: Option<ThreadId>,
+    /// The seq the next committed event gets.
+    next_seq: u64,
+    /// External sinks, fed at commit.
+    sinks: Vec<(RegistrationId, Arc<dyn EventSink>)>,
+}
+
+impl DispatchState {
+    fn is_done(&self, seq: u64) -> bool {
+        self.pending.front().is_none_or(|front| front.seq > seq) && !self.in_progress.contains(&seq)
+    }
+}
+
+/// Callbacks by event name, the commit-ordered queue and the sinks.
+pub struct EventBus {
+    /// Copy-on-write lists, so dispatch clones an `Arc` and lets the lock go
+    /// before any callback runs.
+    callbacks: RwLock<HashMap<&'static str, Arc<[CallbackRegistration]>>>,
+    dispatch: Mutex<DispatchState>,
+    dispatched: Condvar,
+    wait_limit: Duration,
+}
+
+/// Returned by a commit: the seq to dispatch through, if any callback wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Committed(Option<u64>);
+
+impl EventBus {
+    /// A bus whose waiters give up after `wait_limit` (see the module doc).
+    pub fn new(wait_limit: Duration) -> Self {
+        EventBus {
+            callbacks: RwLock::new(HashMap::new()),
+            dispatch: Mutex::new(DispatchState {
+                pending: VecDeque::new(),
+                in_progress: BTreeSet::new(),
+                dispatcher: None,
+                next_seq: 1,
+                sinks: Vec::new(),
+            }),
+            dispatched: Condvar::new(),
+            wait_limit,
+        }
+    }
+
+    /// How long a call waits for other threads' callbacks before returning.
+    pub fn wait_limit(&self) -> Duration {
+        self.wait_limit
+    }
+
+    fn state(&self) -> MutexGuard<'_, DispatchState> {
+        // Each update of the state is a single step; poisoning cannot tear it.
+        self.dispatch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn known_event(event: &str) -> Result<&'static str, CoreError> {
+        KNOWN_EVENTS
+            .into_iter()
+            .find(|known| *known == event)
+            .ok_or_else(|| CoreError::Processing(format!("unknown event '{event}'")))
+    }
+
+    /// Registers `callback` for `event` (E1); an unknown event is a
+    /// processing error (E2).
+    pub fn add_callback(
+        &self,
+        event: &str,
+        owner: Owner,
+        callback: Arc<dyn EventCallback>,
+    ) -> Result<RegistrationId, CoreError> {
+        let event = Self::known_event(event)?;
+        let id = RegistrationId::next();
+        let mut callbacks = self
+            .callbacks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let list = callbacks.entry(event).or_insert_with(|| Arc::from([]));
+        let mut updated = list.to_vec();
+        updated.push(CallbackRegistration {
+            id,
+            owner,
+            event,
+            callback,
+        });
+        *list = Arc::from(updated);
+        Ok(id)
+    }
+
+    /// The callbacks registered for `event`, in registration order.
+    ///
+    /// Removal by Python `==` compares these without any lock held, then
+    /// removes by id.
+    pub fn callbacks(&self, event: &str) -> Result<Arc<[CallbackRegistration]>, CoreError> {
+        let event = Self::known_event(event)?;
+        Ok(self
+            .callbacks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(event)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([])))
+    }
+
+    /// Removes the registration `id`; false if it was not registered.
+    pub fn remove_callback(&self, id: RegistrationId) -> bool {
+        self.retain(|registration| registration.id != id).len() == 1
+    }
+
+    /// Removes everything `owner` registered and says what it was (L4).
+    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
+        self.retain(|registration| registration.owner != *owner)
+            .into_iter()
+            .map(|registration| Leftover {
+                owner: registration.owner,
+                description: format!(
+                    "callback for {} {}",
+                    registration.event,
+                    registration.callback.describe()
+                ),
+            })
+            .collect()
+    }
+
+    fn retain(&self, keep: impl Fn(&CallbackRegistration) -> bool) -> Vec<CallbackRegistration> {
+        let mut removed = Vec::new();
+        let mut callbacks = self
+            .callbacks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for list in callbacks.values_mut() {
+            if list.iter().all(&keep) {
+                continue;
+            }
+            let (kept, gone): (Vec<_>, Vec<_>) = list.iter().cloned().partition(&keep);
+            removed.extend(gone);
+            *list = Arc::from(kept);
+        }
+        removed
+    }
+
+    /// Adds a sink that sees every event from now on.
+    pub fn add_sink(&self, sink: Arc<dyn EventSink>) -> RegistrationId {
+        let id = RegistrationId::next();
+        self.state().sinks.push((id, sink));
+        id
+    }
+
+    /// Removes a sink.
+    pub fn remove_sink(&self, id: RegistrationId) {
+        self.state().sinks.retain(|(sink_id, _)| *sink_id != id);
+    }
+
+    /// Numbers and queues an event. Called with the data lock held, so that
+    /// seq order is commit order.
+    pub(crate) fn commit(&self, payload: EventPayload) -> Committed {
+        let mut state = self.state();
+        let event = Arc::new(Event {
+            seq: state.next_seq,
+            payload,
+        });
+        state.next_seq += 1;
+        for (_, sink) in &state.sinks {
+            sink.deliver(&event);
+        }
+        let wanted = self
+            .callbacks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(event.name())
+            .is_some_and(|list| !list.is_empty());
+        if !wanted {
+            return Committed(None);
+        }
+        let seq = event.seq;
+        state.pending.push_back(event);
+        Committed(Some(seq))
+    }
+
+    /// Runs callbacks, in commit order, until the event `committed` has been
+    /// dispatched (D5), or gives up waiting for another thread after the wait
+    /// limit.
+    pub(crate) fn dispatch_through(&self, committed: Committed) {
+        let Committed(Some(seq)) = committed else {
+            return;
+        };
+        let me = std::thread::current().id();
+        let deadline = Instant::now() + self.wait_limit;
+        let mut state = self.state();
+        loop {
+            if state.is_done(seq) {
+                return;
+            }
+            let may_dispatch = state.dispatcher.is_none_or(|thread| thread == me);
+            if may_dispatch && let Some(event) = state.pending.pop_front() {
+                state.in_progress.insert(event.seq);
+                let outer = state.dispatcher.replace(me);
+                drop(state);
+                self.run_callbacks(&event);
+                state = self.state();
+                state.in_progress.remove(&event.seq);
+                state.dispatcher = outer;
+                self.dispatched.notify_all();
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    seq,
+                    "event callbacks of another change are still running after {:?}; \
+                     returning before event {seq} is delivered",
+                    self.wait_limit
+                );
+                return;
+            }
+            state = self
+                .dispatched
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn run_callbacks(&self, event: &Event) {
+        let Ok(registrations) = self.callbacks(event.name()) else {
+            return;
+        };
+        for registration in registrations.iter() {
+            if let Err(failure) = registration.callback.on_event(event) {
+                tracing::error!(
+                    plugin = %registration.owner,
+                    event = event.name(),
+                    "event callback {} failed; the change stands: {}",
+                    registration.callback.describe(),
+                    failure.message
+                );
+            }
+        }
+    }
+}

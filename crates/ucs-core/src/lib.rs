@@ -1,0 +1,122 @@
+//! The UCS domain, free of Python, gRPC and I/O.
+//!
+//! # Layout
+//! - [`users`]: the [`Directory`] of users, with each agent's status.
+//! - [`sessions`]: sids and their idle expiry.
+//! - [`agents`]: the status pipeline and its one hook slot (SPEC H1-H6).
+//! - [`shared`]: shared data and its per-identificator hooks (S1-S4, D4).
+//! - [`events`]: callbacks in commit order (E1, E2, D5) and stream sinks.
+//! - [`value`]: the [`Value`] that crosses every boundary (D4).
+//! - [`registration`]: owners and ids, so a plugin's leftovers can be removed (L4).
+//!
+//! Hooks and callbacks are trait objects: Python plugs in from `ucs-pybridge`,
+//! Rust closures stand in for it in tests. No lock of this crate is ever held
+//! while one runs (L5).
+
+pub mod agents;
+pub mod error;
+pub mod events;
+pub mod registration;
+pub mod sessions;
+pub mod shared;
+mod turns;
+pub mod users;
+pub mod value;
+
+use std::time::Duration;
+
+pub use agents::{BLOCKED_BY_HOOK, StatusHook, StatusHookSlot, StatusVerdict};
+pub use error::{CoreError, FieldErrors};
+pub use events::{Event, EventBus, EventCallback, EventPayload, EventSink};
+pub use registration::{Leftover, Owner, PluginFailure, RegistrationId};
+pub use sessions::{Sessions, Sid};
+pub use shared::{SharedData, SharedDataHook, SharedVerdict};
+pub use users::{Agent, AgentStatus, Directory, NewUser, User, UserEdit, UserId};
+pub use value::{Map, MapKey, Value};
+
+/// Tunables of the core, with defaults that suit a fresh install.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How long a session may stay unused.
+    pub session_idle_timeout: Duration,
+    /// How long a change waits for another thread's event callbacks.
+    pub callback_wait_limit: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            session_idle_timeout: sessions::DEFAULT_SESSION_IDLE_TIMEOUT,
+            callback_wait_limit: events::DEFAULT_CALLBACK_WAIT_LIMIT,
+        }
+    }
+}
+
+/// The whole domain state of one server.
+pub struct Core {
+    /// Users and agents' statuses.
+    pub directory: Directory,
+    /// Open sessions.
+    pub sessions: Sessions,
+    /// Event callbacks and stream sinks.
+    pub events: EventBus,
+    /// The one status hook (H1).
+    pub status_hook: StatusHookSlot,
+    /// Shared data and its hooks.
+    pub shared: SharedData,
+    /// Serialises status changes per agent without a lock across the hook.
+    agent_turns: turns::Turns<UserId>,
+    /// Serialises sets per identificator without a lock across the hook.
+    shared_turns: turns::Turns<String>,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Self::new(CoreConfig::default())
+    }
+}
+
+impl Core {
+    /// An empty server state.
+    pub fn new(config: CoreConfig) -> Self {
+        Core {
+            directory: Directory::new(),
+            sessions: Sessions::new(config.session_idle_timeout),
+            events: EventBus::new(config.callback_wait_limit),
+            status_hook: StatusHookSlot::default(),
+            shared: SharedData::default(),
+            agent_turns: turns::Turns::new(),
+            shared_turns: turns::Turns::new(),
+        }
+    }
+
+    /// Logs in and returns the new sid with the user.
+    pub fn login(&self, username: &str, password: &str) -> Result<(Sid, User), CoreError> {
+        let user = self.directory.verify_login(username, password)?;
+        let sid = self.sessions.open(user.id)?;
+        Ok((sid, user))
+    }
+
+    /// The user behind `sid`; a session whose user was deleted is gone too.
+    pub fn caller(&self, sid: &str) -> Result<User, CoreError> {
+        let user_id = self.sessions.resolve(sid)?;
+        self.directory
+            .get(user_id)
+            .ok_or(CoreError::Unauthenticated)
+    }
+
+    /// Deletes a user and ends the user's sessions.
+    pub fn delete_user(&self, id: UserId) -> Result<User, CoreError> {
+        let user = self.directory.delete(id)?;
+        self.sessions.close_all_of(id);
+        Ok(user)
+    }
+
+    /// Removes every hook and callback `owner` left registered (L4).
+    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
+        let mut leftovers = self.events.remove_owned_by(owner);
+        leftovers.extend(self.status_hook.remove_owned_by(owner));
+        leftovers.extend(self.shared.remove_owned_by(owner));
+        leftovers
+    }
+}

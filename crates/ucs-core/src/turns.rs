@@ -1,0 +1,183 @@
+//! Per-key serialisation of changes without a lock held across Python.
+//!
+//! Two status changes of one agent (or two sets of one shared-data
+//! identificator) must not interleave: the hook of the second must see the
+//! result of the first. A plain mutex held across the hook would do that, but
+//! a hook may itself change things, so instead a thread *takes a turn* on a
+//! key. Waiting for a turn never holds the data lock, and the waits form a
+//! graph that is checked on every wait: a thread that would wait for itself
+//! (a hook changing the agent it is deciding on) or close a cycle of waits
+//! (two hooks changing each other's agents) gets an error instead of a
+//! deadlock (SPEC L5).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
+
+/// Why a turn could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TurnRefused {
+    /// This thread already holds the turn on this key.
+    Reentrant,
+    /// Waiting would close a cycle of threads waiting on each other.
+    WouldDeadlock,
+}
+
+struct TurnState<K> {
+    /// Which thread holds the turn on each busy key.
+    holders: HashMap<K, ThreadId>,
+    /// Which key each waiting thread waits for.
+    waiting: HashMap<ThreadId, K>,
+}
+
+/// A set of keys on which at most one thread at a time may be changing.
+pub(crate) struct Turns<K> {
+    state: Mutex<TurnState<K>>,
+    released: Condvar,
+}
+
+/// Holds a turn until dropped.
+pub(crate) struct Turn<'a, K: Eq + Hash + Clone> {
+    turns: &'a Turns<K>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Turns<K> {
+    pub(crate) fn new() -> Self {
+        Turns {
+            state: Mutex::new(TurnState {
+                holders: HashMap::new(),
+                waiting: HashMap::new(),
+            }),
+            released: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TurnState<K>> {
+        // The state is a pair of maps updated in single statements; a panic
+        // elsewhere cannot leave them half-written, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the turn on `key`, or refuses if waiting could never end.
+    pub(crate) fn take(&self, key: K) -> Result<Turn<'_, K>, TurnRefused> {
+        let me = std::thread::current().id();
+        let mut state = self.lock();
+        loop {
+            match state.holders.get(&key) {
+                None => {
+                    state.holders.insert(key.clone(), me);
+                    return Ok(Turn { turns: self, key });
+                }
+                Some(holder) if *holder == me => return Err(TurnRefused::Reentrant),
+                Some(holder) => {
+                    if Self::waits_for(&state, *holder, me) {
+                        return Err(TurnRefused::WouldDeadlock);
+                    }
+                }
+            }
+            state.waiting.insert(me, key.clone());
+            state = self
+                .released
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.waiting.remove(&me);
+        }
+    }
+
+    /// Whether `start` waits, directly or through others, for a key held by `target`.
+    fn waits_for(state: &TurnState<K>, start: ThreadId, target: ThreadId) -> bool {
+        let mut current = start;
+        // Each thread waits for at most one key, so the chain is a path; its
+        // length is bounded by the number of waiting threads.
+        for _ in 0..=state.waiting.len() {
+            let Some(key) = state.waiting.get(&current) else {
+                return false;
+            };
+            let Some(holder) = state.holders.get(key) else {
+                return false;
+            };
+            if *holder == target {
+                return true;
+            }
+            current = *holder;
+        }
+        false
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Turn<'_, K> {
+    fn drop(&mut self) {
+        self.turns.lock().holders.remove(&self.key);
+        self.turns.released.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn l5_same_thread_reentry_is_refused() {
+        let turns = Turns::new();
+        let _outer = turns.take(1).unwrap();
+        assert_eq!(turns.take(1).err(), Some(TurnRefused::Reentrant));
+        assert!(turns.take(2).is_ok());
+    }
+
+    #[test]
+    fn l5_crossed_waits_are_refused_instead_of_deadlocking() {
+        let turns = Arc::new(Turns::new());
+        let first_holds_a = Arc::new(std::sync::Barrier::new(2));
+        let other = {
+            let turns = Arc::clone(&turns);
+            let barrier = Arc::clone(&first_holds_a);
+            std::thread::spawn(move || {
+                let _b = turns.take("b").unwrap();
+                barrier.wait();
+                // Wait for "a", held by the main thread; the main thread then
+                // asks for "b" and must be refused, which releases "a".
+                turns.take("a").map(|_| ())
+            })
+        };
+        let a = turns.take("a").unwrap();
+        first_holds_a.wait();
+        // Give the other thread time to start waiting for "a".
+        let mut refused = None;
+        for _ in 0..200 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            if turns.lock().waiting.len() == 1 {
+                refused = turns.take("b").err();
+                break;
+            }
+        }
+        assert_eq!(refused, Some(TurnRefused::WouldDeadlock));
+        drop(a);
+        assert_eq!(other.join().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn turns_on_one_key_do_not_overlap() {
+        let turns = Arc::new(Turns::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let turns = Arc::clone(&turns);
+                let inside = Arc::clone(&inside);
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        let _turn = turns.take(7).unwrap();
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    }
+}

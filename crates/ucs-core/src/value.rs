@@ -1,0 +1,317 @@
+//! The value that crosses every boundary: shared data, API arguments and
+//! results, event payloads.
+//!
+//! It holds what JSON holds plus dict keys that are integers (SPEC D4): the
+//! documented `SharedDataHook` stores `{user_id: count}` and reads it back with
+//! `old_data.get(user_id)`, so int keys must survive a round trip through the
+//! server. External JSON clients see int keys as strings.
+
+use indexmap::IndexMap;
+use serde::ser::{SerializeMap, SerializeSeq};
+
+/// A dict key: JSON only has strings, Python plugins also use ints (D4).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MapKey {
+    /// An integer key, kept as an integer for Python and printed as a string in JSON.
+    Int(i64),
+    /// A string key.
+    Str(String),
+}
+
+impl std::fmt::Display for MapKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MapKey::Int(key) => write!(f, "{key}"),
+            MapKey::Str(key) => f.write_str(key),
+        }
+    }
+}
+
+impl From<&str> for MapKey {
+    fn from(key: &str) -> Self {
+        MapKey::Str(key.to_owned())
+    }
+}
+
+impl From<i64> for MapKey {
+    fn from(key: i64) -> Self {
+        MapKey::Int(key)
+    }
+}
+
+/// A dict that keeps insertion order, as Python dicts and JSON objects do.
+pub type Map = IndexMap<MapKey, Value>;
+
+/// A JSON-like value with int dict keys (D4).
+///
+/// Floats are always finite: NaN and infinities have no JSON form, so the
+/// constructors that take outside input refuse them rather than store
+/// something that cannot be read back.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    /// JSON `null`, Python `None`.
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed 64-bit integer.
+    Int(i64),
+    /// A finite float.
+    Float(f64),
+    /// A UTF-8 string.
+    Str(String),
+    /// A list (Python lists and tuples).
+    List(Vec<Value>),
+    /// A dict with str or int keys.
+    Map(Map),
+}
+
+/// Why a value could not be built from outside input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// NaN or an infinity: JSON cannot hold it.
+    #[error("floats must be finite, got {0}")]
+    NonFiniteFloat(f64),
+    /// An integer outside the signed 64-bit range.
+    #[error("integer {0} does not fit in 64 bits")]
+    IntegerOutOfRange(String),
+    /// Nesting deeper than [`MAX_DEPTH`].
+    #[error("value is nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// A type with no JSON form (a set, an arbitrary object, ...).
+    #[error("unsupported type {0}")]
+    Unsupported(String),
+}
+
+/// The deepest nesting a value may have. Deep enough for any real payload,
+/// shallow enough that converting or printing it can never exhaust a stack.
+pub const MAX_DEPTH: usize = 64;
+
+impl Value {
+    /// An empty dict: what a never-set shared-data identificator reads as (D4).
+    pub fn empty_map() -> Self {
+        Value::Map(Map::new())
+    }
+
+    /// A finite float, or an error for NaN and infinities.
+    pub fn float(number: f64) -> Result<Self, ValueError> {
+        if number.is_finite() {
+            Ok(Value::Float(number))
+        } else {
+            Err(ValueError::NonFiniteFloat(number))
+        }
+    }
+
+    /// Builds a dict from string keys, for results the server assembles itself.
+    pub fn record<const N: usize>(fields: [(&str, Value); N]) -> Self {
+        Value::Map(
+            fields
+                .into_iter()
+                .map(|(key, value)| (MapKey::from(key), value))
+                .collect(),
+        )
+    }
+
+    /// Converts parsed JSON, refusing integers that do not fit in 64 bits and
+    /// nesting deeper than [`MAX_DEPTH`].
+    pub fn from_json(json: &serde_json::Value) -> Result<Self, ValueError> {
+        Self::from_json_at(json, 0)
+    }
+
+    fn from_json_at(json: &serde_json::Value, depth: usize) -> Result<Self, ValueError> {
+        if depth > MAX_DEPTH {
+            return Err(ValueError::TooDeep);
+        }
+        Ok(match json {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(flag) => Value::Bool(*flag),
+            serde_json::Value::Number(number) => {
+                if let Some(int) = number.as_i64() {
+                    Value::Int(int)
+                } else if number.is_u64() {
+                    return Err(ValueError::IntegerOutOfRange(number.to_string()));
+                } else {
+                    Value::float(number.as_f64().unwrap_or(f64::NAN))?
+                }
+            }
+            serde_json::Value::String(text) => Value::Str(text.clone()),
+            serde_json::Value::Array(items) => Value::List(
+                items
+                    .iter()
+                    .map(|item| Self::from_json_at(item, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(fields) => Value::Map(
+                fields
+                    .iter()
+                    .map(|(key, item)| {
+                        Ok((
+                            MapKey::Str(key.clone()),
+                            Self::from_json_at(item, depth + 1)?,
+                        ))
+                    })
+                    .collect::<Result<_, ValueError>>()?,
+            ),
+        })
+    }
+
+    /// Parses JSON text straight into a value.
+    pub fn parse_json(text: &str) -> Result<Self, String> {
+        let json: serde_json::Value = serde_json::from_str(text).map_err(|err| err.to_string())?;
+        Self::from_json(&json).map_err(|err| err.to_string())
+    }
+
+    /// The JSON text of this value; int keys become strings (D4).
+    pub fn to_json_string(&self) -> String {
+        // Serialising a `Value` cannot fail: every key is a string by then and
+        // every float is finite.
+        serde_json::to_string(self).unwrap_or_else(|_| "null".to_owned())
+    }
+
+    /// The value of `key` if this is a dict holding it.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Map(map) => map.get(&MapKey::Str(key.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The integer inside, if this is one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(int) => Some(*int),
+            _ => None,
+        }
+    }
+
+    /// The string inside, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The boolean inside, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(flag) => Some(*flag),
+            _ => None,
+        }
+    }
+
+    /// A short name of the type, for error messages a user reads.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::List(_) => "list",
+            Value::Map(_) => "dict",
+        }
+    }
+}
+
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(flag) => serializer.serialize_bool(*flag),
+            Value::Int(int) => serializer.serialize_i64(*int),
+            Value::Float(number) => serializer.serialize_f64(*number),
+            Value::Str(text) => serializer.serialize_str(text),
+            Value::List(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Value::Map(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (key, item) in fields {
+                    match key {
+                        MapKey::Str(key) => map.serialize_entry(key, item)?,
+                        MapKey::Int(key) => map.serialize_entry(&key.to_string(), item)?,
+                    }
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl From<bool> for Value {
+    fn from(flag: bool) -> Self {
+        Value::Bool(flag)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(int: i64) -> Self {
+        Value::Int(int)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Str(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Value::Str(text)
+    }
+}
+
+impl From<Vec<Value>> for Value {
+    fn from(items: Vec<Value>) -> Self {
+        Value::List(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn d4_int_keys_print_as_strings_in_json() {
+        let mut map = Map::new();
+        map.insert(MapKey::Int(2), Value::Int(5));
+        map.insert(MapKey::from("alice"), Value::from("x"));
+        assert_eq!(Value::Map(map).to_json_string(), r#"{"2":5,"alice":"x"}"#);
+    }
+
+    #[test]
+    fn d4_json_round_trip_keeps_order_and_types() {
+        let text = r#"{"b":[1,2.5,"x",null,true],"a":{"n":-3}}"#;
+        let value = Value::parse_json(text).unwrap();
+        assert_eq!(value.to_json_string(), text);
+    }
+
+    #[test]
+    fn json_integers_beyond_64_bits_are_refused() {
+        assert!(matches!(
+            Value::parse_json("18446744073709551615"),
+            Err(message) if message.contains("64 bits")
+        ));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
+        assert!(Value::parse_json(&deep).is_err());
+        let fine = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(Value::parse_json(&fine).is_ok());
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused() {
+        assert!(Value::float(f64::NAN).is_err());
+        assert!(Value::float(f64::INFINITY).is_err());
+        assert_eq!(Value::float(1.5), Ok(Value::Float(1.5)));
+    }
+}
