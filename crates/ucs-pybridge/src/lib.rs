@@ -1,0 +1,1 @@
+//! Embedded CPython (work in progress).
