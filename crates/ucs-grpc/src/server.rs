@@ -1,0 +1,112 @@
+//! The gRPC server: the `ucs.v1` services, reflection, health, limits.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use ucs_api::Api;
+
+use crate::pb::api_server::ApiServer;
+use crate::pb::auth_server::AuthServer;
+use crate::pb::events_server::EventsServer;
+use crate::pb::plugins_server::PluginsServer;
+use crate::{ApiService, AuthService, EventsService, PluginsService, pb};
+
+/// The largest message the server decodes or encodes: far above any real
+/// request, low enough that one client cannot make the server buffer a
+/// huge document.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a shutdown lets unary calls in flight finish; callers that need a
+/// bound on the whole shutdown should wait at most this long for [`serve`] to
+/// return after the shutdown future resolves.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service rejected a descriptor set (a build bug).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves every `ucs.v1` service over `api` on `listener` until `shutdown`
+/// resolves, then stops accepting, ends event streams and waits for calls in
+/// flight.
+///
+/// The caller binds the listener, so tests can bind `127.0.0.1:0` and read
+/// the port. Health reports SERVING for the server (`""`) and for each
+/// `ucs.v1` service while this runs, and NOT_SERVING once shutdown starts.
+pub async fn serve(
+    listener: TcpListener,
+    api: Api,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let events = EventsService::new(api.clone());
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthServer<AuthService>>().await;
+    health.set_serving::<PluginsServer<PluginsService>>().await;
+    health.set_serving::<ApiServer<ApiService>>().await;
+    health.set_serving::<EventsServer<EventsService>>().await;
+
+    let closing_events = events.clone();
+    let on_shutdown = async move {
+        shutdown.await;
+        tracing::info!("gRPC server shutting down");
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health.set_not_serving::<AuthServer<AuthService>>().await;
+        health
+            .set_not_serving::<PluginsServer<PluginsService>>()
+            .await;
+        health.set_not_serving::<ApiServer<ApiService>>().await;
+        health
+            .set_not_serving::<EventsServer<EventsService>>()
+            .await;
+        closing_events.close_streams();
+    };
+
+    Server::builder()
+        .add_service(
+            AuthServer::new(AuthService::new(api.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            PluginsServer::new(PluginsService::new(api.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ApiServer::new(ApiService::new(api))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            EventsServer::new(events)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
+        .await?;
+    Ok(())
+}

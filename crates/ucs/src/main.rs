@@ -1,0 +1,4 @@
+//! The `ucs` binary; everything lives in the library so tests can reach it.
+fn main() -> std::process::ExitCode {
+    ucs::main()
+}
