@@ -19,7 +19,7 @@ pub mod events;
 pub mod registration;
 pub mod sessions;
 pub mod shared;
-mod turns;
+pub mod turns;
 pub mod users;
 pub mod value;
 

@@ -17,7 +17,7 @@ use std::thread::ThreadId;
 
 /// Why a turn could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TurnRefused {
+pub enum TurnRefused {
     /// This thread already holds the turn on this key.
     Reentrant,
     /// Waiting would close a cycle of threads waiting on each other.
@@ -32,19 +32,26 @@ struct TurnState<K> {
 }
 
 /// A set of keys on which at most one thread at a time may be changing.
-pub(crate) struct Turns<K> {
+pub struct Turns<K> {
     state: Mutex<TurnState<K>>,
     released: Condvar,
 }
 
 /// Holds a turn until dropped.
-pub(crate) struct Turn<'a, K: Eq + Hash + Clone> {
+pub struct Turn<'a, K: Eq + Hash + Clone> {
     turns: &'a Turns<K>,
     key: K,
 }
 
+impl<K: Eq + Hash + Clone> Default for Turns<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: Eq + Hash + Clone> Turns<K> {
-    pub(crate) fn new() -> Self {
+    /// No key is busy.
+    pub fn new() -> Self {
         Turns {
             state: Mutex::new(TurnState {
                 holders: HashMap::new(),
@@ -61,7 +68,7 @@ impl<K: Eq + Hash + Clone> Turns<K> {
     }
 
     /// Waits for the turn on `key`, or refuses if waiting could never end.
-    pub(crate) fn take(&self, key: K) -> Result<Turn<'_, K>, TurnRefused> {
+    pub fn take(&self, key: K) -> Result<Turn<'_, K>, TurnRefused> {
         let me = std::thread::current().id();
         let mut state = self.lock();
         loop {

@@ -1,18 +1,30 @@
-//! Plugin discovery and lifecycle (SPEC P1-P7, L1-L4).
+//! Plugin discovery and lifecycle (SPEC P1-P7, D1, L1-L4).
 //!
-//! Work in progress: this is the interface the server binary wires against.
+//! The loader is bookkeeping only: which plugins exist, in which state, in
+//! which order they loaded. Everything that runs Python is in
+//! `ucs-pybridge`; the loader calls it without holding any lock of its own
+//! (L5), and serialises operations on one plugin with per-name turns, so a
+//! plugin that loads another from its constructor works and one that reloads
+//! itself from its own constructor gets an error instead of a deadlock.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
-use ucs_api::Api;
+use ucs_api::{Api, ApiError, PluginControl, PluginInfo, PluginName, PluginState};
+use ucs_core::Owner;
+use ucs_core::turns::{TurnRefused, Turns};
+use ucs_pybridge::{LoadOutcome, PluginInstance};
 
-/// Where plugins are and how long their threads may take to end.
+/// Where plugins are and how long their `stop` and threads may take.
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
     /// The plugins directory (P1).
     pub plugins_dir: PathBuf,
+    /// How long `stop()` may take before the plugin is reported stuck.
+    pub stop_timeout: Duration,
     /// How long a `threading.Thread` plugin is joined after `stop` (L3).
     pub thread_join_timeout: Duration,
     /// The overall deadline for stopping every plugin at shutdown (L3).
@@ -24,6 +36,7 @@ impl LoaderConfig {
     pub fn new(plugins_dir: PathBuf) -> Self {
         LoaderConfig {
             plugins_dir,
+            stop_timeout: Duration::from_secs(5),
             thread_join_timeout: Duration::from_secs(5),
             shutdown_deadline: Duration::from_secs(10),
         }
@@ -43,28 +56,320 @@ pub enum LoaderError {
     },
 }
 
-/// Owns every loaded plugin of one server.
+/// One plugin the host knows about.
+struct PluginRecord {
+    info: PluginInfo,
+    /// The live instance while RUNNING.
+    instance: Option<PluginInstance>,
+    /// When it last loaded, for reverse-order shutdown (L3).
+    load_order: u64,
+}
+
+/// Owns every plugin of one server.
 pub struct PluginHost {
     api: Api,
     config: LoaderConfig,
+    /// Held only to read or update a record, never across Python.
+    records: Mutex<BTreeMap<String, PluginRecord>>,
+    /// One lifecycle operation per plugin at a time.
+    turns: Turns<String>,
+    next_load_order: AtomicU64,
 }
 
 impl PluginHost {
-    /// Starts Python, wires `plugins.*` into `api` and loads every plugin of
-    /// the directory (P1).
+    /// Starts Python, wires `plugins.*` into `api` and loads every plugin in
+    /// the directory in file-name order (P1). A plugin that fails is recorded
+    /// FAILED and the others load regardless (L1).
     pub fn start(api: Api, config: LoaderConfig) -> Result<Arc<PluginHost>, LoaderError> {
-        Ok(Arc::new(PluginHost { api, config }))
+        ucs_pybridge::init();
+        let host = Arc::new(PluginHost {
+            api,
+            config,
+            records: Mutex::new(BTreeMap::new()),
+            turns: Turns::new(),
+            next_load_order: AtomicU64::new(1),
+        });
+        let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
+        host.api.set_plugin_control(control);
+        for name in host.discover()? {
+            match host.load_named(&name) {
+                Ok(info) => {
+                    tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name)
+                }
+                Err(ApiError::NotFound(_)) => {}
+                Err(err) => tracing::debug!(plugin = %name, "not loaded at start: {err}"),
+            }
+        }
+        Ok(host)
     }
 
-    /// Stops every plugin in reverse load order within the deadline (L3).
+    /// The plugin files of the directory (P1): `*.py` except `__init__.py`
+    /// and dotfiles, not recursive, sorted by name.
+    fn discover(&self) -> Result<Vec<PluginName>, LoaderError> {
+        let dir = &self.config.plugins_dir;
+        let entries = std::fs::read_dir(dir).map_err(|source| LoaderError::PluginsDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut names: Vec<PluginName> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|file| file.ends_with(".py") && file != "__init__.py" && !file.starts_with('.'))
+            .filter_map(|file| match PluginName::parse(&file) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    tracing::warn!(
+                        "skipping {file}: a plugin file name must be a Python identifier"
+                    );
+                    None
+                }
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn records(&self) -> MutexGuard<'_, BTreeMap<String, PluginRecord>> {
+        // Records are replaced whole; a panic cannot leave one half-written.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn path_of(&self, name: &PluginName) -> PathBuf {
+        self.config.plugins_dir.join(format!("{name}.py"))
+    }
+
+    fn take_turn(&self, name: &PluginName) -> Result<ucs_core::turns::Turn<'_, String>, ApiError> {
+        self.turns.take(name.to_string()).map_err(|refused| {
+            ApiError::Processing(match refused {
+                TurnRefused::Reentrant => format!(
+                    "plugin '{name}' is being loaded or unloaded by this very call chain \
+                     (a plugin cannot reload or unload itself from its constructor, start or stop)"
+                ),
+                TurnRefused::WouldDeadlock => format!(
+                    "loading or unloading plugin '{name}' now would deadlock with another plugin \
+                     operation waiting on this one"
+                ),
+            })
+        })
+    }
+
+    /// Loads `name`, first stopping the running version if there is one (P6).
+    fn load_named(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
+        let path = self.path_of(name);
+        if !path.is_file() {
+            return Err(ApiError::NotFound(format!(
+                "plugin file {} not found",
+                path.display()
+            )));
+        }
+        let _turn = self.take_turn(name)?;
+        let running = self
+            .records()
+            .get_mut(name.as_str())
+            .and_then(|record| record.instance.take());
+        if let Some(instance) = running {
+            tracing::info!(plugin = %name, "reloading: stopping the running version");
+            self.stop_instance(name, instance);
+        }
+        let owner = Owner::new(name.as_str());
+        let outcome = ucs_pybridge::load_plugin(
+            &self.api,
+            &owner,
+            name.as_str(),
+            &path,
+            &self.config.plugins_dir,
+        );
+        let path_text = path.to_string_lossy().into_owned();
+        match outcome {
+            LoadOutcome::Started(instance) => {
+                let info = PluginInfo {
+                    name: name.to_string(),
+                    class_name: instance.class_name.clone(),
+                    state: PluginState::Running,
+                    error: String::new(),
+                    path: path_text,
+                };
+                self.records().insert(
+                    name.to_string(),
+                    PluginRecord {
+                        info: info.clone(),
+                        instance: Some(instance),
+                        load_order: self.next_load_order.fetch_add(1, Ordering::Relaxed),
+                    },
+                );
+                Ok(info)
+            }
+            LoadOutcome::NoPluginVariable => {
+                self.records().remove(name.as_str());
+                tracing::debug!(plugin = %name, "{} has no UCS_PLUGIN; skipped", path.display());
+                Err(ApiError::Processing(format!(
+                    "{} has no UCS_PLUGIN variable, so it is not a plugin",
+                    path.display()
+                )))
+            }
+            LoadOutcome::Failed { class_name, error } => {
+                // L1: what it registered before failing goes, quietly: the
+                // failure itself is the news.
+                for leftover in self.api.remove_owned_by(&owner) {
+                    tracing::debug!(plugin = %name, "removed after failed load: {}", leftover.description);
+                }
+                ucs_pybridge::forget_module(name.as_str());
+                tracing::error!(plugin = %name, "plugin failed to load: {error}");
+                self.records().insert(
+                    name.to_string(),
+                    PluginRecord {
+                        info: PluginInfo {
+                            name: name.to_string(),
+                            class_name,
+                            state: PluginState::Failed,
+                            error: error.clone(),
+                            path: path_text,
+                        },
+                        instance: None,
+                        load_order: 0,
+                    },
+                );
+                Err(ApiError::Processing(format!(
+                    "plugin '{name}' failed to load: {error}"
+                )))
+            }
+        }
+    }
+
+    /// Stops a running instance (P5), removes what it left registered with a
+    /// warning each (P7, L4), and records any `stop` failure (L2, L3).
+    fn stop_instance(&self, name: &PluginName, instance: PluginInstance) {
+        self.stop_instance_within(
+            name,
+            instance,
+            self.config.stop_timeout,
+            self.config.thread_join_timeout,
+        );
+    }
+
+    fn stop_instance_within(
+        &self,
+        name: &PluginName,
+        instance: PluginInstance,
+        stop_timeout: Duration,
+        join_timeout: Duration,
+    ) {
+        let report = ucs_pybridge::stop_plugin(instance, stop_timeout, join_timeout);
+        let mut errors = Vec::new();
+        if let Some(error) = report.stop_error {
+            tracing::error!(plugin = %name, "stop() raised; unloading anyway: {error}");
+            errors.push(format!("stop() raised: {error}"));
+        }
+        if let Some(stuck) = report.stuck {
+            tracing::warn!(plugin = %name, "plugin is stuck: {stuck}");
+            errors.push(format!("stuck: {stuck}"));
+        }
+        for leftover in self.api.remove_owned_by(&Owner::new(name.as_str())) {
+            tracing::warn!(
+                plugin = %name,
+                "plugin left {} registered after stop(); removed it",
+                leftover.description
+            );
+        }
+        ucs_pybridge::forget_module(name.as_str());
+        if let Some(record) = self.records().get_mut(name.as_str()) {
+            record.info.state = PluginState::Stopped;
+            record.info.error = errors.join("\n");
+        }
+    }
+
+    /// Stops and unloads `name` (P6); a plugin that is not loaded is a
+    /// processing error (D1).
+    fn unload_named(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
+        let _turn = self.take_turn(name)?;
+        let instance = self
+            .records()
+            .get_mut(name.as_str())
+            .and_then(|record| record.instance.take());
+        let Some(instance) = instance else {
+            return Err(ApiError::Processing(format!(
+                "plugin '{name}' is not loaded"
+            )));
+        };
+        self.stop_instance(name, instance);
+        tracing::info!(plugin = %name, "plugin unloaded");
+        self.records()
+            .get(name.as_str())
+            .map(|record| record.info.clone())
+            .ok_or_else(|| ApiError::Internal(format!("plugin '{name}' vanished while unloading")))
+    }
+
+    /// Stops every running plugin in reverse load order within the shutdown
+    /// deadline (L3). Plugins not reached in time are reported; nothing waits
+    /// past the deadline. Safe to call more than once.
     pub fn shutdown(&self) {
-        let _ = (&self.api, &self.config);
+        let deadline = Instant::now() + self.config.shutdown_deadline;
+        let mut running: Vec<(u64, String)> = self
+            .records()
+            .iter()
+            .filter(|(_, record)| record.instance.is_some())
+            .map(|(name, record)| (record.load_order, name.clone()))
+            .collect();
+        running.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, name) in running {
+            let Ok(name) = PluginName::parse(&name) else {
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let instance = self
+                .records()
+                .get_mut(name.as_str())
+                .and_then(|record| record.instance.take());
+            let Some(instance) = instance else {
+                continue;
+            };
+            if remaining.is_zero() {
+                tracing::warn!(plugin = %name, "shutdown deadline passed; not stopping this plugin");
+                continue;
+            }
+            self.stop_instance_within(
+                &name,
+                instance,
+                remaining.min(self.config.stop_timeout),
+                remaining.min(self.config.thread_join_timeout),
+            );
+            tracing::info!(plugin = %name, "plugin stopped");
+        }
+    }
+
+    /// The plugins directory.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.config.plugins_dir
+    }
+}
+
+impl PluginControl for PluginHost {
+    fn list(&self) -> Vec<PluginInfo> {
+        self.records()
+            .values()
+            .map(|record| record.info.clone())
+            .collect()
+    }
+
+    fn load(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
+        let info = self.load_named(name)?;
+        tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name);
+        Ok(info)
+    }
+
+    fn unload(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
+        self.unload_named(name)
     }
 }
 
 /// Call from each runtime thread as it starts, so a thread that may run
 /// Python keeps one Python thread state for its whole life.
-pub fn python_thread_started() {}
+pub fn python_thread_started() {
+    ucs_pybridge::thread_state::park();
+}
 
 /// Call from each runtime thread as it stops.
-pub fn python_thread_stopping() {}
+pub fn python_thread_stopping() {
+    ucs_pybridge::thread_state::unpark();
+}

@@ -1,1 +1,47 @@
-//! Embedded CPython (work in progress).
+//! Embedded CPython: the modules plugins import, the `ucs` object, and the
+//! adapters that put Python callables behind the core's hooks and the API's
+//! middleware. The only crate of the workspace that depends on pyo3.
+//!
+//! # Layout
+//! - [`modules`]: `constants`, `events`, `error`, `agents` (SPEC section 6).
+//! - [`ucs_object`]: the per-plugin `ucs` object.
+//! - [`adapters`]: Python callables as hooks, callbacks, middleware.
+//! - [`plugin`]: importing, starting and stopping one plugin file.
+//! - [`convert`]: [`ucs_core::Value`] to Python and back (D4).
+//! - [`errors`]: the `error` module and its mapping to API errors (M3).
+//! - [`thread_state`]: keeping a Python thread state per server thread.
+//!
+//! GIL rule (L5): the GIL is taken only to run Python, and every path from
+//! Python back into the server detaches first.
+
+pub mod adapters;
+pub mod convert;
+pub mod errors;
+pub mod modules;
+pub mod plugin;
+pub mod thread_state;
+pub mod ucs_object;
+
+pub use plugin::{
+    LoadOutcome, PluginInstance, StopReport, forget_module, load_plugin, stop_plugin,
+};
+
+/// Starts the interpreter once per process, without taking over the
+/// process's signal handlers, and installs the built-in modules.
+pub fn init() {
+    static READY: std::sync::Once = std::sync::Once::new();
+    // `Once` is safe here: it is never waited on while attached, because the
+    // first caller attaches only inside and every later caller returns at
+    // once after it.
+    READY.call_once(|| {
+        pyo3::Python::initialize();
+        pyo3::Python::attach(|py| {
+            if let Err(err) = modules::install(py) {
+                tracing::error!(
+                    "cannot install the plugin modules: {}",
+                    errors::format_traceback(py, &err)
+                );
+            }
+        });
+    });
+}

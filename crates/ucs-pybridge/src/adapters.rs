@@ -1,0 +1,332 @@
+//! Python callables behind the core's hook and callback traits and the API's
+//! middleware trait: H2-H6, S2-S4, E2, M2-M3 exactly.
+//!
+//! Each adapter attaches to the interpreter only for the call itself; the
+//! core invokes them with no lock held (L5), and every way back into the
+//! server from Python detaches first (see `ucs_object`).
+
+use std::any::Any;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use ucs_api::{ApiError, Middleware, Next};
+use ucs_core::{
+    Agent, AgentStatus, Event, EventCallback, EventPayload, Owner, PluginFailure, SharedDataHook,
+    SharedVerdict, StatusHook, StatusVerdict, Value,
+};
+
+use crate::convert::{py_to_value, type_name, value_to_py};
+use crate::errors::{self, PluginError, ProcessingError, api_error_to_py, format_traceback};
+use crate::modules::PyAgent;
+
+/// A Python callable with the plugin that registered it.
+pub struct PyCallable {
+    callable: Py<PyAny>,
+    owner: Owner,
+    name: String,
+}
+
+impl PyCallable {
+    /// Wraps `callable`, registered by `owner`.
+    pub fn new(callable: &Bound<'_, PyAny>, owner: Owner) -> Self {
+        let name = callable
+            .getattr("__qualname__")
+            .and_then(|name| name.extract::<String>())
+            .or_else(|_| callable.repr().map(|repr| repr.to_string()))
+            .unwrap_or_else(|_| "<callable>".to_owned());
+        PyCallable {
+            callable: callable.clone().unbind(),
+            owner,
+            name,
+        }
+    }
+
+    /// Whether this wraps a callable equal to `other` by Python `==` (E1):
+    /// `self.method` is a new object on every access, so identity would
+    /// never match.
+    pub fn equals(&self, other: &Bound<'_, PyAny>) -> bool {
+        self.callable.bind(other.py()).eq(other).unwrap_or(false)
+    }
+
+    /// The plugin that registered it.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    fn describe(&self) -> String {
+        format!("{}()", self.name)
+    }
+}
+
+/// Finds the adapter inside a trait object, for removal by `==`.
+pub fn as_callable(any: &dyn Any) -> Option<&PyCallable> {
+    if let Some(callback) = any.downcast_ref::<PyEventCallback>() {
+        return Some(&callback.0);
+    }
+    if let Some(middleware) = any.downcast_ref::<PyMiddleware>() {
+        return Some(&middleware.0);
+    }
+    None
+}
+
+/// The status hook (H2-H6).
+pub struct PyStatusHook(pub PyCallable);
+
+impl StatusHook for PyStatusHook {
+    fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
+        Python::attach(|py| {
+            let result = Bound::new(py, PyAgent::new(before)).and_then(|agent| {
+                self.0
+                    .callable
+                    .bind(py)
+                    .call1((agent, status.code(), reason))
+            });
+            match result {
+                Ok(returned) => status_verdict(&returned, status, reason),
+                Err(err) if err.is_instance_of::<ProcessingError>(py) => StatusVerdict::Block {
+                    reason: errors::first_arg_text(py, &err),
+                },
+                Err(err) => StatusVerdict::Failed(PluginFailure::new(format_traceback(py, &err))),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Reads what a status hook returned: `(status, reason)` lets through or
+/// rewrites (H3, H4), `(None, reason)` blocks (H5), anything else is a
+/// failure (H6).
+fn status_verdict(
+    returned: &Bound<'_, PyAny>,
+    requested: AgentStatus,
+    reason: &str,
+) -> StatusVerdict {
+    let failed = |why: String| {
+        StatusVerdict::Failed(PluginFailure::new(format!(
+            "status hook returned {why}; expected (status, reason) or (None, reason)"
+        )))
+    };
+    let Ok(pair) = returned.cast::<PyTuple>() else {
+        return failed(format!("a {}", type_name(returned)));
+    };
+    if pair.len() != 2 {
+        return failed(format!("a tuple of {} items", pair.len()));
+    }
+    let (Ok(new_status), Ok(new_reason)) = (pair.get_item(0), pair.get_item(1)) else {
+        return failed("an unreadable tuple".to_owned());
+    };
+    if new_status.is_none() {
+        // H5: any falsy reason means the default message.
+        let reason = match new_reason.is_truthy() {
+            Ok(true) => new_reason
+                .str()
+                .map(|text| text.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        return StatusVerdict::Block { reason };
+    }
+    let status = match new_status.extract::<i64>() {
+        Ok(code) if new_status.cast::<pyo3::types::PyBool>().is_err() => {
+            match AgentStatus::from_code(code) {
+                Some(status) => status,
+                None => return failed(format!("unknown status {code}")),
+            }
+        }
+        _ => return failed(format!("a status of type {}", type_name(&new_status))),
+    };
+    let new_reason = if new_reason.is_none() {
+        String::new()
+    } else {
+        match new_reason.extract::<String>() {
+            Ok(text) => text,
+            Err(_) => return failed(format!("a reason of type {}", type_name(&new_reason))),
+        }
+    };
+    if status == requested && new_reason == reason {
+        StatusVerdict::LetThrough
+    } else {
+        StatusVerdict::Rewrite {
+            status,
+            reason: new_reason,
+        }
+    }
+}
+
+/// A shared-data change hook (S2-S4).
+pub struct PySharedHook(pub PyCallable);
+
+impl SharedDataHook for PySharedHook {
+    fn before_change(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict {
+        Python::attach(|py| {
+            let result = (|| {
+                let old = value_to_py(py, old)?;
+                let new = value_to_py(py, new)?;
+                self.0.callable.bind(py).call1((identificator, old, new))
+            })();
+            match result {
+                Ok(returned) => match py_to_value(&returned) {
+                    Ok(value) => SharedVerdict::Store(value),
+                    Err(err) => SharedVerdict::Failed(PluginFailure::new(format!(
+                        "shared data hook returned data that cannot be stored: {err}"
+                    ))),
+                },
+                Err(err) if err.is_instance_of::<ProcessingError>(py) => SharedVerdict::Block {
+                    reason: errors::first_arg_text(py, &err),
+                },
+                Err(err) => SharedVerdict::Failed(PluginFailure::new(format_traceback(py, &err))),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An event callback (E2): `callback(agent, args)` for agent status,
+/// `callback(identificator, data)` for shared data.
+pub struct PyEventCallback(pub PyCallable);
+
+impl EventCallback for PyEventCallback {
+    fn on_event(&self, event: &Event) -> Result<(), PluginFailure> {
+        Python::attach(|py| {
+            let result = (|| {
+                let callable = self.0.callable.bind(py);
+                match &event.payload {
+                    EventPayload::AgentStatus {
+                        agent,
+                        previous_status,
+                        previous_reason,
+                    } => {
+                        let args = PyDict::new(py);
+                        args.set_item("previous_status", previous_status.code())?;
+                        args.set_item("previous_reason", previous_reason)?;
+                        callable.call1((Bound::new(py, PyAgent::new(agent))?, args))
+                    }
+                    EventPayload::SharedData {
+                        identificator,
+                        data,
+                    } => callable.call1((identificator, value_to_py(py, data)?)),
+                }
+            })();
+            result
+                .map(drop)
+                .map_err(|err| PluginFailure::new(format_traceback(py, &err)))
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An API middleware (M2): `middleware(handler, *args)`.
+pub struct PyMiddleware(pub PyCallable);
+
+impl Middleware for PyMiddleware {
+    fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError> {
+        Python::attach(|py| {
+            let result = (|| {
+                let handler = Bound::new(py, PyHandler { next: next.clone() })?.into_any();
+                let mut py_args = Vec::with_capacity(args.len() + 1);
+                py_args.push(handler);
+                for arg in &args {
+                    py_args.push(value_to_py(py, arg)?);
+                }
+                self.0.callable.bind(py).call1(PyTuple::new(py, py_args)?)
+            })();
+            match result {
+                Ok(returned) => py_to_value(&returned).map_err(|err| {
+                    tracing::error!(
+                        plugin = %self.0.owner,
+                        "middleware {} on {} returned a result that cannot be sent: {err}",
+                        self.0.describe(),
+                        next.method_name()
+                    );
+                    ApiError::Internal(format!("middleware returned an unsupported result: {err}"))
+                }),
+                Err(err) => Err(self.plugin_error(py, &err, next)),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PyMiddleware {
+    /// M3: the `error` classes reach the caller; anything else is an
+    /// internal error whose traceback stays in the server log.
+    fn plugin_error(&self, py: Python<'_>, err: &PyErr, next: &Next) -> ApiError {
+        match errors::classify(py, err) {
+            PluginError::Api(error) => error,
+            PluginError::Unexpected { traceback } => {
+                tracing::error!(
+                    plugin = %self.0.owner,
+                    "middleware {} on {} raised: {traceback}",
+                    self.0.describe(),
+                    next.method_name()
+                );
+                ApiError::Internal(format!("middleware of plugin '{}' failed", self.0.owner))
+            }
+        }
+    }
+}
+
+/// The `handler` a middleware receives: the next middleware or the
+/// built-in method (M2).
+#[pyclass(name = "Handler", module = "ucs", frozen)]
+struct PyHandler {
+    next: Next,
+}
+
+#[pymethods]
+impl PyHandler {
+    #[pyo3(signature = (*args))]
+    fn __call__<'py>(&self, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        let py = args.py();
+        let values = args
+            .iter()
+            .map(|arg| py_to_value(&arg))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| {
+                api_error_to_py(
+                    py,
+                    ApiError::field("args", format!("cannot be sent: {err}")),
+                )
+            })?;
+        let next = self.next.clone();
+        // The rest of the chain may wait on locks and run other plugins'
+        // Python on this thread: never hold the GIL while it waits (L5).
+        let result = py.detach(move || next.call(values));
+        match result {
+            Ok(value) => value_to_py(py, &value),
+            Err(error) => Err(api_error_to_py(py, error)),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<handler of {}>", self.next.method_name())
+    }
+}

@@ -1,0 +1,280 @@
+//! The Python half of a plugin's lifecycle (SPEC P2-P5, L1-L3, D1): import a
+//! file into a fresh module, instantiate `UCS_PLUGIN`, call `start` and
+//! `stop`, join a Thread plugin. The loader does the bookkeeping and never
+//! touches Python itself.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyType};
+use ucs_api::Api;
+use ucs_core::Owner;
+
+use crate::convert::type_name;
+use crate::errors::format_traceback;
+use crate::modules::BUILTIN_MODULES;
+use crate::ucs_object::new_ucs_object;
+
+/// Set on every module the loader imports, to tell it from modules that a
+/// plugin name would shadow (D1).
+const PLUGIN_MARKER: &str = "__ucs_plugin__";
+
+/// A running plugin instance.
+pub struct PluginInstance {
+    /// The plugin object `UCS_PLUGIN` named, constructed with its `ucs`.
+    instance: Py<PyAny>,
+    /// The class name, for `plugins.list`.
+    pub class_name: String,
+}
+
+/// What importing and starting a plugin file gave.
+pub enum LoadOutcome {
+    /// Constructed and started (P3, P4).
+    Started(PluginInstance),
+    /// The file has no `UCS_PLUGIN` (P2).
+    NoPluginVariable,
+    /// Import, `UCS_PLUGIN`, constructor or `start` failed (L1).
+    Failed {
+        /// The class name if `UCS_PLUGIN` was readable.
+        class_name: String,
+        /// What went wrong, with the traceback.
+        error: String,
+    },
+}
+
+/// What stopping a plugin gave (P5, L2, L3).
+#[derive(Debug, Default)]
+pub struct StopReport {
+    /// `stop` raised: its traceback (L2).
+    pub stop_error: Option<String>,
+    /// `stop` did not return, or the plugin's thread did not end, in time (L3).
+    pub stuck: Option<String>,
+}
+
+/// Imports `path` as module `name` into a fresh module object, then
+/// constructs and starts the plugin class with a `ucs` object for `owner`.
+pub fn load_plugin(
+    api: &Api,
+    owner: &Owner,
+    name: &str,
+    path: &Path,
+    plugins_dir: &Path,
+) -> LoadOutcome {
+    crate::init();
+    Python::attach(|py| {
+        let failed = |class_name: &str, error: String| LoadOutcome::Failed {
+            class_name: class_name.to_owned(),
+            error,
+        };
+        if let Err(err) = add_to_sys_path(py, plugins_dir) {
+            return failed("", format_traceback(py, &err));
+        }
+        if let Some(reason) = shadowed_module(py, name, plugins_dir) {
+            return failed("", reason);
+        }
+        let module = match import_fresh(py, name, path) {
+            Ok(module) => module,
+            Err(err) => return failed("", format_traceback(py, &err)),
+        };
+        let Ok(class_name) = module.getattr("UCS_PLUGIN") else {
+            return LoadOutcome::NoPluginVariable;
+        };
+        let Ok(class_name) = class_name.cast::<PyString>().map(|name| name.to_string()) else {
+            return failed(
+                "",
+                format!(
+                    "UCS_PLUGIN must be a str naming a class, got {}",
+                    type_name(&class_name)
+                ),
+            );
+        };
+        let class = match module.getattr(class_name.as_str()) {
+            Ok(class) if class.cast::<PyType>().is_ok() => class,
+            Ok(other) => {
+                return failed(
+                    &class_name,
+                    format!(
+                        "UCS_PLUGIN names '{class_name}', which is a {}, not a class",
+                        type_name(&other)
+                    ),
+                );
+            }
+            Err(_) => {
+                return failed(
+                    &class_name,
+                    format!(
+                        "UCS_PLUGIN names class '{class_name}', which the module does not define"
+                    ),
+                );
+            }
+        };
+        let instance = match new_ucs_object(py, api.clone(), owner.clone())
+            .and_then(|ucs| class.call1((ucs,)))
+        {
+            Ok(instance) => instance,
+            Err(err) => return failed(&class_name, format_traceback(py, &err)),
+        };
+        if let Ok(start) = instance.getattr("start")
+            && let Err(err) = start.call0()
+        {
+            return failed(&class_name, format_traceback(py, &err));
+        }
+        LoadOutcome::Started(PluginInstance {
+            instance: instance.unbind(),
+            class_name,
+        })
+    })
+}
+
+/// Appends (never prepends: D1) the plugins directory to `sys.path`, so a
+/// plugin's helper modules import and the standard library stays first.
+fn add_to_sys_path(py: Python<'_>, plugins_dir: &Path) -> PyResult<()> {
+    let sys_path = py.import("sys")?.getattr("path")?;
+    let dir = plugins_dir.to_string_lossy();
+    if !sys_path.contains(dir.as_ref())? {
+        sys_path.call_method1("append", (dir.as_ref(),))?;
+    }
+    Ok(())
+}
+
+/// Why `name` may not be a plugin name, if it would shadow a built-in module,
+/// a standard-library module or another module already imported (D1).
+fn shadowed_module(py: Python<'_>, name: &str, plugins_dir: &Path) -> Option<String> {
+    if BUILTIN_MODULES.contains(&name) {
+        return Some(format!(
+            "plugin file '{name}.py' would shadow the server's built-in module '{name}'; rename it"
+        ));
+    }
+    let sys = py.import("sys").ok()?;
+    let in_set = |attribute: &str| {
+        sys.getattr(attribute)
+            .and_then(|names| names.contains(name))
+            .unwrap_or(false)
+    };
+    if in_set("stdlib_module_names") || in_set("builtin_module_names") {
+        return Some(format!(
+            "plugin file '{name}.py' would shadow the standard-library module '{name}'; rename it"
+        ));
+    }
+    let existing = sys.getattr("modules").ok()?.get_item(name).ok()?;
+    let origin = existing
+        .getattr("__file__")
+        .and_then(|file| file.extract::<String>())
+        .unwrap_or_default();
+    // A module some plugins directory loaded before (an earlier version of
+    // this plugin, or a helper it imported) is not shadowed by a new version.
+    let loaded_as_plugin = existing.hasattr(PLUGIN_MARKER).unwrap_or(false);
+    let from_plugins_dir = Path::new(&origin).parent() == Some(plugins_dir);
+    (!loaded_as_plugin && !from_plugins_dir).then(|| {
+        format!("plugin file '{name}.py' would shadow the already imported module '{name}' ({origin}); rename it")
+    })
+}
+
+/// Executes `path` into a new module object registered as `name`, so a
+/// reload never sees the previous version's globals.
+fn import_fresh<'py>(py: Python<'py>, name: &str, path: &Path) -> PyResult<Bound<'py, PyAny>> {
+    let util = py.import("importlib.util")?;
+    let sys_modules = py.import("sys")?.getattr("modules")?;
+    let sys_modules = sys_modules.cast::<PyDict>()?;
+    let spec = util.call_method1(
+        "spec_from_file_location",
+        (name, path.to_string_lossy().as_ref()),
+    )?;
+    let module = util.call_method1("module_from_spec", (&spec,))?;
+    module.setattr(PLUGIN_MARKER, true)?;
+    sys_modules.set_item(name, &module)?;
+    if let Err(err) = spec
+        .getattr("loader")?
+        .call_method1("exec_module", (&module,))
+    {
+        sys_modules.del_item(name).ok();
+        return Err(err);
+    }
+    Ok(module)
+}
+
+/// Removes the module `name` from `sys.modules` (on unload), so nothing keeps
+/// the old version alive and the next load starts fresh.
+pub fn forget_module(name: &str) {
+    Python::attach(|py| {
+        if let Ok(modules) = py.import("sys").and_then(|sys| sys.getattr("modules")) {
+            modules.del_item(name).ok();
+        }
+    });
+}
+
+/// Calls `stop` (P5) and joins a `threading.Thread` plugin (L3), on a thread
+/// of its own, waiting at most `stop_timeout` plus `join_timeout`: a `stop`
+/// that never returns is reported as stuck, never waited for forever.
+///
+/// Must be called without the GIL held.
+pub fn stop_plugin(
+    plugin: PluginInstance,
+    stop_timeout: Duration,
+    join_timeout: Duration,
+) -> StopReport {
+    let (done, report) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("ucs-plugin-stop".to_owned())
+        .spawn(move || {
+            let result = Python::attach(|py| stop_and_join(py, &plugin, join_timeout));
+            // The waiter may have given up already; nothing to tell then.
+            let _ = done.send(result);
+            Python::attach(|_| drop(plugin));
+        });
+    if let Err(err) = spawned {
+        return StopReport {
+            stuck: Some(format!(
+                "could not start a thread to stop the plugin: {err}"
+            )),
+            ..StopReport::default()
+        };
+    }
+    match report.recv_timeout(stop_timeout + join_timeout) {
+        Ok(report) => report,
+        Err(_) => StopReport {
+            stop_error: None,
+            stuck: Some(format!(
+                "stop() did not return within {stop_timeout:?}; the plugin is unloaded anyway and \
+                 its code may still be running"
+            )),
+        },
+    }
+}
+
+fn stop_and_join(py: Python<'_>, plugin: &PluginInstance, join_timeout: Duration) -> StopReport {
+    let instance = plugin.instance.bind(py);
+    let mut report = StopReport::default();
+    if let Ok(stop) = instance.getattr("stop")
+        && let Err(err) = stop.call0()
+    {
+        report.stop_error = Some(format_traceback(py, &err));
+    }
+    let is_thread = py
+        .import("threading")
+        .and_then(|threading| threading.getattr("Thread"))
+        .and_then(|thread| instance.is_instance(&thread))
+        .unwrap_or(false);
+    if is_thread {
+        let started = instance
+            .call_method0("is_alive")
+            .and_then(|alive| alive.is_truthy())
+            .unwrap_or(false);
+        if started {
+            // Thread.join waits with the GIL released.
+            let _ = instance.call_method1("join", (join_timeout.as_secs_f64(),));
+            let still_alive = instance
+                .call_method0("is_alive")
+                .and_then(|alive| alive.is_truthy())
+                .unwrap_or(false);
+            if still_alive {
+                report.stuck = Some(format!(
+                    "its thread did not end within {join_timeout:?} after stop(); it keeps running"
+                ));
+            }
+        }
+    }
+    report
+}
