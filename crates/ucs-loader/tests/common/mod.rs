@@ -2,7 +2,8 @@
 //! driven through the same calls gRPC makes. Every test writes real `.py`
 //! files and runs them in the real interpreter.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, reason = "a shared test harness; each test binary uses part of it")]
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 
 use std::io::Write;
 use std::path::PathBuf;
