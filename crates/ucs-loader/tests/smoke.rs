@@ -2,26 +2,9 @@
 
 mod common;
 
-use common::{TestServer, field};
+use common::{TestServer, field, shipped_plugins};
 use ucs_api::{ApiError, PluginState};
 use ucs_core::{MapKey, Value};
-
-fn shipped_plugins() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
-        .map(|path| {
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&path).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 fn server_with_examples() -> TestServer {
     let files = shipped_plugins();

@@ -2,7 +2,11 @@
 //! driven through the same calls gRPC makes. Every test writes real `.py`
 //! files and runs them in the real interpreter.
 
-#![allow(dead_code, unreachable_pub, reason = "a shared test harness; each test binary uses part of it")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "a shared test harness; each test binary uses part of it"
+)]
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 
 use std::io::Write;
@@ -158,4 +162,22 @@ pub fn field<'v>(value: &'v Value, key: &str) -> &'v Value {
     value
         .get(key)
         .unwrap_or_else(|| panic!("no field {key} in {value:?}"))
+}
+
+/// The example plugins shipped in `plugins/`, as (file name, source).
+pub fn shipped_plugins() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
+        .map(|path| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&path).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
 }
