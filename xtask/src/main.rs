@@ -1,1 +1,185 @@
-fn main() {}
+//! The project's automation, run as `cargo xtask <task>`.
+//!
+//! # Layout
+//! - [`main`] reads the task name and dispatches with one `match`.
+//! - One function per task ([`test`], [`help`]); a new task (bench, dist,
+//!   soak) is one more arm and one more function.
+//! - [`Step`] is one external command; [`run_steps`] runs a list of them in
+//!   order and stops at the first failure, naming it.
+//!
+//! Standard library only: the xtask must build on a fresh machine before
+//! anything else works, and it is the first thing CI compiles.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Exit code for a task that ran and failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code for a command line that names no known task.
+const EXIT_USAGE: u8 = 2;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test    the whole suite, failing fast: fmt check, clippy -D warnings,
+          then every test of every workspace crate
+  help    this text
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let result = match task.as_deref() {
+        Some("test") => test(),
+        Some("help" | "--help" | "-h") => {
+            help();
+            Ok(())
+        }
+        Some(unknown) => {
+            eprintln!("xtask: unknown task '{unknown}'\n");
+            eprint!("{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xtask: {failure}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `cargo xtask help`: the usage, on stdout because it is what was asked for.
+#[expect(
+    clippy::print_stdout,
+    reason = "help text is the task's output, not a diagnostic"
+)]
+fn help() {
+    print!("{USAGE}");
+}
+
+/// `cargo xtask test`: formatting, lints, then all tests, stopping at the
+/// first step that fails. `--workspace` everywhere, so crates added later
+/// are covered without touching this list.
+fn test() -> Result<(), Failure> {
+    run_steps(&[
+        Step::cargo(&["fmt", "--all", "--check"]),
+        Step::cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        Step::cargo(&["test", "--workspace"]),
+    ])
+}
+
+/// One external command a task runs, from the workspace root.
+struct Step {
+    program: OsString,
+    args: Vec<String>,
+}
+
+impl Step {
+    /// `cargo <args>`, with the cargo that runs this xtask when there is one,
+    /// so the toolchain cannot change between steps.
+    fn cargo(args: &[&str]) -> Self {
+        Step {
+            program: std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Show `cargo`, not the absolute path `$CARGO` holds.
+        let program = Path::new(&self.program)
+            .file_stem()
+            .unwrap_or(self.program.as_os_str())
+            .to_string_lossy();
+        f.write_str(&program)?;
+        self.args.iter().try_for_each(|arg| write!(f, " {arg}"))
+    }
+}
+
+/// Why a task failed: which step, and how.
+#[derive(Debug)]
+struct Failure(String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs `steps` in order from the workspace root; the first that fails
+/// ends the task.
+fn run_steps(steps: &[Step]) -> Result<(), Failure> {
+    let root = workspace_root();
+    for (index, step) in steps.iter().enumerate() {
+        eprintln!("xtask: [{}/{}] {step}", index + 1, steps.len());
+        let status = Command::new(&step.program)
+            .args(&step.args)
+            .current_dir(&root)
+            .status()
+            .map_err(|err| Failure(format!("step `{step}` could not start: {err}")))?;
+        if !status.success() {
+            return Err(Failure(format!("step `{step}` failed ({status})")));
+        }
+    }
+    eprintln!("xtask: all {} steps passed", steps.len());
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_task_checks_the_whole_workspace() {
+        let root = workspace_root();
+        assert!(root.join("Cargo.toml").is_file());
+        assert!(root.join("xtask").is_dir());
+    }
+
+    #[test]
+    fn steps_print_as_the_command_a_person_would_type() {
+        let step = Step {
+            program: OsString::from("/home/u/.rustup/toolchains/x/bin/cargo"),
+            args: vec!["fmt".to_owned(), "--all".to_owned()],
+        };
+        assert_eq!(step.to_string(), "cargo fmt --all");
+    }
+
+    #[test]
+    fn a_failing_step_is_named_and_stops_the_rest() {
+        let failing = Step {
+            program: OsString::from("false"),
+            args: vec![],
+        };
+        let never = Step {
+            program: OsString::from("this-program-does-not-exist-xtask"),
+            args: vec![],
+        };
+        let failure = run_steps(&[failing, never]).unwrap_err();
+        assert!(failure.0.contains("`false`"), "{failure}");
+        assert!(failure.0.contains("failed"), "{failure}");
+    }
+}
