@@ -155,7 +155,9 @@ fn median_latency(server: &TestServer, method: &str, params: &[Value], calls: us
             // when the next call starts, as it would on a busy server.
             std::thread::sleep(Duration::from_millis(20));
             let started = Instant::now();
-            server.call(method, params.to_vec()).unwrap();
+            server
+                .call(method, params.to_vec())
+                .expect("the measured call failed");
             started.elapsed()
         })
         .collect();
