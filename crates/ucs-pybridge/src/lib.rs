@@ -26,6 +26,16 @@ pub use plugin::{
     LoadOutcome, PluginInstance, StopReport, forget_module, load_plugin, stop_plugin,
 };
 
+/// Type stubs for the modules plugins import and for the `ucs` object, as
+/// (file name, contents), for editors and mypy (`ucs stubs --out DIR`).
+pub const STUBS: &[(&str, &str)] = &[
+    ("constants.pyi", include_str!("../stubs/constants.pyi")),
+    ("events.pyi", include_str!("../stubs/events.pyi")),
+    ("error.pyi", include_str!("../stubs/error.pyi")),
+    ("agents.pyi", include_str!("../stubs/agents.pyi")),
+    ("ucs.pyi", include_str!("../stubs/ucs.pyi")),
+];
+
 /// Starts the interpreter once per process, without taking over the
 /// process's signal handlers, and installs the built-in modules.
 pub fn init() {

@@ -1,10 +1,13 @@
 """The server object every plugin receives as its constructor's only
-argument (SPEC section 6). Annotate with it for completion:
+argument (SPEC section 6). There is no `ucs` module at run time: annotate
+with it for completion under TYPE_CHECKING only:
 
-    from ucs import Ucs
+    from typing import TYPE_CHECKING
+    if TYPE_CHECKING:
+        from ucs import Ucs
 
     class MyPlugin:
-        def __init__(self, ucs: Ucs) -> None: ...
+        def __init__(self, ucs: "Ucs") -> None: ...
 """
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
