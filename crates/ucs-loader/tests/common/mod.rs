@@ -166,7 +166,12 @@ pub fn field<'v>(value: &'v Value, key: &str) -> &'v Value {
 
 /// The example plugins shipped in `plugins/`, as (file name, source).
 pub fn shipped_plugins() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+    python_files_in("../../plugins")
+}
+
+/// The `.py` files of a directory relative to this crate, as (file name, source).
+pub fn python_files_in(relative: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -180,4 +185,104 @@ pub fn shipped_plugins() -> Vec<(String, String)> {
         .collect();
     files.sort();
     files
+}
+
+/// What every rule test's plugin starts with: the modules a plugin imports
+/// by bare name, and `put` / `record` to report what Python saw to the test
+/// through shared data (read back with [`TestServer::shared`]).
+pub const PRELUDE: &str = r#"
+import threading, time
+import constants, events, error, agents
+
+def put(ucs, key, value):
+    ucs.api.shared.set(ucs.sid, key, value)
+
+def record(ucs, key, item):
+    data = ucs.shared.get(key)
+    if not isinstance(data, list):
+        data = []
+    data.append(item)
+    ucs.api.shared.set(ucs.sid, key, data)
+"#;
+
+/// A plugin source: [`PRELUDE`] followed by `body`.
+pub fn py(body: &str) -> String {
+    format!("{PRELUDE}\n{body}")
+}
+
+/// Whole log records (a record may span lines: tracebacks) that name
+/// `plugin` in their `plugin` field and contain every one of `needles`.
+pub fn log_records_of(plugin: &str, needles: &[&str]) -> Vec<String> {
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    let mut records: Vec<String> = Vec::new();
+    for line in logs.lines() {
+        if starts_record(line) || records.is_empty() {
+            records.push(line.to_owned());
+        } else if let Some(last) = records.last_mut() {
+            last.push('\n');
+            last.push_str(line);
+        }
+    }
+    records
+        .into_iter()
+        .filter(|record| names_plugin(record, plugin))
+        .filter(|record| needles.iter().all(|needle| record.contains(needle)))
+        .collect()
+}
+
+/// A record starts with its RFC 3339 timestamp, e.g. `2025-01-31T...`.
+fn starts_record(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[10] == b'T'
+}
+
+/// Whether `record` has `plugin=<name>` or `plugin="<name>"`, exactly.
+fn names_plugin(record: &str, name: &str) -> bool {
+    let quoted = format!("plugin=\"{name}\"");
+    if record.contains(&quoted) {
+        return true;
+    }
+    let bare = format!("plugin={name}");
+    record.match_indices(&bare).any(|(at, _)| {
+        record[at + bare.len()..]
+            .chars()
+            .next()
+            .is_none_or(|next| !(next.is_alphanumeric() || next == '_'))
+    })
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Parses JSON into a [`Value`], for short expected values (str keys only).
+pub fn json(text: &str) -> Value {
+    Value::parse_json(text).unwrap()
+}
+
+impl TestServer {
+    /// Logs in as `username` (made by [`TestServer::add_user`]) and returns the sid.
+    pub fn login(&self, username: &str) -> String {
+        self.core.login(username, "password1").unwrap().0
+    }
+
+    /// The plugin's state in `plugins.list`; panics if it is not listed.
+    pub fn state_of(&self, name: &str) -> ucs_api::PluginState {
+        self.plugin(name)
+            .unwrap_or_else(|| panic!("plugin {name} is not listed"))
+            .state
+    }
 }
