@@ -1,9 +1,11 @@
 //! The gRPC server: the `ucs.v1` services, reflection, health, limits.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use ucs_api::Api;
@@ -19,9 +21,8 @@ use crate::{ApiService, AuthService, EventsService, PluginsService, pb};
 /// huge document.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long a shutdown lets unary calls in flight finish; callers that need a
-/// bound on the whole shutdown should wait at most this long for [`serve`] to
-/// return after the shutdown future resolves.
+/// How long [`serve`] lets calls in flight finish after shutdown starts;
+/// then it closes their connections and returns.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Why the server could not start or stopped with an error.
@@ -37,7 +38,7 @@ pub enum ServeError {
 
 /// Serves every `ucs.v1` service over `api` on `listener` until `shutdown`
 /// resolves, then stops accepting, ends event streams and waits for calls in
-/// flight.
+/// flight, at most [`SHUTDOWN_GRACE`].
 ///
 /// The caller binds the listener, so tests can bind `127.0.0.1:0` and read
 /// the port. Health reports SERVING for the server (`""`) and for each
@@ -65,8 +66,11 @@ pub async fn serve(
     health.set_serving::<EventsServer<EventsService>>().await;
 
     let closing_events = events.clone();
+    let grace_started = Arc::new(Notify::new());
+    let start_grace = Arc::clone(&grace_started);
     let on_shutdown = async move {
         shutdown.await;
+        start_grace.notify_one();
         tracing::info!("gRPC server shutting down");
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -82,7 +86,7 @@ pub async fn serve(
         closing_events.close_streams();
     };
 
-    Server::builder()
+    let server = Server::builder()
         .add_service(
             AuthServer::new(AuthService::new(api.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -106,7 +110,16 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+    let grace_over = async {
+        grace_started.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = grace_over => tracing::warn!(
+            "calls still running {SHUTDOWN_GRACE:?} after shutdown started; closing their connections"
+        ),
+    }
     Ok(())
 }

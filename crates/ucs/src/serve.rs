@@ -1,0 +1,223 @@
+//! `ucs serve`: the server process.
+//!
+//! Order of events: settings, logging, the data directory, the core with
+//! user 1 (and the demo agents), the runtime, the listener, the plugins,
+//! then gRPC until SIGTERM or SIGINT. Shutdown runs the other way: stop
+//! serving (calls in flight get a bounded grace), stop the plugins in
+//! reverse load order under the loader's deadline (SPEC L3), stop the
+//! runtime without waiting for blocking work that never ends, exit 0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use ucs_api::Api;
+use ucs_core::{Core, NewUser};
+use ucs_loader::{LoaderConfig, LoaderError, PluginHost};
+
+use crate::cli::ServeArgs;
+use crate::config::ServeSettings;
+
+/// The environment variable with the first admin password (SPEC section 8).
+pub(crate) const ADMIN_PASSWORD_ENV: &str = "UCS_ADMIN_PASSWORD";
+
+/// The demo agents `--demo` creates: username and display name.
+const DEMO_AGENTS: [(&str, &str); 3] = [
+    ("alice", "Alice Smith"),
+    ("bob", "Bob Jones"),
+    ("carol", "Carol White"),
+];
+/// The demo agents' password, documented in `--help` and the README.
+const DEMO_PASSWORD: &str = "password1";
+
+/// How long the runtime may take to stop once everything was told to stop.
+/// Blocking work still running then (a plugin call that never returns) is
+/// abandoned: the process exits anyway (L3).
+const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the server until SIGTERM or SIGINT.
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let settings = ServeSettings::resolve(&args)?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let api = Api::new(Arc::new(create_core(settings.demo)?));
+
+    // Every runtime thread, blocking-pool threads included, may run Python,
+    // so each keeps one Python thread state for its whole life.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ucs-runtime")
+        .on_thread_start(ucs_loader::python_thread_started)
+        .on_thread_stop(ucs_loader::python_thread_stopping)
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve_until_signal(settings, api));
+    runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second subscriber (as in tests) is refused; the first one stays.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The core with user 1 and, for `--demo`, the demo agents.
+fn create_core(demo: bool) -> anyhow::Result<Core> {
+    let core = Core::default();
+    let password = match std::env::var(ADMIN_PASSWORD_ENV) {
+        Ok(password) if !password.is_empty() => password,
+        _ => {
+            let password = random_password()?;
+            // Printed once, to the terminal of whoever started the server,
+            // not into the log.
+            eprintln!(
+                "ucs: {ADMIN_PASSWORD_ENV} is not set; user 'admin' has the random password {password}"
+            );
+            password
+        }
+    };
+    core.directory
+        .ensure_admin(&password)
+        .map_err(|err| anyhow!("cannot create user 'admin' from {ADMIN_PASSWORD_ENV}: {err}"))?;
+    if demo {
+        for (username, displayname) in DEMO_AGENTS {
+            if core.directory.list().iter().any(|u| u.username == username) {
+                continue;
+            }
+            core.directory
+                .add(NewUser {
+                    username: username.to_owned(),
+                    displayname: displayname.to_owned(),
+                    password: DEMO_PASSWORD.to_owned(),
+                    superuser: false,
+                    agent: true,
+                })
+                .map_err(|err| anyhow!("cannot create demo agent '{username}': {err}"))?;
+        }
+        tracing::warn!(
+            "demo mode: agents alice, bob and carol have the password '{DEMO_PASSWORD}'"
+        );
+    }
+    Ok(core)
+}
+
+fn random_password() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow!("no OS randomness for a password: {err}"))?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// SIGTERM and SIGINT, registered before anything slow starts.
+struct ShutdownSignals {
+    /// What a service manager sends.
+    terminate: Signal,
+    /// Ctrl-C in a terminal.
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> anyhow::Result<Self> {
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Waits for the next signal and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+async fn serve_until_signal(settings: ServeSettings, api: Api) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::register()?;
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener.local_addr().context("no local address")?;
+    // Plugins load before the first call is served, so a client that sees
+    // the server healthy sees its plugins too.
+    let host = start_plugins(api.clone(), settings.plugins_dir).await?;
+
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(ucs_grpc::serve(listener, api, async move {
+        let _ = serving_stopped.await;
+    }));
+    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving gRPC");
+
+    let served = tokio::select! {
+        finished = &mut server => finished,
+        name = signals.next() => {
+            tracing::info!("{name} received; shutting down");
+            let _ = stop_serving.send(());
+            // `serve` bounds its own grace for calls in flight.
+            server.await
+        }
+    };
+    let served = match served {
+        Ok(result) => result.context("the gRPC server failed"),
+        Err(join_error) => Err(anyhow!("the gRPC server task failed: {join_error}")),
+    };
+
+    if let Some(host) = host {
+        // Stopping plugins runs Python and joins plugin threads: blocking
+        // work. A second signal means "now", so it cuts this short.
+        let stopping = tokio::task::spawn_blocking(move || host.shutdown());
+        tokio::select! {
+            stopped = stopping => {
+                if let Err(join_error) = stopped {
+                    tracing::error!("stopping plugins failed: {join_error}");
+                }
+            }
+            name = signals.next() => {
+                tracing::warn!("{name} received again; exiting without waiting for plugins");
+            }
+        }
+    }
+    served
+}
+
+/// Starts the plugin host. A plugins directory that cannot be read is a
+/// warning, not a reason to refuse to serve: the server runs without
+/// plugins, and `plugins.*` calls say so.
+async fn start_plugins(api: Api, plugins_dir: PathBuf) -> anyhow::Result<Option<Arc<PluginHost>>> {
+    let config = LoaderConfig::new(plugins_dir);
+    let started = tokio::task::spawn_blocking(move || PluginHost::start(api, config))
+        .await
+        .map_err(|join_error| anyhow!("the plugin loader failed: {join_error}"))?;
+    // Exhaustive on purpose: a new kind of loader error needs a decision
+    // here between "warn and serve" and "refuse to start".
+    match started {
+        Ok(host) => Ok(Some(host)),
+        Err(LoaderError::PluginsDir { path, source }) => {
+            tracing::warn!(
+                "cannot read plugins directory {}: {source}; serving without plugins",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
+}
