@@ -328,12 +328,12 @@ impl PluginHost {
                 tracing::warn!(plugin = %name, "shutdown deadline passed; not stopping this plugin");
                 continue;
             }
-            self.stop_instance_within(
-                &name,
-                instance,
-                remaining.min(self.config.stop_timeout),
-                remaining.min(self.config.thread_join_timeout),
+            let (stop_timeout, join_timeout) = within_deadline(
+                remaining,
+                self.config.stop_timeout,
+                self.config.thread_join_timeout,
             );
+            self.stop_instance_within(&name, instance, stop_timeout, join_timeout);
             tracing::info!(plugin = %name, "plugin stopped");
         }
     }
@@ -342,6 +342,22 @@ impl PluginHost {
     pub fn plugins_dir(&self) -> &Path {
         &self.config.plugins_dir
     }
+}
+
+/// The stop and join timeouts shrunk, in proportion, so that together they
+/// fit in `remaining`: one plugin may wait for both, one after the other, and
+/// shutdown must end by its deadline (L3).
+fn within_deadline(
+    remaining: Duration,
+    stop_timeout: Duration,
+    join_timeout: Duration,
+) -> (Duration, Duration) {
+    let total = stop_timeout + join_timeout;
+    if total <= remaining {
+        return (stop_timeout, join_timeout);
+    }
+    let stop = remaining.mul_f64(stop_timeout.as_secs_f64() / total.as_secs_f64());
+    (stop, remaining.saturating_sub(stop))
 }
 
 impl PluginControl for PluginHost {

@@ -157,9 +157,14 @@ fn text_of(object: &Bound<'_, PyAny>) -> String {
 
 /// The exception with its traceback, as Python prints it.
 pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    // The traceback is passed explicitly: before Python 3.12 an exception
+    // fetched from C does not carry it in `__traceback__`.
     let formatted = py.import("traceback").and_then(|traceback| {
         traceback
-            .call_method1("format_exception", (err.value(py),))?
+            .call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )?
             .extract::<Vec<String>>()
     });
     match formatted {

@@ -197,9 +197,16 @@ fn import_fresh<'py>(py: Python<'py>, name: &str, path: &Path) -> PyResult<Bound
 
 /// Removes the module `name` from `sys.modules` (on unload), so nothing keeps
 /// the old version alive and the next load starts fresh.
+///
+/// Only a module the loader imported goes: a plugin that failed because its
+/// name shadows a built-in or standard-library module (D1) must not take that
+/// module out of `sys.modules` with it.
 pub fn forget_module(name: &str) {
     Python::attach(|py| {
-        if let Ok(modules) = py.import("sys").and_then(|sys| sys.getattr("modules")) {
+        if let Ok(modules) = py.import("sys").and_then(|sys| sys.getattr("modules"))
+            && let Ok(module) = modules.get_item(name)
+            && module.hasattr(PLUGIN_MARKER).unwrap_or(false)
+        {
             modules.del_item(name).ok();
         }
     });
