@@ -1,0 +1,148 @@
+//! The `ucs` client subcommands against a real server: output for people
+//! and for scripts, and `error: CODE: message` with exit 1 on failure.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{ADMIN_PASSWORD, Server, ucs_binary};
+
+/// Runs `ucs ARGS...` against `server` and returns what it did.
+fn ucs(server: &Server, args: &[&str]) -> Output {
+    Command::new(ucs_binary())
+        .arg("--server")
+        .arg(&server.url)
+        .args(args)
+        .env_remove("UCS_SID")
+        .output()
+        .expect("run ucs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn login_prints_a_sid_that_later_commands_use() {
+    let server = Server::demo().await;
+    let login = ucs(
+        &server,
+        &["login", "--user", "admin", "--password", ADMIN_PASSWORD],
+    );
+    assert!(login.status.success(), "{}", stderr(&login));
+    let sid = stdout(&login).trim().to_owned();
+    assert_eq!(sid.len(), 32, "{sid:?}");
+
+    let agents = ucs(&server, &["--sid", &sid, "--json", "call", "agents.list"]);
+    assert!(agents.status.success(), "{}", stderr(&agents));
+    let agents: serde_json::Value = serde_json::from_str(&stdout(&agents)).unwrap();
+    assert_eq!(agents.as_array().unwrap().len(), 3);
+
+    let by_env = Command::new(ucs_binary())
+        .args(["--server", &server.url, "call", "config.users.get", "[1]"])
+        .env("UCS_SID", &sid)
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{}", stderr(&by_env));
+    assert!(stdout(&by_env).contains("\"admin\""), "{}", stdout(&by_env));
+}
+
+#[tokio::test]
+async fn errors_print_the_code_and_exit_1() {
+    let server = Server::demo().await;
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["call", "config.users.get", "[999]"],
+            "error: NOT_FOUND: user 999 not found",
+        ),
+        (&["call", "agents.dance"], "error: UNIMPLEMENTED: "),
+        (
+            &["plugins", "load", "../etc/passwd"],
+            "error: INVALID_ARGUMENT: {\"plugin_name\":",
+        ),
+        (
+            &["call", "config.users.delete", "[1]"],
+            "error: FAILED_PRECONDITION: ",
+        ),
+        (&["call", "agents.list", "{"], "error: INVALID_ARGUMENT: "),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--user", "admin", "--password", ADMIN_PASSWORD];
+        all.extend_from_slice(args);
+        let output = ucs(&server, &all);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).starts_with(expected),
+            "{args:?}: {:?} does not start with {expected:?}",
+            stderr(&output)
+        );
+    }
+
+    let bad_login = ucs(&server, &["login", "--user", "admin", "--password", "nope"]);
+    assert_eq!(bad_login.status.code(), Some(1));
+    assert!(stderr(&bad_login).starts_with("error: UNAUTHENTICATED: "));
+
+    let no_session = ucs(&server, &["call", "agents.list"]);
+    assert_eq!(no_session.status.code(), Some(1));
+    assert!(
+        stderr(&no_session).contains("no session"),
+        "{}",
+        stderr(&no_session)
+    );
+}
+
+#[tokio::test]
+async fn plugins_list_prints_a_table_or_json() {
+    let server = Server::builder()
+        .plugin(
+            "hello.py",
+            "UCS_PLUGIN = 'Hello'\n\nclass Hello:\n    def __init__(self, ucs):\n        self.ucs = ucs\n",
+        )
+        .start()
+        .await;
+    let login = ["--user", "admin", "--password", ADMIN_PASSWORD];
+
+    let table = ucs(&server, &[&login[..], &["plugins", "list"]].concat());
+    assert!(
+        table.status.success(),
+        "{}\n{}",
+        stderr(&table),
+        server.log()
+    );
+    assert!(stdout(&table).starts_with("NAME"), "{}", stdout(&table));
+    assert!(stdout(&table).contains("hello"), "{}", stdout(&table));
+
+    let json = ucs(
+        &server,
+        &[&login[..], &["--json", "plugins", "list"]].concat(),
+    );
+    assert!(json.status.success(), "{}", stderr(&json));
+    let plugins: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let hello = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hello")
+        .unwrap_or_else(|| panic!("no hello in {plugins}"));
+    assert_eq!(hello["state"], "running", "{plugins}\n{}", server.log());
+    assert_eq!(hello["class_name"], "Hello");
+}
+
+#[test]
+fn serve_without_a_data_dir_explains_itself() {
+    let output = Command::new(ucs_binary())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("--data-dir"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,261 @@
+//! The server around the API (SPEC section 9): reflection, health, the
+//! event stream, and shutdown on SIGTERM and SIGINT.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Server;
+use nix::sys::signal::Signal;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use ucs_grpc::pb;
+
+const UCS_SERVICES: [&str; 4] = [
+    "ucs.v1.Auth",
+    "ucs.v1.Plugins",
+    "ucs.v1.Api",
+    "ucs.v1.Events",
+];
+
+async fn list_services_v1(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection stream")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("reflection response")
+        .expect("a response before the end");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a service list: {other:?}"),
+    }
+}
+
+async fn list_services_v1alpha(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection stream")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("reflection response")
+        .expect("a response before the end");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a service list: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_ucs_services() {
+    let server = Server::demo().await;
+    for services in [
+        list_services_v1(server.channel()).await,
+        list_services_v1alpha(server.channel()).await,
+    ] {
+        for expected in UCS_SERVICES.iter().chain(&["grpc.health.v1.Health"]) {
+            assert!(
+                services.iter().any(|s| s == expected),
+                "{expected} missing from {services:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reflection_describes_a_service_by_symbol() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = Server::demo().await;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("ucs.v1.Api".into())),
+    };
+    let mut responses = ServerReflectionClient::new(server.channel())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    match response.message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => {
+            assert!(!files.file_descriptor_proto.is_empty());
+        }
+        other => panic!("no file descriptor: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_each_service() {
+    let server = Server::demo().await;
+    for service in std::iter::once("").chain(UCS_SERVICES) {
+        let status = server
+            .health()
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("health of {service:?}: {status:?}"))
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "health of {service:?}");
+    }
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::Event>) -> pb::Event {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+#[tokio::test]
+async fn subscribers_get_agent_status_events_with_increasing_seq() {
+    let server = Server::demo().await;
+    let sid = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    let mut status_only = server
+        .events()
+        .subscribe(pb::SubscribeRequest {
+            sid: sid.clone(),
+            events: vec!["agent.status".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut everything = server
+        .events()
+        .subscribe(pb::SubscribeRequest {
+            sid: sid.clone(),
+            events: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    server
+        .call(&sid, "agents.setStatus", &format!("[{alice}, 1, \"\"]"))
+        .await
+        .unwrap();
+    server
+        .call(&sid, "shared.set", "[\"queue\", {\"waiting\": 3}]")
+        .await
+        .unwrap();
+    server
+        .call(
+            &sid,
+            "agents.setStatus",
+            &format!("[{alice}, 2, \"Lunch\"]"),
+        )
+        .await
+        .unwrap();
+
+    let ready = next_event(&mut status_only).await;
+    let lunch = next_event(&mut status_only).await;
+    assert_eq!(
+        (ready.name.as_str(), lunch.name.as_str()),
+        ("agent.status", "agent.status")
+    );
+    assert!(ready.seq < lunch.seq, "{} then {}", ready.seq, lunch.seq);
+    let ready_data: serde_json::Value = serde_json::from_str(&ready.data_json).unwrap();
+    assert_eq!(ready_data["agent"]["id"], alice);
+    assert_eq!(ready_data["agent"]["status"], 1);
+    assert_eq!(ready_data["previous_status"], 0);
+    let lunch_data: serde_json::Value = serde_json::from_str(&lunch.data_json).unwrap();
+    assert_eq!(lunch_data["agent"]["reason"], "Lunch");
+    assert_eq!(lunch_data["previous_status"], 1);
+
+    let mut names = Vec::new();
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let event = next_event(&mut everything).await;
+        names.push(event.name);
+        seqs.push(event.seq);
+    }
+    assert_eq!(names, ["agent.status", "shared.data", "agent.status"]);
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seqs:?}"
+    );
+    assert_eq!((seqs[0], seqs[2]), (ready.seq, lunch.seq));
+}
+
+#[tokio::test]
+async fn an_agent_may_set_its_own_status() {
+    let server = Server::demo().await;
+    let sid = server.login("alice", common::DEMO_PASSWORD).await;
+    let alice = server.user_id("alice").await;
+    let agent = server
+        .call(&sid, "agents.setStatus", &format!("[{alice}, 1]"))
+        .await
+        .unwrap();
+    assert_eq!(agent["status"], 1);
+}
+
+/// SIGTERM and SIGINT stop the server with exit status 0 well within 10 s,
+/// even with an event stream open (a stream never ends by itself, so a
+/// graceful shutdown must end it).
+#[tokio::test]
+async fn sigterm_and_sigint_exit_0_within_10_seconds() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut server = Server::demo().await;
+        let sid = server.admin_sid().await;
+        let mut stream = server
+            .events()
+            .subscribe(pb::SubscribeRequest {
+                sid,
+                events: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        server.signal(signal);
+        let status = server
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("still running 10 s after {signal}; log:\n{}", server.log()));
+        assert!(
+            status.success(),
+            "{signal}: exit {status}; log:\n{}",
+            server.log()
+        );
+        // The stream ended rather than hanging.
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("the stream ends");
+        assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    }
+}
