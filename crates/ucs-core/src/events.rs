@@ -5,13 +5,16 @@
 //! Ordering without a lock held across Python: every committed event gets a
 //! sequence number while the data lock is held, and goes into one queue. The
 //! committing thread then dispatches the queue up to its own event; only one
-//! thread dispatches at a time, so callbacks see events in commit order. A
-//! callback that itself changes something dispatches that nested event inline
-//! (it is already the dispatcher). A thread waiting for another dispatcher
-//! stops waiting after [`EventBus::wait_limit`], so a callback that blocks can
-//! delay its events but never hang the server (L5).
+//! thread dispatches at a time, so every callback sees events in commit
+//! order. A change made by a callback (the dispatcher thread itself) is not
+//! dispatched inside that callback, which would put it before the rest of the
+//! current event's callbacks: the dispatcher delivers it next, after the
+//! current event, and before the outermost call returns. A thread waiting for
+//! another dispatcher stops waiting after [`EventBus::wait_limit`], so a
+//! callback that blocks can delay its events but never hang the server (L5).
 
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::ThreadId;
@@ -154,6 +157,12 @@ pub struct EventBus {
     dispatch: Mutex<DispatchState>,
     dispatched: Condvar,
     wait_limit: Duration,
+}
+
+thread_local! {
+    /// The highest seq committed by callbacks this thread is dispatching,
+    /// which its dispatch loop must deliver before it returns.
+    static NESTED_THROUGH: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Returned by a commit: the seq to dispatch through, if any callback wants it.
@@ -318,26 +327,36 @@ impl EventBus {
             return;
         };
         let me = std::thread::current().id();
-        let deadline = Instant::now() + self.wait_limit;
         let mut state = self.state();
+        if state.dispatcher == Some(me) {
+            // Committed by a callback: the loop below, further up this
+            // thread's stack, delivers it after the current event.
+            NESTED_THROUGH.with(|through| through.set(through.get().max(seq)));
+            return;
+        }
+        let deadline = Instant::now() + self.wait_limit;
         loop {
-            if state.is_done(seq) {
+            let target = NESTED_THROUGH.with(Cell::get).max(seq);
+            if state.is_done(target) {
+                NESTED_THROUGH.with(|through| through.set(0));
                 return;
             }
-            let may_dispatch = state.dispatcher.is_none_or(|thread| thread == me);
-            if may_dispatch && let Some(event) = state.pending.pop_front() {
+            if state.dispatcher.is_none()
+                && let Some(event) = state.pending.pop_front()
+            {
                 state.in_progress.insert(event.seq);
-                let outer = state.dispatcher.replace(me);
+                state.dispatcher = Some(me);
                 drop(state);
                 self.run_callbacks(&event);
                 state = self.state();
                 state.in_progress.remove(&event.seq);
-                state.dispatcher = outer;
+                state.dispatcher = None;
                 self.dispatched.notify_all();
                 continue;
             }
             let now = Instant::now();
             if now >= deadline {
+                NESTED_THROUGH.with(|through| through.set(0));
                 tracing::warn!(
                     seq,
                     "event callbacks of another change are still running after {:?}; \

@@ -400,13 +400,12 @@ fn d5_failing_callback_is_logged_and_changes_nothing() {
 fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
     let (core, ids) = core_with_agents(&["alice"]);
     let alice = ids[0];
-    // Registered first, so it has seen event 1 before the router below
-    // makes the nested change. (A callback registered after the router sees
-    // the nested event before event 1: the nested change is dispatched
-    // inline so that its own call returns after its callbacks, D5.)
-    let (recorder, seen) = recorder("r");
+    // One recorder before the router that makes the nested change and one
+    // after it: both must see the events in commit order (D5).
+    let (first_recorder, seen) = recorder("r");
+    let (late_recorder, seen_late) = recorder("late");
     core.events
-        .add_callback(EVENT_AGENT_STATUS, plugin("p"), recorder)
+        .add_callback(EVENT_AGENT_STATUS, plugin("p"), first_recorder)
         .unwrap();
     let weak_core = Arc::downgrade(&core);
     let router_log = Arc::new(Mutex::new(Vec::new()));
@@ -424,7 +423,8 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
                 {
                     let core = Weak::upgrade(&weak_core).expect("core alive");
                     let result = core.set_agent_status(agent.id, AgentStatus::Busy, "call 1");
-                    // The nested call returned after its own event was delivered.
+                    // The nested call returns before its event is delivered:
+                    // the current event's callbacks come first.
                     let delivered = seen_by_router.lock().unwrap().len();
                     log.lock().unwrap().push(format!(
                         "nested {:?} delivered {delivered}",
@@ -434,6 +434,9 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
                 Ok(())
             }),
         )
+        .unwrap();
+    core.events
+        .add_callback(EVENT_AGENT_STATUS, plugin("p"), late_recorder)
         .unwrap();
     core.status_hook
         .add(
@@ -486,9 +489,15 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
         *router_log.lock().unwrap(),
         [
             format!("enter {}", first.0),
+            "nested Ok(Busy) delivered 1".to_owned(),
             format!("enter {}", second.0),
-            "nested Ok(Busy) delivered 2".to_owned(),
         ]
+    );
+    let late: Vec<u64> = seen_late.lock().unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(
+        late,
+        [first.0, second.0],
+        "a later callback also sees commit order"
     );
 }
 
