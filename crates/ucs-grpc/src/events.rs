@@ -186,6 +186,42 @@ impl pb::events_server::Events for EventsService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+    use ucs_core::{EventPayload, Value};
+
+    fn shared_event(seq: u64) -> Event {
+        Event {
+            seq,
+            payload: EventPayload::SharedData {
+                identificator: "queue".into(),
+                data: Value::Int(1),
+            },
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_never_reads_never_blocks_delivery() {
+        let (sender, _) = broadcast::channel(EVENT_BUFFER);
+        let sink = BroadcastSink {
+            sender: sender.clone(),
+        };
+        let mut stalled = sender.subscribe();
+        let started = Instant::now();
+        let total = 10 * EVENT_BUFFER as u64;
+        for seq in 1..=total {
+            sink.deliver(&shared_event(seq));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The stalled subscriber lost the oldest events and is told how many.
+        assert!(matches!(
+            stalled.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) if missed == total - EVENT_BUFFER as u64
+        ));
+        assert_eq!(
+            stalled.try_recv().unwrap().seq,
+            total - EVENT_BUFFER as u64 + 1
+        );
+    }
 
     #[test]
     fn an_empty_filter_is_all_and_unknown_names_are_invalid() {

@@ -50,6 +50,10 @@ pub struct ClientArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
+    ///
+    /// User 1, `admin`, gets the password in UCS_ADMIN_PASSWORD, or a random
+    /// one printed once to stderr. SIGTERM or SIGINT stops serving, stops
+    /// every plugin in reverse load order within a deadline, and exits 0.
     Serve(ServeArgs),
     /// Log in with --user and --password and print the session id.
     ///
