@@ -259,3 +259,55 @@ async fn sigterm_and_sigint_exit_0_within_10_seconds() {
         assert!(!matches!(end, Ok(Some(_))), "{end:?}");
     }
 }
+
+/// L3: a `threading.Thread` plugin that never ends does not keep the server
+/// from exiting, and every plugin's `stop` is called on the way out.
+#[tokio::test]
+async fn sigterm_with_a_thread_plugin_that_never_ends() {
+    let forever = r#"
+import threading
+import time
+
+UCS_PLUGIN = "Forever"
+
+
+class Forever(threading.Thread):
+    def __init__(self, ucs):
+        super().__init__()
+        self.ucs = ucs
+
+    def run(self):
+        while True:
+            time.sleep(0.05)
+
+    def stop(self):
+        self.ucs.log.info("forever: stop called")
+"#;
+    let plain = r#"
+UCS_PLUGIN = "Plain"
+
+
+class Plain:
+    def __init__(self, ucs):
+        self.ucs = ucs
+
+    def stop(self):
+        self.ucs.log.info("plain: stop called")
+"#;
+    let mut server = Server::builder()
+        .plugin("forever.py", forever)
+        .plugin("plain.py", plain)
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM; log:\n{}", server.log()));
+    assert!(status.success(), "exit {status}; log:\n{}", server.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = server.log();
+    assert!(log.contains("forever: stop called"), "{log}");
+    assert!(log.contains("plain: stop called"), "{log}");
+}
