@@ -44,6 +44,9 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(message) => ApiError::NotFound(message),
             CoreError::Processing(message) => ApiError::Processing(message),
             CoreError::BadCredentials | CoreError::Unauthenticated => ApiError::Unauthenticated,
+            // The server could not keep the change (disk full, I/O error):
+            // not the caller's fault, and nothing changed.
+            CoreError::Storage(message) => ApiError::Internal(message),
         }
     }
 }

@@ -28,6 +28,10 @@ pub enum CoreError {
     /// The session id is unknown, logged out or expired.
     #[error("unknown or expired session")]
     Unauthenticated,
+    /// The store could not keep a change, or could not be read at start.
+    /// Nothing changed in memory; the message says what failed.
+    #[error("{0}")]
+    Storage(String),
 }
 
 impl CoreError {

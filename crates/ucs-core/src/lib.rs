@@ -8,6 +8,8 @@
 //! - [`events`]: callbacks in commit order (E1, E2, D5) and stream sinks.
 //! - [`value`]: the [`Value`] that crosses every boundary (D4).
 //! - [`registration`]: owners and ids, so a plugin's leftovers can be removed (L4).
+//! - [`store`]: the [`Store`] trait that keeps users and shared data across
+//!   restarts; a write reaches it before memory and before the call returns.
 //!
 //! Hooks and callbacks are trait objects: Python plugs in from `ucs-pybridge`,
 //! Rust closures stand in for it in tests. No lock of this crate is ever held
@@ -19,10 +21,12 @@ pub mod events;
 pub mod registration;
 pub mod sessions;
 pub mod shared;
+pub mod store;
 pub mod turns;
 pub mod users;
 pub mod value;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use agents::{BLOCKED_BY_HOOK, StatusHook, StatusHookSlot, StatusVerdict};
@@ -31,6 +35,7 @@ pub use events::{Event, EventBus, EventCallback, EventPayload, EventSink};
 pub use registration::{Leftover, Owner, PluginFailure, RegistrationId};
 pub use sessions::{Sessions, Sid};
 pub use shared::{SharedData, SharedDataHook, SharedVerdict};
+pub use store::{Store, StoreError, StoredState, StoredUser};
 pub use users::{Agent, AgentStatus, Directory, NewUser, User, UserEdit, UserId};
 pub use value::{Map, MapKey, Value};
 
@@ -68,6 +73,9 @@ pub struct Core {
     agent_turns: turns::Turns<UserId>,
     /// Serialises sets per identificator without a lock across the hook.
     shared_turns: turns::Turns<String>,
+    /// Where shared-data sets are made durable before they are committed;
+    /// the directory holds the same store for user changes.
+    store: Arc<dyn Store>,
 }
 
 impl Default for Core {
@@ -77,16 +85,45 @@ impl Default for Core {
 }
 
 impl Core {
-    /// An empty server state.
+    /// An empty server state that lives only in memory and is gone when
+    /// the process ends (tests, demos).
     pub fn new(config: CoreConfig) -> Self {
+        Self::assemble(
+            config,
+            Directory::new(),
+            SharedData::default(),
+            Arc::new(store::NoStore),
+        )
+    }
+
+    /// The server state `store` holds: its users (every agent
+    /// `AGENT_OFFLINE`, no sessions) and shared data. Every later user change
+    /// and shared-data set is written to `store` before memory changes and
+    /// before the call returns; a write the store refuses fails the call
+    /// with [`CoreError::Storage`] and changes nothing.
+    pub fn with_store(config: CoreConfig, store: Arc<dyn Store>) -> Result<Self, CoreError> {
+        let stored = store.load()?;
+        let directory =
+            Directory::with_store(Arc::clone(&store), stored.users, stored.next_user_id)?;
+        let shared = SharedData::with_values(stored.shared);
+        Ok(Self::assemble(config, directory, shared, store))
+    }
+
+    fn assemble(
+        config: CoreConfig,
+        directory: Directory,
+        shared: SharedData,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Core {
-            directory: Directory::new(),
+            directory,
             sessions: Sessions::new(config.session_idle_timeout),
             events: EventBus::new(config.callback_wait_limit),
             status_hook: StatusHookSlot::default(),
-            shared: SharedData::default(),
+            shared,
             agent_turns: turns::Turns::new(),
             shared_turns: turns::Turns::new(),
+            store,
         }
     }
 

@@ -53,6 +53,14 @@ pub struct SharedData {
 }
 
 impl SharedData {
+    /// Shared data as a store loaded it, with no hooks yet.
+    pub(crate) fn with_values(values: impl IntoIterator<Item = (String, Value)>) -> Self {
+        SharedData {
+            values: RwLock::new(values.into_iter().collect()),
+            hooks: RwLock::default(),
+        }
+    }
+
     /// The data stored under `identificator`, or `{}` if never set (D4).
     pub fn get(&self, identificator: &str) -> Value {
         self.values
@@ -140,8 +148,8 @@ impl SharedData {
 }
 
 impl Core {
-    /// Sets shared data through its hook (S2-S4), commits it and runs the
-    /// callbacks (D5). Returns what was stored.
+    /// Sets shared data through its hook (S2-S4), writes it to the store,
+    /// commits it and runs the callbacks (D5). Returns what was stored.
     ///
     /// Sets of one identificator are serialised, so a hook's `old_data` is
     /// always what the previous set stored; a hook that sets its own
@@ -180,6 +188,11 @@ impl Core {
                 }
             }
         };
+        // Durable before memory: inside the turn, so the store sees the sets
+        // of one identificator in commit order, and outside the values lock,
+        // so readers never wait for the disk. If the store refuses, nothing
+        // changed and no event is sent.
+        self.store.save_shared(identificator, &stored)?;
         let committed = {
             let mut values = self
                 .shared

@@ -5,11 +5,12 @@
 //! user edit and a status change can never disagree about who is an agent.
 
 use std::collections::BTreeMap;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::error::{CoreError, FieldErrors};
+use crate::store::{NoStore, Store, StoredUser};
 use crate::value::Value;
 
 /// A user id. Signed because ids arrive as Python and JSON integers.
@@ -184,6 +185,13 @@ struct UserEntry {
 }
 
 impl UserEntry {
+    fn stored(&self) -> StoredUser {
+        StoredUser {
+            user: self.user.clone(),
+            password_hash: self.password_hash.clone(),
+        }
+    }
+
     fn agent(&self) -> Option<Agent> {
         self.user.agent.then(|| Agent {
             id: self.user.id,
@@ -203,14 +211,26 @@ struct DirectoryState {
 
 /// All users, with agents' runtime status.
 ///
-/// A std `RwLock` is right here: it is only ever held for a map operation,
-/// never across a hook, a hash computation or anything that waits.
-#[derive(Debug)]
+/// A std `RwLock` is right here: it is only ever held for a map operation
+/// and, for a user change, the store write that makes it durable; never
+/// across a hook, a hash computation or anything of the core that waits.
+/// Writing to the store under the lock is what makes the store see user
+/// changes in the same order as memory does.
 pub struct Directory {
     state: RwLock<DirectoryState>,
     /// A hash to verify against when the username is unknown, so a failed
     /// login takes as long whether or not the user exists.
     decoy_hash: String,
+    /// Where user changes are made durable before they reach `state`.
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The state holds password hashes, and reading it would take the
+        // lock: show nothing of it.
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
 }
 
 impl Default for Directory {
@@ -220,7 +240,8 @@ impl Default for Directory {
 }
 
 impl Directory {
-    /// An empty directory; ids start at [`ADMIN_USER_ID`].
+    /// An empty directory that lives only in memory; ids start at
+    /// [`ADMIN_USER_ID`].
     pub fn new() -> Self {
         Directory {
             state: RwLock::new(DirectoryState {
@@ -228,7 +249,58 @@ impl Directory {
                 next_id: ADMIN_USER_ID,
             }),
             decoy_hash: hash_password("decoy password never used").unwrap_or_default(),
+            store: Arc::new(NoStore),
         }
+    }
+
+    /// A directory holding the users a store loaded, writing every later
+    /// change to that store first. Refuses stored users that break the
+    /// directory's own rules (duplicate ids or usernames), rather than
+    /// guess which one is right.
+    pub(crate) fn with_store(
+        store: Arc<dyn Store>,
+        users: Vec<StoredUser>,
+        next_user_id: UserId,
+    ) -> Result<Self, CoreError> {
+        let mut map = BTreeMap::new();
+        for stored in users {
+            let id = stored.user.id;
+            if id < ADMIN_USER_ID {
+                return Err(CoreError::Storage(format!(
+                    "stored user '{}' has the invalid id {id}",
+                    stored.user.username
+                )));
+            }
+            if map
+                .values()
+                .any(|e: &UserEntry| e.user.username == stored.user.username)
+            {
+                return Err(CoreError::Storage(format!(
+                    "stored username '{}' appears twice",
+                    stored.user.username
+                )));
+            }
+            let entry = UserEntry {
+                user: stored.user,
+                password_hash: stored.password_hash,
+                status: AgentStatus::Offline,
+                reason: String::new(),
+            };
+            if map.insert(id, entry).is_some() {
+                return Err(CoreError::Storage(format!(
+                    "stored user id {id} appears twice"
+                )));
+            }
+        }
+        // Never hand out an id that is taken, whatever the store says.
+        let above_taken = map.keys().next_back().map_or(ADMIN_USER_ID, |id| id + 1);
+        let mut directory = Directory::new();
+        directory.state = RwLock::new(DirectoryState {
+            users: map,
+            next_id: next_user_id.max(above_taken),
+        });
+        directory.store = store;
+        Ok(directory)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, DirectoryState> {
@@ -275,7 +347,6 @@ impl Directory {
             return Err(CoreError::field("username", "is already taken"));
         }
         let id = state.next_id;
-        state.next_id += 1;
         let displayname = if new.displayname.is_empty() {
             new.username.clone()
         } else {
@@ -288,15 +359,16 @@ impl Directory {
             superuser: new.superuser,
             agent: new.agent,
         };
-        state.users.insert(
-            id,
-            UserEntry {
-                user: user.clone(),
-                password_hash,
-                status: AgentStatus::Offline,
-                reason: String::new(),
-            },
-        );
+        let entry = UserEntry {
+            user: user.clone(),
+            password_hash,
+            status: AgentStatus::Offline,
+            reason: String::new(),
+        };
+        // Durable first: if the store refuses, memory stays as it was.
+        self.store.insert_user(&entry.stored())?;
+        state.next_id += 1;
+        state.users.insert(id, entry);
         Ok(user)
     }
 
@@ -331,10 +403,13 @@ impl Directory {
         {
             return Err(CoreError::field("username", "is already taken"));
         }
-        let entry = state
+        let current = state
             .users
             .get_mut(&edit.id)
             .ok_or_else(|| not_found_user(edit.id))?;
+        // Edit a copy, store it, and only then replace the entry, so a
+        // failed store write leaves memory as it was.
+        let mut entry = current.clone();
         if let Some(username) = edit.username {
             entry.user.username = username;
         }
@@ -354,7 +429,10 @@ impl Directory {
             entry.status = AgentStatus::Offline;
             entry.reason.clear();
         }
-        Ok(entry.user.clone())
+        self.store.update_user(&entry.stored())?;
+        let user = entry.user.clone();
+        *current = entry;
+        Ok(user)
     }
 
     /// Deletes a user; user 1 cannot be deleted.
@@ -362,7 +440,12 @@ impl Directory {
         if id == ADMIN_USER_ID {
             return Err(CoreError::Processing("user 1 cannot be deleted".to_owned()));
         }
-        self.write()
+        let mut state = self.write();
+        if !state.users.contains_key(&id) {
+            return Err(not_found_user(id));
+        }
+        self.store.delete_user(id)?;
+        state
             .users
             .remove(&id)
             .map(|entry| entry.user)

@@ -9,3 +9,4 @@ mod events;
 mod fixtures;
 mod shared_data;
 mod status_hook;
+mod storage;
