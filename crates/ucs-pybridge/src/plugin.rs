@@ -222,6 +222,14 @@ pub fn stop_plugin(
     stop_timeout: Duration,
     join_timeout: Duration,
 ) -> StopReport {
+    // A plugin that unloads or reloads itself from its own thread: that
+    // thread waits for this call, so joining it would only wait out the
+    // timeout and then report a healthy plugin as stuck.
+    let join_timeout = if called_from_plugin_thread(&plugin) {
+        None
+    } else {
+        Some(join_timeout)
+    };
     let (done, report) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("ucs-plugin-stop".to_owned())
@@ -239,7 +247,7 @@ pub fn stop_plugin(
             ..StopReport::default()
         };
     }
-    match report.recv_timeout(stop_timeout + join_timeout) {
+    match report.recv_timeout(stop_timeout + join_timeout.unwrap_or_default()) {
         Ok(report) => report,
         Err(_) => StopReport {
             stop_error: None,
@@ -251,7 +259,22 @@ pub fn stop_plugin(
     }
 }
 
-fn stop_and_join(py: Python<'_>, plugin: &PluginInstance, join_timeout: Duration) -> StopReport {
+/// Whether the calling thread is the plugin's own `threading.Thread`.
+fn called_from_plugin_thread(plugin: &PluginInstance) -> bool {
+    Python::attach(|py| {
+        py.import("threading")
+            .and_then(|threading| threading.call_method0("current_thread"))
+            .is_ok_and(|current| current.is(plugin.instance.bind(py)))
+    })
+}
+
+/// Calls `stop`, then joins a Thread plugin for `join_timeout`; `None` means
+/// the caller is that thread, which ends after the call returns.
+fn stop_and_join(
+    py: Python<'_>,
+    plugin: &PluginInstance,
+    join_timeout: Option<Duration>,
+) -> StopReport {
     let instance = plugin.instance.bind(py);
     let mut report = StopReport::default();
     if let Ok(stop) = instance.getattr("stop")
@@ -269,7 +292,7 @@ fn stop_and_join(py: Python<'_>, plugin: &PluginInstance, join_timeout: Duration
             .call_method0("is_alive")
             .and_then(|alive| alive.is_truthy())
             .unwrap_or(false);
-        if started {
+        if let Some(join_timeout) = join_timeout.filter(|_| started) {
             // Thread.join waits with the GIL released.
             let _ = instance.call_method1("join", (join_timeout.as_secs_f64(),));
             let still_alive = instance
