@@ -138,6 +138,24 @@ impl SharedData {
             .collect()
     }
 
+    /// The identificators whose hook `owner` registered, sorted, each with
+    /// the hook's description: what `ucs plugin check` reports, without
+    /// removing anything.
+    pub fn hooks_owned_by(&self, owner: &Owner) -> Vec<(String, String)> {
+        let mut mine: Vec<(String, String)> = self
+            .hooks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, registration)| registration.owner == *owner)
+            .map(|(identificator, registration)| {
+                (identificator.clone(), registration.hook.describe())
+            })
+            .collect();
+        mine.sort();
+        mine
+    }
+
     fn hook(&self, identificator: &str) -> Option<SharedHookRegistration> {
         self.hooks
             .read()

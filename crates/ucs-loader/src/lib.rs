@@ -6,6 +6,13 @@
 //! (L5), and serialises operations on one plugin with per-name turns, so a
 //! plugin that loads another from its constructor works and one that reloads
 //! itself from its own constructor gets an error instead of a deadlock.
+//!
+//! # Layout
+//! - this file: [`PluginHost`], the plugins of one server.
+//! - [`check`]: `ucs plugin check`, one file's lifecycle step by step in a
+//!   throwaway server.
+
+pub mod check;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +24,10 @@ use ucs_api::{Api, ApiError, PluginControl, PluginInfo, PluginName, PluginState}
 use ucs_core::Owner;
 use ucs_core::turns::{TurnRefused, Turns};
 use ucs_pybridge::{LoadOutcome, PluginInstance};
+
+/// The plugin type stubs, as (file name, contents), for `ucs stubs`;
+/// re-exported so the binary needs nothing from the Python crate.
+pub use ucs_pybridge::STUBS;
 
 /// Where plugins are and how long their `stop` and threads may take.
 #[derive(Debug, Clone)]

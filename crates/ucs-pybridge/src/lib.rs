@@ -23,7 +23,8 @@ pub mod thread_state;
 pub mod ucs_object;
 
 pub use plugin::{
-    LoadOutcome, PluginInstance, StopReport, forget_module, load_plugin, stop_plugin,
+    Constructed, LoadOutcome, LoadStep, PluginInstance, StopReport, construct_plugin,
+    forget_module, load_plugin, start_plugin, stop_plugin,
 };
 
 /// Type stubs for the modules plugins import and for the `ucs` object, as

@@ -51,6 +51,44 @@ pub struct StopReport {
     pub stop_error: Option<String>,
     /// `stop` did not return, or the plugin's thread did not end, in time (L3).
     pub stuck: Option<String>,
+    /// `stop` did not return in time; the other fields are then unknown.
+    pub stop_timed_out: bool,
+    /// The plugin is a `threading.Thread` (a checker reports whether it ended).
+    pub is_thread: bool,
+    /// A Thread plugin whose thread was still alive after the join timeout.
+    pub thread_still_alive: bool,
+}
+
+/// Which step of loading a plugin failed, so `ucs plugin check` can say
+/// exactly what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStep {
+    /// Importing the file (syntax error, failing import, shadowed name).
+    Import,
+    /// `UCS_PLUGIN` is not a str naming a class of the module (P3).
+    PluginVariable,
+    /// Calling the class with the `ucs` object (P3).
+    Constructor,
+    /// Calling `start` (P4).
+    Start,
+}
+
+/// What importing a plugin file and constructing its class gave; `start`
+/// is a separate step ([`start_plugin`]) so a checker can time it.
+pub enum Constructed {
+    /// Imported and constructed; `start` not called yet.
+    Instance(PluginInstance),
+    /// The file has no `UCS_PLUGIN` (P2).
+    NoPluginVariable,
+    /// A step before `start` failed (L1).
+    Failed {
+        /// The step that failed.
+        step: LoadStep,
+        /// The class name if `UCS_PLUGIN` was readable.
+        class_name: String,
+        /// What went wrong, with the traceback.
+        error: String,
+    },
 }
 
 /// Imports `path` as module `name` into a fresh module object, then
@@ -62,27 +100,53 @@ pub fn load_plugin(
     path: &Path,
     plugins_dir: &Path,
 ) -> LoadOutcome {
+    match construct_plugin(api, owner, name, path, plugins_dir) {
+        Constructed::Instance(instance) => match start_plugin(&instance) {
+            Ok(()) => LoadOutcome::Started(instance),
+            Err(error) => LoadOutcome::Failed {
+                class_name: instance.class_name.clone(),
+                error,
+            },
+        },
+        Constructed::NoPluginVariable => LoadOutcome::NoPluginVariable,
+        Constructed::Failed {
+            class_name, error, ..
+        } => LoadOutcome::Failed { class_name, error },
+    }
+}
+
+/// Imports `path` as module `name` into a fresh module object and constructs
+/// the class `UCS_PLUGIN` names with a `ucs` object for `owner` (P2, P3).
+pub fn construct_plugin(
+    api: &Api,
+    owner: &Owner,
+    name: &str,
+    path: &Path,
+    plugins_dir: &Path,
+) -> Constructed {
     crate::init();
     Python::attach(|py| {
-        let failed = |class_name: &str, error: String| LoadOutcome::Failed {
+        let failed = |step: LoadStep, class_name: &str, error: String| Constructed::Failed {
+            step,
             class_name: class_name.to_owned(),
             error,
         };
         if let Err(err) = add_to_sys_path(py, plugins_dir) {
-            return failed("", format_traceback(py, &err));
+            return failed(LoadStep::Import, "", format_traceback(py, &err));
         }
         if let Some(reason) = shadowed_module(py, name, plugins_dir) {
-            return failed("", reason);
+            return failed(LoadStep::Import, "", reason);
         }
         let module = match import_fresh(py, name, path) {
             Ok(module) => module,
-            Err(err) => return failed("", format_traceback(py, &err)),
+            Err(err) => return failed(LoadStep::Import, "", format_traceback(py, &err)),
         };
         let Ok(class_name) = module.getattr("UCS_PLUGIN") else {
-            return LoadOutcome::NoPluginVariable;
+            return Constructed::NoPluginVariable;
         };
         let Ok(class_name) = class_name.cast::<PyString>().map(|name| name.to_string()) else {
             return failed(
+                LoadStep::PluginVariable,
                 "",
                 format!(
                     "UCS_PLUGIN must be a str naming a class, got {}",
@@ -94,6 +158,7 @@ pub fn load_plugin(
             Ok(class) if class.cast::<PyType>().is_ok() => class,
             Ok(other) => {
                 return failed(
+                    LoadStep::PluginVariable,
                     &class_name,
                     format!(
                         "UCS_PLUGIN names '{class_name}', which is a {}, not a class",
@@ -103,6 +168,7 @@ pub fn load_plugin(
             }
             Err(_) => {
                 return failed(
+                    LoadStep::PluginVariable,
                     &class_name,
                     format!(
                         "UCS_PLUGIN names class '{class_name}', which the module does not define"
@@ -110,22 +176,56 @@ pub fn load_plugin(
                 );
             }
         };
-        let instance = match new_ucs_object(py, api.clone(), owner.clone())
-            .and_then(|ucs| class.call1((ucs,)))
-        {
-            Ok(instance) => instance,
-            Err(err) => return failed(&class_name, format_traceback(py, &err)),
-        };
-        if let Ok(start) = instance.getattr("start")
-            && let Err(err) = start.call0()
-        {
-            return failed(&class_name, format_traceback(py, &err));
+        match new_ucs_object(py, api.clone(), owner.clone()).and_then(|ucs| class.call1((ucs,))) {
+            Ok(instance) => Constructed::Instance(PluginInstance {
+                instance: instance.unbind(),
+                class_name,
+            }),
+            Err(err) => failed(
+                LoadStep::Constructor,
+                &class_name,
+                format_traceback(py, &err),
+            ),
         }
-        LoadOutcome::Started(PluginInstance {
-            instance: instance.unbind(),
-            class_name,
-        })
     })
+}
+
+/// Calls the instance's `start` if it has one (P4); the error is the
+/// traceback.
+pub fn start_plugin(plugin: &PluginInstance) -> Result<(), String> {
+    Python::attach(|py| {
+        let instance = plugin.instance.bind(py);
+        match instance.getattr("start") {
+            Ok(start) => start
+                .call0()
+                .map(drop)
+                .map_err(|err| format_traceback(py, &err)),
+            Err(_) => Ok(()),
+        }
+    })
+}
+
+impl PluginInstance {
+    /// Another handle to the same Python object, so a checker can call
+    /// `start` on one thread and still stop the plugin from another if
+    /// `start` never returns.
+    pub fn clone_ref(&self) -> PluginInstance {
+        Python::attach(|py| PluginInstance {
+            instance: self.instance.clone_ref(py),
+            class_name: self.class_name.clone(),
+        })
+    }
+
+    /// Whether the instance has a method `name` (`start`, `stop`), for a
+    /// checker's report.
+    pub fn has_method(&self, name: &str) -> bool {
+        Python::attach(|py| {
+            self.instance
+                .bind(py)
+                .getattr(name)
+                .is_ok_and(|method| method.is_callable())
+        })
+    }
 }
 
 /// Appends (never prepends: D1) the plugins directory to `sys.path`, so a
@@ -250,11 +350,12 @@ pub fn stop_plugin(
     match report.recv_timeout(stop_timeout + join_timeout.unwrap_or_default()) {
         Ok(report) => report,
         Err(_) => StopReport {
-            stop_error: None,
             stuck: Some(format!(
                 "stop() did not return within {stop_timeout:?}; the plugin is unloaded anyway and \
                  its code may still be running"
             )),
+            stop_timed_out: true,
+            ..StopReport::default()
         },
     }
 }
@@ -287,6 +388,7 @@ fn stop_and_join(
         .and_then(|threading| threading.getattr("Thread"))
         .and_then(|thread| instance.is_instance(&thread))
         .unwrap_or(false);
+    report.is_thread = is_thread;
     if is_thread {
         let started = instance
             .call_method0("is_alive")
@@ -299,6 +401,7 @@ fn stop_and_join(
                 .call_method0("is_alive")
                 .and_then(|alive| alive.is_truthy())
                 .unwrap_or(false);
+            report.thread_still_alive = still_alive;
             if still_alive {
                 report.stuck = Some(format!(
                     "its thread did not end within {join_timeout:?} after stop(); it keeps running"

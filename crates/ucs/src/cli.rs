@@ -79,6 +79,44 @@ pub enum Command {
         /// Event names, e.g. `agent.status shared.data`; none means all.
         names: Vec<String>,
     },
+    /// Write the type stubs of the plugin modules and the `ucs` object
+    /// (for editors and mypy) into a directory.
+    Stubs {
+        /// The directory, created if missing; existing stubs are replaced.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Work on plugin files locally, without a server.
+    Plugin {
+        /// What to do with plugin files.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+/// `ucs plugin ...`: local tools for plugin authors.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run each file through load, start and stop in a throwaway in-process
+    /// server (no network, nothing stored) and report what went wrong.
+    ///
+    /// Reports whether UCS_PLUGIN names a class, whether the constructor,
+    /// start and stop ran, what the plugin registered and what stop left
+    /// registered, whether a Thread plugin ended, and a start that blocks.
+    /// Exits 0 if every file is clean, 1 with findings, 2 on usage errors.
+    Check {
+        /// The plugin files, e.g. `plugins/example.py`.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Seconds after which a start() that has not returned is reported
+        /// as blocking.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        start_timeout: f64,
+        /// Seconds stop() may take, and again a Thread plugin may take to
+        /// end after it (the server's own defaults).
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        stop_timeout: f64,
+    },
 }
 
 /// `ucs plugins ...`.
@@ -124,6 +162,11 @@ pub struct ServeArgs {
     /// default info).
     #[arg(long)]
     pub log_json: bool,
+    /// Reload a plugin when its file is saved, load new plugin files as
+    /// they appear and unload a plugin whose file is deleted; for plugin
+    /// development.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[cfg(test)]

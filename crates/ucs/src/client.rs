@@ -79,7 +79,9 @@ async fn run_command(args: &ClientArgs, command: Command) -> Result<(), Failure>
     let channel = connect(&args.server).await?;
     match command {
         // `run` is only called for client commands.
-        Command::Serve(_) => Err(Failure::Other("`serve` is not a client command".into())),
+        Command::Serve(_) | Command::Stubs { .. } | Command::Plugin { .. } => Err(Failure::Other(
+            "not a client command: it runs without a server".into(),
+        )),
         Command::Login => {
             let (user, password) = credentials(args)?
                 .ok_or_else(|| Failure::Other("login needs --user and --password".into()))?;
@@ -169,9 +171,11 @@ async fn run_with_session(
             }
         }
         Command::Events { names } => stream_events(channel, sid, names, args.json).await,
-        Command::Serve(_) | Command::Login | Command::Logout => {
-            Err(Failure::Other("not a session command".into()))
-        }
+        Command::Serve(_)
+        | Command::Login
+        | Command::Logout
+        | Command::Stubs { .. }
+        | Command::Plugin { .. } => Err(Failure::Other("not a session command".into())),
     }
 }
 

@@ -8,6 +8,9 @@
 //!   server on a runtime whose threads keep a Python thread state, and shuts
 //!   down on SIGTERM or SIGINT (SPEC L3).
 //! - `client`: the client subcommands and their human or JSON output.
+//! - `plugin_tools`: the local tools for plugin authors, `ucs stubs` and
+//!   `ucs plugin check`, which need no server.
+//! - `watch`: `ucs serve --watch`, reloading plugins as their files change.
 //!
 //! The library maps every failure to an exit code; `main.rs` only calls
 //! [`main`].
@@ -15,7 +18,9 @@
 pub mod cli;
 mod client;
 pub mod config;
+mod plugin_tools;
 mod serve;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -36,6 +41,15 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Stubs { out } => plugin_tools::write_stubs(&out, cli.client.json),
+        Command::Plugin {
+            command:
+                cli::PluginCommand::Check {
+                    files,
+                    start_timeout,
+                    stop_timeout,
+                },
+        } => plugin_tools::check(&files, start_timeout, stop_timeout, cli.client.json),
         command => client::run(cli.client, command),
     }
 }

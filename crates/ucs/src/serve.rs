@@ -60,7 +60,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .on_thread_stop(ucs_loader::python_thread_stopping)
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve_until_signal(settings, api));
+    let result = runtime.block_on(serve_until_signal(settings, api, args.watch));
     runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
     if result.is_ok() {
         tracing::info!("stopped");
@@ -152,7 +152,7 @@ impl ShutdownSignals {
     }
 }
 
-async fn serve_until_signal(settings: ServeSettings, api: Api) -> anyhow::Result<()> {
+async fn serve_until_signal(settings: ServeSettings, api: Api, watch: bool) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::register()?;
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -161,6 +161,15 @@ async fn serve_until_signal(settings: ServeSettings, api: Api) -> anyhow::Result
     // Plugins load before the first call is served, so a client that sees
     // the server healthy sees its plugins too.
     let host = start_plugins(api.clone(), settings.plugins_dir).await?;
+    // Watching starts after the start-up scan, so it sees only changes.
+    let watcher = match (&host, watch) {
+        (Some(host), true) => Some(crate::watch::start(api.clone(), Arc::clone(host))?),
+        (None, true) => {
+            tracing::warn!("--watch: there is no plugins directory to watch");
+            None
+        }
+        (_, false) => None,
+    };
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(ucs_grpc::serve(listener, api, async move {
@@ -182,6 +191,8 @@ async fn serve_until_signal(settings: ServeSettings, api: Api) -> anyhow::Result
         Err(join_error) => Err(anyhow!("the gRPC server task failed: {join_error}")),
     };
 
+    // No reload may start while plugins are being stopped.
+    drop(watcher);
     if let Some(host) = host {
         // Stopping plugins runs Python and joins plugin threads: blocking
         // work. A second signal means "now", so it cuts this short.

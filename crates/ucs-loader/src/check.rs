@@ -1,0 +1,485 @@
+//! `ucs plugin check`: one plugin file run through its whole lifecycle in a
+//! throwaway server, step by step, reporting what each step did.
+//!
+//! The throwaway server is a memory-only [`Core`], an [`Api`] and a
+//! [`PluginHost`] over a temporary directory holding a copy of the file, so
+//! the plugin sees exactly what it sees in production (its `ucs` object,
+//! every API method, middleware chains, `plugins.*`) and nothing is stored
+//! or served. Every step that runs plugin code is bounded by a timeout: a
+//! checker that hangs on the very plugin it should diagnose is useless.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ucs_api::{Api, PluginName};
+use ucs_core::{Core, Owner};
+use ucs_pybridge::{Constructed, LoadStep};
+
+use crate::{LoaderConfig, PluginHost};
+
+/// How long each step of a check may take.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// Importing the file and constructing the class; generous, because an
+    /// import of a large library is legitimately slow.
+    pub construct_timeout: Duration,
+    /// `start` past this is reported as blocking (P4 says it must not block).
+    pub start_timeout: Duration,
+    /// How long `stop()` may take, as in the server (L3).
+    pub stop_timeout: Duration,
+    /// How long a Thread plugin is joined after `stop`, as in the server (L3).
+    pub thread_join_timeout: Duration,
+}
+
+impl Default for CheckConfig {
+    /// The server's own stop and join timeouts, so "clean" here means clean
+    /// there, and 2 s for `start`: far longer than a non-blocking start needs.
+    fn default() -> Self {
+        CheckConfig {
+            construct_timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(5),
+            thread_join_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a file could not be checked at all (as opposed to a finding).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The file is missing or unreadable: a usage error.
+    #[error("cannot read {path}: {source}")]
+    File {
+        /// The file as given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The throwaway server could not be set up.
+    #[error("cannot set up a throwaway server: {0}")]
+    Setup(String),
+}
+
+/// What one lifecycle step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// It ran and returned.
+    Ran,
+    /// The plugin has no such method (`start` and `stop` are optional).
+    Absent,
+    /// It raised or failed: the message, with the traceback.
+    Failed(String),
+    /// It had not returned after this long.
+    TimedOut(Duration),
+    /// An earlier step failed, so this one never ran.
+    NotReached,
+}
+
+/// Whether a `threading.Thread` plugin ended after `stop` (L3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadCheck {
+    /// The plugin is not a Thread.
+    NotAThread,
+    /// Its thread ended (or never ran) after `stop`.
+    Ended,
+    /// Its thread was still alive after the join timeout.
+    StillRunning,
+    /// Not known: `stop` never ran or never returned.
+    Unknown,
+}
+
+/// The kind of slot a registration is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationKind {
+    /// An event callback; the key is the event name (E1).
+    Callback,
+    /// The status hook; the key is empty (H1).
+    StatusHook,
+    /// A shared-data hook; the key is the identificator (S1).
+    SharedHook,
+    /// A middleware; the key is the method (M1).
+    Middleware,
+}
+
+/// One thing a plugin has registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Which slot.
+    pub kind: RegistrationKind,
+    /// The event, identificator or method; empty for the status hook.
+    pub key: String,
+    /// The callable, e.g. `Example.agent_status_changed()`.
+    pub description: String,
+}
+
+/// How bad a finding is. Both make `ucs plugin check` exit 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The plugin does not work as loaded (or is not a plugin at all).
+    Error,
+    /// It works, but breaks a rule the server enforces around it.
+    Warning,
+}
+
+/// One thing the author should fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong, and the rule it breaks.
+    pub message: String,
+}
+
+/// Everything a check saw of one file.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// The file as given.
+    pub file: PathBuf,
+    /// The plugin name (the file's stem), if it is one (D1).
+    pub plugin: Option<String>,
+    /// The class `UCS_PLUGIN` names, once read.
+    pub class_name: Option<String>,
+    /// Importing the file (and the name checks of D1).
+    pub import: Step,
+    /// Finding `UCS_PLUGIN` and the class it names (P2, P3).
+    pub plugin_variable: Step,
+    /// Calling the class with `ucs` (P3).
+    pub constructor: Step,
+    /// `start()` (P4).
+    pub start: Step,
+    /// `stop()` (P5).
+    pub stop: Step,
+    /// For a Thread plugin, whether it ended after `stop` (L3).
+    pub thread: ThreadCheck,
+    /// What the plugin had registered once started.
+    pub registered: Vec<Registration>,
+    /// What was still registered after `stop` (and the thread join): what
+    /// the server would remove with a warning on unload (P7, L4).
+    pub left_registered: Vec<Registration>,
+}
+
+impl CheckReport {
+    fn new(file: &Path) -> Self {
+        CheckReport {
+            file: file.to_path_buf(),
+            plugin: None,
+            class_name: None,
+            import: Step::NotReached,
+            plugin_variable: Step::NotReached,
+            constructor: Step::NotReached,
+            start: Step::NotReached,
+            stop: Step::NotReached,
+            thread: ThreadCheck::Unknown,
+            registered: Vec::new(),
+            left_registered: Vec::new(),
+        }
+    }
+
+    /// What the author should fix, in lifecycle order.
+    pub fn findings(&self) -> Vec<Finding> {
+        let error = |message: String| Finding {
+            severity: Severity::Error,
+            message,
+        };
+        let warning = |message: String| Finding {
+            severity: Severity::Warning,
+            message,
+        };
+        let mut findings = Vec::new();
+        let steps = [
+            ("import", &self.import),
+            ("UCS_PLUGIN", &self.plugin_variable),
+            ("constructor", &self.constructor),
+            ("start()", &self.start),
+            ("stop()", &self.stop),
+        ];
+        for (name, step) in steps {
+            match step {
+                Step::Ran | Step::Absent | Step::NotReached => {}
+                Step::Failed(message) => findings.push(error(format!("{name} failed: {message}"))),
+                Step::TimedOut(after) if name == "start()" => findings.push(warning(format!(
+                    "start() did not return within {after:?}: start must not block (P4); \
+                     do long work in a thread (subclass threading.Thread)"
+                ))),
+                Step::TimedOut(after) => {
+                    findings.push(error(format!("{name} did not return within {after:?}")))
+                }
+            }
+        }
+        if self.thread == ThreadCheck::StillRunning {
+            findings.push(error(
+                "the plugin's thread did not end after stop() (L3): make run() return \
+                 once stop() was called"
+                    .to_owned(),
+            ));
+        }
+        for leak in &self.left_registered {
+            findings.push(warning(format!(
+                "stop() left {} registered; unregister it in stop() (P7)",
+                leak.label()
+            )));
+        }
+        findings
+    }
+}
+
+impl Registration {
+    /// E.g. `callback for agent.status Example.changed()`, as findings say it.
+    pub fn label(&self) -> String {
+        match self.kind {
+            RegistrationKind::Callback => {
+                format!("callback for {} {}", self.key, self.description)
+            }
+            RegistrationKind::StatusHook => "status hook".to_owned(),
+            RegistrationKind::SharedHook => {
+                format!("shared data hook for '{}' {}", self.key, self.description)
+            }
+            RegistrationKind::Middleware => {
+                format!("middleware for {} {}", self.key, self.description)
+            }
+        }
+    }
+}
+
+/// What the loading thread reports, step by step.
+enum Progress {
+    /// Import and constructor done; a second handle to the instance if any.
+    Constructed(Constructed),
+    /// `start` returned.
+    Started(Result<(), String>),
+}
+
+/// Checks one plugin file in a throwaway server of its own.
+///
+/// Each file gets its own temporary plugins directory, so files with the
+/// same name from different directories do not meet.
+pub fn check_plugin_file(file: &Path, config: &CheckConfig) -> Result<CheckReport, CheckError> {
+    let source = std::fs::read(file).map_err(|source| CheckError::File {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let mut report = CheckReport::new(file);
+    let file_name = file
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match file_name
+        .strip_suffix(".py")
+        .map(PluginName::parse)
+        .transpose()
+    {
+        Ok(Some(name)) if file_name != "__init__.py" => name,
+        Ok(_) => {
+            report.import = Step::Failed(format!(
+                "'{file_name}' is not a plugin file: the server loads only *.py files other \
+                 than __init__.py (P1)"
+            ));
+            return Ok(report);
+        }
+        Err(_) => {
+            report.import = Step::Failed(format!(
+                "'{file_name}' is not a Python identifier followed by .py; the server skips \
+                 it (D1): rename it"
+            ));
+            return Ok(report);
+        }
+    };
+    report.plugin = Some(name.to_string());
+
+    let plugins_dir = tempfile::Builder::new()
+        .prefix("ucs-plugin-check-")
+        .tempdir()
+        .map_err(|err| CheckError::Setup(format!("no temporary directory: {err}")))?;
+    let api = Api::new(Arc::new(Core::default()));
+    // Started on the empty directory so nothing loads by itself; the copy
+    // is then driven step by step below.
+    let host = PluginHost::start(
+        api.clone(),
+        LoaderConfig::new(plugins_dir.path().to_path_buf()),
+    )
+    .map_err(|err| CheckError::Setup(err.to_string()))?;
+    let copy = plugins_dir.path().join(format!("{name}.py"));
+    std::fs::write(&copy, source)
+        .map_err(|err| CheckError::Setup(format!("cannot copy the file: {err}")))?;
+
+    run_lifecycle(&api, &name, &copy, plugins_dir.path(), config, &mut report);
+    ucs_pybridge::forget_module(name.as_str());
+    drop(host);
+    Ok(report)
+}
+
+/// load → inspect → stop and join → inspect, filling `report`.
+fn run_lifecycle(
+    api: &Api,
+    name: &PluginName,
+    path: &Path,
+    plugins_dir: &Path,
+    config: &CheckConfig,
+    report: &mut CheckReport,
+) {
+    let owner = Owner::new(name.as_str());
+    let (progress, steps) = mpsc::channel();
+    let loader = {
+        let (api, owner, name) = (api.clone(), owner.clone(), name.to_string());
+        let (path, plugins_dir) = (path.to_path_buf(), plugins_dir.to_path_buf());
+        move || {
+            let constructed =
+                ucs_pybridge::construct_plugin(&api, &owner, &name, &path, &plugins_dir);
+            let Constructed::Instance(instance) = constructed else {
+                let _ = progress.send(Progress::Constructed(constructed));
+                return;
+            };
+            let _ = progress.send(Progress::Constructed(Constructed::Instance(
+                instance.clone_ref(),
+            )));
+            let started = ucs_pybridge::start_plugin(&instance);
+            // The checker may have stopped waiting: a blocking start.
+            let _ = progress.send(Progress::Started(started));
+        }
+    };
+    // A thread of its own, so a constructor or start that never returns
+    // costs the check a timeout, not the whole run.
+    if let Err(err) = std::thread::Builder::new()
+        .name("ucs-plugin-check".to_owned())
+        .spawn(loader)
+    {
+        report.import = Step::Failed(format!("cannot start a thread to load the plugin: {err}"));
+        return;
+    }
+
+    let instance = match steps.recv_timeout(config.construct_timeout) {
+        Ok(Progress::Constructed(Constructed::Instance(instance))) => instance,
+        Ok(Progress::Constructed(Constructed::NoPluginVariable)) => {
+            report.import = Step::Ran;
+            report.plugin_variable = Step::Failed(
+                "the module has no UCS_PLUGIN variable, so the server skips it (P2)".to_owned(),
+            );
+            return;
+        }
+        Ok(Progress::Constructed(Constructed::Failed {
+            step,
+            class_name,
+            error,
+        })) => {
+            report.class_name = (!class_name.is_empty()).then_some(class_name);
+            let failed = Step::Failed(error);
+            match step {
+                LoadStep::Import => report.import = failed,
+                LoadStep::PluginVariable => {
+                    report.import = Step::Ran;
+                    report.plugin_variable = failed;
+                }
+                LoadStep::Constructor | LoadStep::Start => {
+                    report.import = Step::Ran;
+                    report.plugin_variable = Step::Ran;
+                    report.constructor = failed;
+                }
+            }
+            // What a failed constructor registered, the server removes (L1).
+            report.registered = registrations_of(api, &owner);
+            api.remove_owned_by(&owner);
+            return;
+        }
+        Ok(Progress::Started(_)) | Err(_) => {
+            report.import = Step::TimedOut(config.construct_timeout);
+            return;
+        }
+    };
+    report.import = Step::Ran;
+    report.plugin_variable = Step::Ran;
+    report.constructor = Step::Ran;
+    report.class_name = Some(instance.class_name.clone());
+
+    report.start = if !instance.has_method("start") {
+        Step::Absent
+    } else {
+        match steps.recv_timeout(config.start_timeout) {
+            Ok(Progress::Started(Ok(()))) => Step::Ran,
+            Ok(Progress::Started(Err(error))) => Step::Failed(error),
+            Ok(Progress::Constructed(_)) | Err(_) => Step::TimedOut(config.start_timeout),
+        }
+    };
+    report.registered = registrations_of(api, &owner);
+    if matches!(report.start, Step::Failed(_)) {
+        // The server does not stop a plugin whose start failed; it removes
+        // what it registered (L1).
+        api.remove_owned_by(&owner);
+        return;
+    }
+
+    let has_stop = instance.has_method("stop");
+    let stopped =
+        ucs_pybridge::stop_plugin(instance, config.stop_timeout, config.thread_join_timeout);
+    report.stop = if stopped.stop_timed_out {
+        Step::TimedOut(config.stop_timeout)
+    } else if let Some(error) = stopped.stop_error {
+        Step::Failed(error)
+    } else if has_stop {
+        Step::Ran
+    } else {
+        Step::Absent
+    };
+    report.thread = match (stopped.stop_timed_out, stopped.is_thread) {
+        (true, _) => ThreadCheck::Unknown,
+        (false, false) => ThreadCheck::NotAThread,
+        (false, true) if stopped.thread_still_alive => ThreadCheck::StillRunning,
+        (false, true) => ThreadCheck::Ended,
+    };
+    // Inspected after the join, as unload does: a thread that unregisters
+    // on its way out has not leaked.
+    report.left_registered = registrations_of(api, &owner);
+    api.remove_owned_by(&owner);
+}
+
+/// Everything `owner` has registered now, without removing anything.
+fn registrations_of(api: &Api, owner: &Owner) -> Vec<Registration> {
+    let core = api.core();
+    let mut found = Vec::new();
+    for event in ucs_core::events::KNOWN_EVENTS {
+        let Ok(callbacks) = core.events.callbacks(event) else {
+            continue;
+        };
+        found.extend(
+            callbacks
+                .iter()
+                .filter(|registration| registration.owner == *owner)
+                .map(|registration| Registration {
+                    kind: RegistrationKind::Callback,
+                    key: event.to_owned(),
+                    description: registration.callback.describe(),
+                }),
+        );
+    }
+    if core.status_hook.owner().as_ref() == Some(owner) {
+        found.push(Registration {
+            kind: RegistrationKind::StatusHook,
+            key: String::new(),
+            description: String::new(),
+        });
+    }
+    found.extend(core.shared.hooks_owned_by(owner).into_iter().map(
+        |(identificator, description)| Registration {
+            kind: RegistrationKind::SharedHook,
+            key: identificator,
+            description,
+        },
+    ));
+    for method in api.method_names() {
+        let Ok(chain) = api.middlewares(method) else {
+            continue;
+        };
+        found.extend(
+            chain
+                .iter()
+                .filter(|registration| registration.owner == *owner)
+                .map(|registration| Registration {
+                    kind: RegistrationKind::Middleware,
+                    key: method.to_owned(),
+                    description: registration.middleware.describe(),
+                }),
+        );
+    }
+    found
+}
