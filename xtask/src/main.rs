@@ -13,7 +13,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 /// Exit code for a task that ran and failed.
 const EXIT_FAILED: u8 = 1;
@@ -25,7 +25,8 @@ usage: cargo xtask <task>
 
 tasks:
   test    the whole suite, failing fast: fmt check, clippy -D warnings,
-          then every test of every workspace crate
+          every test of every workspace crate, then mypy on plugins/ and
+          docs/examples/ against the stubs (needs mypy; see UCS_MYPY_PYTHON)
   help    this text
 ";
 
@@ -66,8 +67,8 @@ fn help() {
     print!("{USAGE}");
 }
 
-/// `cargo xtask test`: formatting, lints, then all tests, stopping at the
-/// first step that fails. `--workspace` everywhere, so crates added later
+/// `cargo xtask test`: formatting, lints, all tests, then the plugins'
+/// types, stopping at the first step that fails. `--workspace` everywhere, so crates added later
 /// are covered without touching this list.
 fn test() -> Result<(), Failure> {
     run_steps(&[
@@ -81,7 +82,60 @@ fn test() -> Result<(), Failure> {
             "warnings",
         ]),
         Step::cargo(&["test", "--workspace"]),
-    ])
+    ])?;
+    type_check_plugins()
+}
+
+/// Names the Python whose mypy type-checks the plugins; `python3` when
+/// unset. `.ci/run` points it at the venv it installs mypy into.
+const MYPY_PYTHON_ENV: &str = "UCS_MYPY_PYTHON";
+
+/// Type-checks `plugins/` and `docs/examples/` against the shipped stubs
+/// with mypy (issue 9), so the examples authors copy and the stubs their
+/// editors read cannot drift apart. mypy is a Python tool, run as
+/// `python -m mypy`; a missing mypy fails the task with how to install it,
+/// never skips the check silently.
+fn type_check_plugins() -> Result<(), Failure> {
+    let root = workspace_root();
+    let python = std::env::var_os(MYPY_PYTHON_ENV).unwrap_or_else(|| OsString::from("python3"));
+    let shown = Path::new(&python).display().to_string();
+    let installed = Command::new(&python)
+        .args(["-m", "mypy", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        return Err(Failure(format!(
+            "mypy is not installed for {shown}; install it from PyPI, e.g. \
+             `python3 -m venv .venv && .venv/bin/pip install mypy` and set \
+             {MYPY_PYTHON_ENV}=.venv/bin/python (or `{shown} -m pip install --user mypy`); \
+             .ci/run does this by itself"
+        )));
+    }
+    let args = [
+        "-m",
+        "mypy",
+        "--check-untyped-defs",
+        "plugins/",
+        "docs/examples/",
+    ];
+    eprintln!(
+        "xtask: [mypy] MYPYPATH=crates/ucs-pybridge/stubs {shown} {}",
+        args.join(" ")
+    );
+    let status = Command::new(&python)
+        .args(args)
+        .env("MYPYPATH", root.join("crates/ucs-pybridge/stubs"))
+        .current_dir(&root)
+        .status()
+        .map_err(|err| Failure(format!("mypy could not start: {err}")))?;
+    if !status.success() {
+        return Err(Failure(format!(
+            "mypy found type errors in plugins/ or docs/examples/ ({status})"
+        )));
+    }
+    Ok(())
 }
 
 /// One external command a task runs, from the workspace root.
