@@ -27,6 +27,8 @@ tasks:
   test    the whole suite, failing fast: fmt check, clippy -D warnings,
           every test of every workspace crate, then mypy on plugins/ and
           docs/examples/ against the stubs (needs mypy; see UCS_MYPY_PYTHON)
+  dist    the release `ucs` binary and target/dist/ucs-<version>-<arch>.tar.gz
+          with it, plugins/, the docs, the stubs and a systemd unit
   help    this text
 ";
 
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let task = args.next();
     let result = match task.as_deref() {
         Some("test") => test(),
+        Some("dist") => dist(),
         Some("help" | "--help" | "-h") => {
             help();
             Ok(())
@@ -135,6 +138,84 @@ fn type_check_plugins() -> Result<(), Failure> {
             "mypy found type errors in plugins/ or docs/examples/ ({status})"
         )));
     }
+    Ok(())
+}
+
+/// `cargo xtask dist`: one release binary with every crate wired in, and a
+/// tarball an operator unpacks under `/opt/ucs`.
+fn dist() -> Result<(), Failure> {
+    run_steps(&[Step::cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "ucs",
+    ])])?;
+    let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let name = format!(
+        "ucs-{}-{}-linux",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    let dist_dir = target_dir.join("dist");
+    let stage = dist_dir.join(&name);
+    let fail = |what: &str, err: std::io::Error| Failure(format!("dist: {what}: {err}"));
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|err| fail("clearing the stage", err))?;
+    }
+    for dir in ["bin", "plugins", "docs/examples", "stubs", "systemd"] {
+        std::fs::create_dir_all(stage.join(dir)).map_err(|err| fail("creating the stage", err))?;
+    }
+    let mut files: Vec<(PathBuf, PathBuf)> = vec![
+        (target_dir.join("release/ucs"), stage.join("bin/ucs")),
+        (root.join("README.md"), stage.join("README.md")),
+        (root.join("ARCHITECTURE.md"), stage.join("ARCHITECTURE.md")),
+        (
+            root.join("dist/ucs.service"),
+            stage.join("systemd/ucs.service"),
+        ),
+    ];
+    for (from, to) in [
+        ("plugins", "plugins"),
+        ("docs", "docs"),
+        ("docs/examples", "docs/examples"),
+        ("crates/ucs-pybridge/stubs", "stubs"),
+    ] {
+        let entries = std::fs::read_dir(root.join(from))
+            .map_err(|err| fail(&format!("reading {from}"), err))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() {
+                files.push((path.clone(), stage.join(to).join(entry.file_name())));
+            }
+        }
+    }
+    for (from, to) in &files {
+        std::fs::copy(from, to).map_err(|err| fail(&format!("copying {}", from.display()), err))?;
+    }
+    let tarball = dist_dir.join(format!("{name}.tar.gz"));
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dist_dir)
+        .arg(&name)
+        .status()
+        .map_err(|err| fail("running tar", err))?;
+    if !status.success() {
+        return Err(Failure(format!("dist: tar failed ({status})")));
+    }
+    eprintln!("xtask: wrote {}", tarball.display());
     Ok(())
 }
 
