@@ -75,8 +75,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not in a log file or journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second subscriber (as in tests) is refused; the first one stays.
     let _ = if json {
