@@ -332,3 +332,19 @@ fn stubs_writes_every_stub_file() {
         );
     }
 }
+
+#[test]
+fn a_helper_module_beside_the_plugin_imports_as_in_the_server() {
+    let (dir, file) = plugin_file(
+        "uses_helper.py",
+        "import check_helper_mod\n\
+         UCS_PLUGIN = 'UsesHelper'\n\
+         class UsesHelper:\n\
+         \x20   def __init__(self, ucs):\n\
+         \x20       self.value = check_helper_mod.VALUE\n",
+    );
+    std::fs::write(dir.path().join("check_helper_mod.py"), "VALUE = 1\n").expect("helper");
+    let (code, report) = check_json(&file, &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["clean"], true);
+}

@@ -303,11 +303,43 @@ pub fn check_plugin_file(file: &Path, config: &CheckConfig) -> Result<CheckRepor
     let copy = plugins_dir.path().join(format!("{name}.py"));
     std::fs::write(&copy, source)
         .map_err(|err| CheckError::Setup(format!("cannot copy the file: {err}")))?;
+    copy_sibling_modules(file, plugins_dir.path());
 
     run_lifecycle(&api, &name, &copy, plugins_dir.path(), config, &mut report);
     ucs_pybridge::forget_module(name.as_str());
     drop(host);
     Ok(report)
+}
+
+/// Copies the other `*.py` files beside `file` into `plugins_dir`, so a
+/// plugin that imports a helper module from its own directory (`import
+/// helpers`) imports it in the check as in the server. Only the checked
+/// file is run; a helper that cannot be copied just fails its import.
+fn copy_sibling_modules(file: &Path, plugins_dir: &Path) {
+    let Some(entries) = file
+        .parent()
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }
+        })
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+    else {
+        return;
+    };
+    let checked = file.file_name();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let is_module = name.to_str().is_some_and(|name| name.ends_with(".py"));
+        if is_module
+            && Some(name.as_os_str()) != checked
+            && entry.file_type().is_ok_and(|kind| kind.is_file())
+        {
+            let _ = std::fs::copy(entry.path(), plugins_dir.join(&name));
+        }
+    }
 }
 
 /// load → inspect → stop and join → inspect, filling `report`.
