@@ -10,6 +10,8 @@
 //! Standard library only: the xtask must build on a fresh machine before
 //! anything else works, and it is the first thing CI compiles.
 
+mod tidy;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
