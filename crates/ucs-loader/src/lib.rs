@@ -74,6 +74,22 @@ struct PluginRecord {
     instance: Option<PluginInstance>,
     /// When it last loaded, for reverse-order shutdown (L3).
     load_order: u64,
+    /// The source text of the running version, kept so a reload whose new
+    /// version fails can bring exactly this one back.
+    source: Option<Arc<str>>,
+}
+
+/// Why one version of a plugin did not start.
+enum VersionFailed {
+    /// The file has no `UCS_PLUGIN` (P2).
+    NotAPlugin,
+    /// Import, constructor or `start` failed (L1).
+    Failed {
+        /// The class name if known.
+        class_name: String,
+        /// The error with its traceback.
+        error: String,
+    },
 }
 
 /// Owns every plugin of one server.
@@ -166,6 +182,12 @@ impl PluginHost {
     }
 
     /// Loads `name`, first stopping the running version if there is one (P6).
+    ///
+    /// A reload is transactional: if the new version fails to import,
+    /// construct or start, the previous version is brought back up from the
+    /// source that was running, the caller gets the new version's error, and
+    /// `plugins.list` shows the plugin RUNNING with the failed attempt as its
+    /// last error.
     fn load_named(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
         let path = self.path_of(name);
         if !path.is_file() {
@@ -174,24 +196,116 @@ impl PluginHost {
                 path.display()
             )));
         }
+        let source: Arc<str> = std::fs::read_to_string(&path)
+            .map_err(|err| {
+                ApiError::Processing(format!("cannot read plugin file {}: {err}", path.display()))
+            })?
+            .into();
         let _turn = self.take_turn(name)?;
-        let running = self
-            .records()
-            .get_mut(name.as_str())
-            .and_then(|record| record.instance.take());
-        if let Some(instance) = running {
-            tracing::info!(plugin = %name, "reloading: stopping the running version");
-            self.stop_instance(name, instance);
+        let running = self.records().get_mut(name.as_str()).and_then(|record| {
+            let instance = record.instance.take()?;
+            Some((instance, record.source.clone()))
+        });
+        let previous_source = match running {
+            Some((instance, previous_source)) => {
+                tracing::info!(plugin = %name, "reloading: stopping the running version");
+                self.stop_instance(name, instance);
+                previous_source
+            }
+            None => None,
+        };
+        let attempt = self.start_version(name, &path, &source);
+        let (error, class_name) = match attempt {
+            Ok(info) => return Ok(info),
+            Err(VersionFailed::NotAPlugin) => {
+                let message = format!(
+                    "{} has no UCS_PLUGIN variable, so it is not a plugin",
+                    path.display()
+                );
+                match previous_source {
+                    None => {
+                        self.records().remove(name.as_str());
+                        tracing::debug!(plugin = %name, "{message}; skipped");
+                        return Err(ApiError::Processing(message));
+                    }
+                    Some(_) => (message, String::new()),
+                }
+            }
+            Err(VersionFailed::Failed { class_name, error }) => (error, class_name),
+        };
+        tracing::error!(plugin = %name, "plugin failed to load: {error}");
+        if let Some(previous_source) = previous_source {
+            match self.start_version(name, &path, &previous_source) {
+                Ok(_) => {
+                    tracing::warn!(
+                        plugin = %name,
+                        "reload failed; the previous version was brought back and keeps running"
+                    );
+                    if let Some(record) = self.records().get_mut(name.as_str()) {
+                        record.info.error = format!("reload failed: {error}");
+                    }
+                    return Err(ApiError::Processing(format!(
+                        "plugin '{name}' failed to reload; the previous version keeps running: {error}"
+                    )));
+                }
+                Err(restore) => {
+                    let restore_error = match restore {
+                        VersionFailed::NotAPlugin => "it is no longer a plugin".to_owned(),
+                        VersionFailed::Failed { error, .. } => error,
+                    };
+                    tracing::error!(
+                        plugin = %name,
+                        "the previous version failed to come back up too: {restore_error}"
+                    );
+                }
+            }
         }
+        self.records().insert(
+            name.to_string(),
+            PluginRecord {
+                info: PluginInfo {
+                    name: name.to_string(),
+                    class_name,
+                    state: PluginState::Failed,
+                    error: error.clone(),
+                    path: path.to_string_lossy().into_owned(),
+                },
+                instance: None,
+                load_order: 0,
+                source: None,
+            },
+        );
+        Err(ApiError::Processing(format!(
+            "plugin '{name}' failed to load: {error}"
+        )))
+    }
+
+    /// Imports, constructs and starts one version of a plugin from `source`
+    /// and records it RUNNING; on failure removes what it registered (L1).
+    fn start_version(
+        &self,
+        name: &PluginName,
+        path: &Path,
+        source: &Arc<str>,
+    ) -> Result<PluginInfo, VersionFailed> {
         let owner = Owner::new(name.as_str());
-        let outcome = ucs_pybridge::load_plugin(
+        let outcome = ucs_pybridge::load_plugin_source(
             &self.api,
             &owner,
             name.as_str(),
-            &path,
+            path,
+            source,
             &self.config.plugins_dir,
         );
-        let path_text = path.to_string_lossy().into_owned();
+        let failed = |class_name: String, error: String| {
+            // L1: what it registered before failing goes, quietly: the
+            // failure itself is the news.
+            for leftover in self.api.remove_owned_by(&owner) {
+                tracing::debug!(plugin = %name, "removed after failed load: {}", leftover.description);
+            }
+            ucs_pybridge::forget_module(name.as_str());
+            VersionFailed::Failed { class_name, error }
+        };
         match outcome {
             LoadOutcome::Started(instance) => {
                 let info = PluginInfo {
@@ -199,7 +313,7 @@ impl PluginHost {
                     class_name: instance.class_name.clone(),
                     state: PluginState::Running,
                     error: String::new(),
-                    path: path_text,
+                    path: path.to_string_lossy().into_owned(),
                 };
                 self.records().insert(
                     name.to_string(),
@@ -207,44 +321,13 @@ impl PluginHost {
                         info: info.clone(),
                         instance: Some(instance),
                         load_order: self.next_load_order.fetch_add(1, Ordering::Relaxed),
+                        source: Some(Arc::clone(source)),
                     },
                 );
                 Ok(info)
             }
-            LoadOutcome::NoPluginVariable => {
-                self.records().remove(name.as_str());
-                tracing::debug!(plugin = %name, "{} has no UCS_PLUGIN; skipped", path.display());
-                Err(ApiError::Processing(format!(
-                    "{} has no UCS_PLUGIN variable, so it is not a plugin",
-                    path.display()
-                )))
-            }
-            LoadOutcome::Failed { class_name, error } => {
-                // L1: what it registered before failing goes, quietly: the
-                // failure itself is the news.
-                for leftover in self.api.remove_owned_by(&owner) {
-                    tracing::debug!(plugin = %name, "removed after failed load: {}", leftover.description);
-                }
-                ucs_pybridge::forget_module(name.as_str());
-                tracing::error!(plugin = %name, "plugin failed to load: {error}");
-                self.records().insert(
-                    name.to_string(),
-                    PluginRecord {
-                        info: PluginInfo {
-                            name: name.to_string(),
-                            class_name,
-                            state: PluginState::Failed,
-                            error: error.clone(),
-                            path: path_text,
-                        },
-                        instance: None,
-                        load_order: 0,
-                    },
-                );
-                Err(ApiError::Processing(format!(
-                    "plugin '{name}' failed to load: {error}"
-                )))
-            }
+            LoadOutcome::NoPluginVariable => Err(VersionFailed::NotAPlugin),
+            LoadOutcome::Failed { class_name, error } => Err(failed(class_name, error)),
         }
     }
 

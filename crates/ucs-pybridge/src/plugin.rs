@@ -100,7 +100,26 @@ pub fn load_plugin(
     path: &Path,
     plugins_dir: &Path,
 ) -> LoadOutcome {
-    match construct_plugin(api, owner, name, path, plugins_dir) {
+    started(construct(api, owner, name, path, None, plugins_dir))
+}
+
+/// Like [`load_plugin`], but executes `source` (the text of `path` as it was
+/// read, or as it was when an earlier version ran) instead of reading the
+/// file: the loader keeps the source of the running version in memory so a
+/// failed reload can bring exactly that version back.
+pub fn load_plugin_source(
+    api: &Api,
+    owner: &Owner,
+    name: &str,
+    path: &Path,
+    source: &str,
+    plugins_dir: &Path,
+) -> LoadOutcome {
+    started(construct(api, owner, name, path, Some(source), plugins_dir))
+}
+
+fn started(constructed: Constructed) -> LoadOutcome {
+    match constructed {
         Constructed::Instance(instance) => match start_plugin(&instance) {
             Ok(()) => LoadOutcome::Started(instance),
             Err(error) => LoadOutcome::Failed {
@@ -124,6 +143,17 @@ pub fn construct_plugin(
     path: &Path,
     plugins_dir: &Path,
 ) -> Constructed {
+    construct(api, owner, name, path, None, plugins_dir)
+}
+
+fn construct(
+    api: &Api,
+    owner: &Owner,
+    name: &str,
+    path: &Path,
+    source: Option<&str>,
+    plugins_dir: &Path,
+) -> Constructed {
     crate::init();
     Python::attach(|py| {
         let failed = |step: LoadStep, class_name: &str, error: String| Constructed::Failed {
@@ -137,7 +167,7 @@ pub fn construct_plugin(
         if let Some(reason) = shadowed_module(py, name, plugins_dir) {
             return failed(LoadStep::Import, "", reason);
         }
-        let module = match import_fresh(py, name, path) {
+        let module = match import_fresh(py, name, path, source) {
             Ok(module) => module,
             Err(err) => return failed(LoadStep::Import, "", format_traceback(py, &err)),
         };
@@ -272,9 +302,15 @@ fn shadowed_module(py: Python<'_>, name: &str, plugins_dir: &Path) -> Option<Str
     })
 }
 
-/// Executes `path` into a new module object registered as `name`, so a
-/// reload never sees the previous version's globals.
-fn import_fresh<'py>(py: Python<'py>, name: &str, path: &Path) -> PyResult<Bound<'py, PyAny>> {
+/// Executes `path` (or `source`, compiled as if read from `path`, so
+/// tracebacks name the file) into a new module object registered as `name`,
+/// so a reload never sees the previous version's globals.
+fn import_fresh<'py>(
+    py: Python<'py>,
+    name: &str,
+    path: &Path,
+    source: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
     let util = py.import("importlib.util")?;
     let sys_modules = py.import("sys")?.getattr("modules")?;
     let sys_modules = sys_modules.cast::<PyDict>()?;
@@ -285,10 +321,20 @@ fn import_fresh<'py>(py: Python<'py>, name: &str, path: &Path) -> PyResult<Bound
     let module = util.call_method1("module_from_spec", (&spec,))?;
     module.setattr(PLUGIN_MARKER, true)?;
     sys_modules.set_item(name, &module)?;
-    if let Err(err) = spec
-        .getattr("loader")?
-        .call_method1("exec_module", (&module,))
-    {
+    let executed = match source {
+        None => spec
+            .getattr("loader")?
+            .call_method1("exec_module", (&module,))
+            .map(drop),
+        Some(source) => {
+            let builtins = py.import("builtins")?;
+            builtins
+                .call_method1("compile", (source, path.to_string_lossy().as_ref(), "exec"))
+                .and_then(|code| builtins.call_method1("exec", (code, module.getattr("__dict__")?)))
+                .map(drop)
+        }
+    };
+    if let Err(err) = executed {
         sys_modules.del_item(name).ok();
         return Err(err);
     }

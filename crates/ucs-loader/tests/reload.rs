@@ -1,0 +1,129 @@
+//! Transactional reload (issue 8): a reload whose new version fails brings
+//! the previous version back from the source that was running; one that
+//! succeeds replaces the old version completely (P6, L4).
+
+mod common;
+
+use common::{TestServer, field};
+use ucs_api::{ApiError, PluginState};
+use ucs_core::Value;
+
+/// A status hook that stamps its version on every change.
+fn versioned(version: &str) -> String {
+    format!(
+        r#"
+UCS_PLUGIN = 'Versioned'
+
+
+class Versioned:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+
+    def hook(self, agent, status, reason):
+        return status, '{version}'
+"#
+    )
+}
+
+fn reason_after_change(server: &TestServer, agent: i64, status: i64) -> Value {
+    let after = server.set_status(agent, status, "asked").unwrap();
+    field(&after, "reason").clone()
+}
+
+const BROKEN_VERSIONS: [(&str, &str); 4] = [
+    (
+        "syntax error",
+        "UCS_PLUGIN = 'Versioned'\nclass Versioned(:\n",
+    ),
+    (
+        "constructor raises",
+        "UCS_PLUGIN = 'Versioned'\n\nclass Versioned:\n    def __init__(self, ucs):\n        \
+         ucs.agents.addChangeStatusHook(lambda a, s, r: (s, 'half'))\n        raise RuntimeError('broken v2')\n",
+    ),
+    (
+        "start raises",
+        "UCS_PLUGIN = 'Versioned'\n\nclass Versioned:\n    def __init__(self, ucs):\n        pass\n\n    \
+         def start(self):\n        raise RuntimeError('broken start')\n",
+    ),
+    ("no UCS_PLUGIN", "print('not a plugin any more')\n"),
+];
+
+#[test]
+fn a_reload_to_a_broken_file_keeps_the_previous_version_running() {
+    for (case, broken) in BROKEN_VERSIONS {
+        let server = TestServer::start(&[("tr_versioned.py", &versioned("v1"))]);
+        let agent = server.add_agent("tragent");
+        assert_eq!(reason_after_change(&server, agent, 1), Value::from("v1"));
+
+        server.write_plugin("tr_versioned.py", broken);
+        let refused = server.load("tr_versioned");
+        let Err(ApiError::Processing(message)) = refused else {
+            panic!("{case}: the caller must get the new version's error, got {refused:?}");
+        };
+        assert!(
+            message.contains("previous version keeps running"),
+            "{case}: {message}"
+        );
+
+        let info = server.plugin("tr_versioned").unwrap();
+        assert_eq!(info.state, PluginState::Running, "{case}");
+        assert!(
+            info.error.starts_with("reload failed"),
+            "{case}: {}",
+            info.error
+        );
+        // The old version serves, and nothing the broken one registered stays.
+        assert_eq!(
+            reason_after_change(&server, agent, 2),
+            Value::from("v1"),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn the_failed_attempt_carries_the_new_versions_traceback() {
+    let server = TestServer::start(&[("tr_trace.py", &versioned("v1"))]);
+    server.write_plugin("tr_trace.py", BROKEN_VERSIONS[1].1);
+    let Err(ApiError::Processing(message)) = server.load("tr_trace") else {
+        panic!("expected a processing error");
+    };
+    assert!(message.contains("Traceback"), "{message}");
+    assert!(message.contains("RuntimeError: broken v2"), "{message}");
+    assert!(
+        server
+            .plugin("tr_trace")
+            .unwrap()
+            .error
+            .contains("broken v2")
+    );
+}
+
+#[test]
+fn p6_a_successful_reload_replaces_the_old_version_and_clears_the_error() {
+    let server = TestServer::start(&[("tr_replace.py", &versioned("v1"))]);
+    let agent = server.add_agent("tragent2");
+    server.write_plugin("tr_replace.py", BROKEN_VERSIONS[0].1);
+    assert!(server.load("tr_replace").is_err());
+
+    server.write_plugin("tr_replace.py", &versioned("v3"));
+    let info = server.load("tr_replace").unwrap();
+    assert_eq!(field(&info, "state"), &Value::from("running"));
+    assert_eq!(field(&info, "error"), &Value::from(""));
+    assert_eq!(reason_after_change(&server, agent, 1), Value::from("v3"));
+}
+
+#[test]
+fn a_first_load_that_fails_still_ends_failed() {
+    let server = TestServer::start(&[]);
+    server.write_plugin("tr_fresh.py", BROKEN_VERSIONS[1].1);
+    assert!(server.load("tr_fresh").is_err());
+    assert_eq!(
+        server.plugin("tr_fresh").unwrap().state,
+        PluginState::Failed
+    );
+}
