@@ -30,7 +30,9 @@ class Versioned:
 }
 
 fn reason_after_change(server: &TestServer, agent: i64, status: i64) -> Value {
-    let after = server.set_status(agent, status, "asked").unwrap();
+    let after = server
+        .set_status(agent, status, "asked")
+        .expect("the status change went through");
     field(&after, "reason").clone()
 }
 
