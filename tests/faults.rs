@@ -251,7 +251,11 @@ fn logged(log: &str, plugin: &str, text: &str) -> bool {
 async fn every_fault_leaves_the_server_and_the_other_plugins_working() {
     let files = fault_files();
     assert!(
-        files.iter().filter(|(name, _)| name.starts_with('f')).count() >= 25,
+        files
+            .iter()
+            .filter(|(name, _)| name.starts_with('f'))
+            .count()
+            >= 25,
         "issue 7 asks for at least 25 faulty plugins"
     );
     let mut builder = Server::builder().demo().arg("--log-json");
@@ -339,12 +343,7 @@ async fn load_failures(suite: &mut Suite) {
     // f04's callback and f05's middleware were removed with the failure:
     // the canary checks above would have hit their AssertionErrors.
     suite
-        .expect_ok(
-            "f05_start_raises",
-            "shared.get",
-            json!(["f05"]),
-            json!({}),
-        )
+        .expect_ok("f05_start_raises", "shared.get", json!(["f05"]), json!({}))
         .await;
     // Reloading a failed plugin fails the same way, FAILED_PRECONDITION.
     match suite.load("f01_syntax_error").await {
@@ -400,9 +399,7 @@ async fn status_hooks(suite: &mut Suite) {
                 format!("setStatus: got {other:?}, expected the requested {expected}"),
             ),
         }
-        suite
-            .check(plugin, State::Running, "", "status hook")
-            .await;
+        suite.check(plugin, State::Running, "", "status hook").await;
         if let Err(status) = suite.unload(plugin).await {
             suite.fail(plugin, format!("unload failed: {status:?}"));
         }
@@ -430,9 +427,7 @@ async fn shared_hooks(suite: &mut Suite) {
         suite
             .expect_ok(plugin, "shared.get", json!([identificator]), data)
             .await;
-        suite
-            .check(plugin, State::Running, "", why)
-            .await;
+        suite.check(plugin, State::Running, "", why).await;
     }
 }
 
@@ -474,9 +469,7 @@ async fn middleware(suite: &mut Suite) {
         suite
             .expect_code(plugin, "shared.get", json!([identificator]), Code::Internal)
             .await;
-        suite
-            .check(plugin, State::Running, "", exception)
-            .await;
+        suite.check(plugin, State::Running, "", exception).await;
     }
 
     let plugin = "f33_middleware_sends_unsendable_args";
@@ -527,12 +520,15 @@ async fn self_management(suite: &mut Suite) {
     let plugin = "f24_reloads_itself_in_middleware";
     for _ in 0..2 {
         suite
-            .expect_ok(plugin, "shared.get", json!(["f24"]), json!("reloaded:running"))
+            .expect_ok(
+                plugin,
+                "shared.get",
+                json!(["f24"]),
+                json!("reloaded:running"),
+            )
             .await;
     }
-    suite
-        .check(plugin, State::Running, "", "reloading")
-        .await;
+    suite.check(plugin, State::Running, "", "reloading").await;
 
     let plugin = "f25_unloads_itself_from_thread";
     let started = Instant::now();
@@ -545,7 +541,10 @@ async fn self_management(suite: &mut Suite) {
             break;
         }
         if started.elapsed() > Duration::from_secs(15) {
-            suite.fail(plugin, format!("still {state:?} 15 s after it unloaded itself"));
+            suite.fail(
+                plugin,
+                format!("still {state:?} 15 s after it unloaded itself"),
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -29,7 +29,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -63,9 +63,9 @@ pub(crate) struct ServerBuilder {
     args: Vec<String>,
     /// Extra environment variables.
     env: Vec<(String, String)>,
-    /// A data directory to use instead of a fresh one, e.g. to restart on
-    /// the state a previous server left.
-    data_dir: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate and key; clients trust the
+    /// certificate itself.
+    tls: Option<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -94,9 +94,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Uses `dir` as the data directory instead of a fresh one.
-    pub(crate) fn data_dir(mut self, dir: &Path) -> Self {
-        self.data_dir = Some(dir.to_path_buf());
+    /// Serves TLS with `cert_pem` and `key_pem` (`--tls-cert`, `--tls-key`);
+    /// the URL becomes `https://localhost:PORT` and clients trust `cert_pem`.
+    pub(crate) fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
         self
     }
 
@@ -104,17 +105,15 @@ impl ServerBuilder {
     pub(crate) async fn start(self) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
         let plugins_dir = root.path().join("plugins");
-        let data_dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| root.path().join("data"));
+        let data_dir = root.path().join("data");
         std::fs::create_dir(&plugins_dir).expect("plugins dir");
         for (file_name, source) in &self.plugins {
             std::fs::write(plugins_dir.join(file_name), source).expect("plugin file");
         }
         let log_path = root.path().join("server.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let address = format!("127.0.0.1:{}", free_port());
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
 
         let mut command = Command::new(ucs_binary());
         command
@@ -133,13 +132,26 @@ impl ServerBuilder {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
+        let mut url = format!("http://{address}");
+        if let Some((cert, key)) = &self.tls {
+            let (cert_path, key_path) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+            std::fs::write(&cert_path, cert).expect("cert file");
+            std::fs::write(&key_path, key).expect("key file");
+            command
+                .arg("--tls-cert")
+                .arg(&cert_path)
+                .arg("--tls-key")
+                .arg(&key_path);
+            url = format!("https://localhost:{port}");
+        }
         if !self.env.iter().any(|(key, _)| key == "RUST_LOG") {
             command.env("RUST_LOG", "info");
         }
         let child = command.spawn().expect("spawn ucs serve");
         let mut server = Server {
             child,
-            url: format!("http://{address}"),
+            url,
+            tls_ca: self.tls.map(|(cert, _)| cert),
             channel: None,
             log_path,
             plugins_dir,
@@ -163,6 +175,8 @@ pub(crate) struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub(crate) url: String,
+    /// The certificate clients trust when the server serves TLS.
+    pub(crate) tls_ca: Option<String>,
     /// Connected once the server is serving.
     channel: Option<Channel>,
     /// Where the server's stdout and stderr go.
@@ -190,8 +204,8 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("ucs serve exited early with {status}; log:\n{}", self.log());
             }
-            if let Ok(channel) = Endpoint::from_shared(self.url.clone())
-                .expect("url")
+            if let Ok(channel) = self
+                .endpoint()
                 .connect_timeout(Duration::from_secs(1))
                 .connect()
                 .await
@@ -215,6 +229,18 @@ impl Server {
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An endpoint for the server's URL, trusting its certificate if it
+    /// serves TLS.
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        let endpoint = Endpoint::from_shared(self.url.clone()).expect("url");
+        match &self.tls_ca {
+            Some(ca) => endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                .expect("TLS config"),
+            None => endpoint,
         }
     }
 

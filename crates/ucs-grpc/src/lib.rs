@@ -10,6 +10,8 @@
 //!   so each runs on tokio's blocking pool, never on a runtime worker.
 //! - [`EventsService`]: an [`ucs_core::EventSink`] feeding a broadcast
 //!   channel; a slow subscriber loses events, never slows a commit.
+//! - [`throttle`]: failed logins slow guessing down, per user and per peer
+//!   address; a locked login is RESOURCE_EXHAUSTED with a retry hint.
 //! - [`serve`]: the server with reflection (v1 and v1alpha), health and
 //!   message size limits, on a listener the caller binds (tests bind port 0).
 //!
@@ -22,12 +24,15 @@ mod events;
 mod plugins;
 mod server;
 pub mod status;
+pub mod throttle;
 
 pub use api::ApiService;
 pub use auth::AuthService;
 pub use events::{EVENT_BUFFER, EventsService};
 pub use plugins::PluginsService;
-pub use server::{MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeError, serve};
+pub use server::{
+    MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeError, ServeOptions, TlsIdentity, serve, serve_with,
+};
 
 /// The generated protobuf messages and tonic services of package `ucs.v1`.
 pub mod pb {

@@ -7,13 +7,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use ucs_api::Api;
 
 use crate::pb::api_server::ApiServer;
 use crate::pb::auth_server::AuthServer;
 use crate::pb::events_server::EventsServer;
 use crate::pb::plugins_server::PluginsServer;
+use crate::throttle::ThrottleConfig;
 use crate::{ApiService, AuthService, EventsService, PluginsService, pb};
 
 /// The largest message the server decodes or encodes: far above any real
@@ -36,6 +37,44 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// A certificate chain and its private key, both PEM, for TLS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsIdentity {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The private key of the leaf certificate.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    /// Never prints the private key, e.g. into a log of the settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How [`serve_with`] serves; the default is plaintext with the default
+/// login throttle.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// Serve TLS (rustls) with this identity instead of plaintext HTTP/2.
+    pub tls: Option<TlsIdentity>,
+    /// How failed logins are throttled.
+    pub throttle: ThrottleConfig,
+}
+
+/// [`serve_with`] with the default options: plaintext, default throttle.
+pub async fn serve(
+    listener: TcpListener,
+    api: Api,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    serve_with(listener, api, ServeOptions::default(), shutdown).await
+}
+
 /// Serves every `ucs.v1` service over `api` on `listener` until `shutdown`
 /// resolves, then stops accepting, ends event streams and waits for calls in
 /// flight, at most [`SHUTDOWN_GRACE`].
@@ -43,9 +82,10 @@ pub enum ServeError {
 /// The caller binds the listener, so tests can bind `127.0.0.1:0` and read
 /// the port. Health reports SERVING for the server (`""`) and for each
 /// `ucs.v1` service while this runs, and NOT_SERVING once shutdown starts.
-pub async fn serve(
+pub async fn serve_with(
     listener: TcpListener,
     api: Api,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let events = EventsService::new(api.clone());
@@ -86,9 +126,15 @@ pub async fn serve(
         closing_events.close_streams();
     };
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(
+            ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem)),
+        )?;
+    }
+    let server = builder
         .add_service(
-            AuthServer::new(AuthService::new(api.clone()))
+            AuthServer::new(AuthService::with_throttle(api.clone(), options.throttle))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

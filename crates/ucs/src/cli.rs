@@ -1,6 +1,7 @@
 //! The command line, as clap reads it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -31,6 +32,10 @@ pub struct ClientArgs {
     /// The server to talk to.
     #[arg(long, global = true, value_name = "URL", env = "UCS_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// Connect with TLS, trusting this PEM CA certificate (or the server's
+    /// self-signed certificate itself); use an `https://` --server URL.
+    #[arg(long, global = true, value_name = "FILE", env = "UCS_CA")]
+    pub ca: Option<PathBuf>,
     /// The session id from `ucs login`.
     #[arg(long, global = true, env = "UCS_SID", hide_env_values = true)]
     pub sid: Option<String>,
@@ -145,9 +150,9 @@ pub struct ServeArgs {
     /// The plugins directory [default: /opt/ucs/server/plugins].
     #[arg(long, value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
-    /// The data directory, created if missing: users and shared data live in
-    /// DIR/ucs.db (SQLite, WAL). Agent statuses and sessions are not kept:
-    /// after a restart every agent is OFFLINE and everyone logs in again.
+    /// The data directory, created if missing. Nothing is stored in it yet:
+    /// users, sessions and shared data live in memory until persistence
+    /// comes in a later release.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// A TOML file with any of the keys `listen`, `plugins_dir`, `data_dir`;
@@ -158,6 +163,16 @@ pub struct ServeArgs {
     /// `password1`, for trying UCS out. Never use this in production.
     #[arg(long)]
     pub demo: bool,
+    /// How long a session may stay unused before it expires, e.g. `30m`,
+    /// `8h`, `2s` [default: 8h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub session_idle_timeout: Option<Duration>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log JSON lines instead of text (the level comes from RUST_LOG,
     /// default info).
     #[arg(long)]
@@ -169,10 +184,50 @@ pub struct ServeArgs {
     pub watch: bool,
 }
 
+/// Reads a duration as a number with a unit: `ms`, `s`, `m` or `h`
+/// (`90s`, `30m`); a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 30m, 8h or 2s"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}'; use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("'{text}' is not a positive duration"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("8h"), Ok(Duration::from_secs(8 * 3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        for bad in ["", "0s", "-1s", "2d", "s", "1e400"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

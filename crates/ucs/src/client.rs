@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use ucs_grpc::pb;
 use ucs_grpc::pb::api_client::ApiClient;
@@ -76,7 +76,7 @@ pub(crate) fn run(args: ClientArgs, command: Command) -> ExitCode {
 }
 
 async fn run_command(args: &ClientArgs, command: Command) -> Result<(), Failure> {
-    let channel = connect(&args.server).await?;
+    let channel = connect(&args.server, args.ca.as_deref()).await?;
     match command {
         // `run` is only called for client commands.
         Command::Serve(_) | Command::Stubs { .. } | Command::Plugin { .. } => Err(Failure::Other(
@@ -179,10 +179,17 @@ async fn run_with_session(
     }
 }
 
-async fn connect(server: &str) -> Result<Channel, Failure> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
+async fn connect(server: &str, ca: Option<&std::path::Path>) -> Result<Channel, Failure> {
+    let mut endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|err| Failure::Other(format!("invalid --server URL '{server}': {err}")))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca)
+            .map_err(|err| Failure::Other(format!("cannot read --ca {}: {err}", ca.display())))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .map_err(|err| Failure::Other(format!("invalid TLS settings: {err}")))?;
+    }
     endpoint
         .connect()
         .await

@@ -2,9 +2,11 @@
 //! the defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use ucs_grpc::TlsIdentity;
 
 use crate::cli::{DEFAULT_LISTEN, DEFAULT_PLUGINS_DIR, ServeArgs};
 
@@ -31,6 +33,11 @@ pub struct ServeSettings {
     pub data_dir: PathBuf,
     /// Whether to create the demo agents.
     pub demo: bool,
+    /// How long a session may stay unused (`--session-idle-timeout`).
+    pub session_idle_timeout: Duration,
+    /// The certificate and key read from `--tls-cert` and `--tls-key`; none
+    /// means plaintext.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl ServeSettings {
@@ -57,7 +64,27 @@ impl ServeSettings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR)),
             data_dir,
             demo: args.demo,
+            session_idle_timeout: args
+                .session_idle_timeout
+                .unwrap_or(ucs_core::sessions::DEFAULT_SESSION_IDLE_TIMEOUT),
+            tls: read_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
         })
+    }
+}
+
+/// Reads the TLS files; both or neither must be given (clap checks that,
+/// this re-checks for callers that build [`ServeArgs`] by hand).
+fn read_tls(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Option<TlsIdentity>> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read TLS {what} {}", path.display()))
+    };
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsIdentity {
+            cert_pem: read(cert, "certificate")?,
+            key_pem: read(key, "key")?,
+        })),
+        _ => bail!("--tls-cert and --tls-key go together"),
     }
 }
 

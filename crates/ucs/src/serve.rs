@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use ucs_api::Api;
-use ucs_core::{Core, CoreConfig, NewUser, Store};
+use ucs_core::{Core, NewUser};
 use ucs_loader::{LoaderConfig, LoaderError, PluginHost};
 
 use crate::cli::ServeArgs;
@@ -49,12 +49,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             settings.data_dir.display()
         )
     })?;
-    // The store holds users and shared data; it refuses a data dir in use by
-    // another ucs, a corrupt database or a newer schema, each with a message
-    // that says what to do, and never resets anything.
-    let store = ucs_store::SqliteStore::open(&settings.data_dir).map_err(|err| anyhow!("{err}"))?;
-    tracing::info!(database = %store.database_path().display(), "state loaded");
-    let api = Api::new(Arc::new(create_core(Arc::new(store), settings.demo)?));
+    let mut core = create_core(settings.demo)?;
+    // --session-idle-timeout. No session exists yet, so replacing the table
+    // loses nothing.
+    core.sessions = ucs_core::Sessions::new(settings.session_idle_timeout);
+    let api = Api::new(Arc::new(core));
 
     // Every runtime thread, blocking-pool threads included, may run Python,
     // so each keeps one Python thread state for its whole life.
@@ -75,11 +74,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal, not in a log file or journal.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second subscriber (as in tests) is refused; the first one stays.
     let _ = if json {
@@ -89,15 +85,9 @@ fn init_logging(json: bool) {
     };
 }
 
-/// The core over `store`, with user 1 and, for `--demo`, the demo agents.
-/// Both are created only if the store does not hold them already, so the
-/// admin password of the first start stays.
-fn create_core(store: Arc<dyn Store>, demo: bool) -> anyhow::Result<Core> {
-    let core = Core::with_store(CoreConfig::default(), store)
-        .map_err(|err| anyhow!("cannot load the stored state: {err}"))?;
-    if core.directory.get(ucs_core::users::ADMIN_USER_ID).is_some() {
-        return add_demo_agents(core, demo);
-    }
+/// The core with user 1 and, for `--demo`, the demo agents.
+fn create_core(demo: bool) -> anyhow::Result<Core> {
+    let core = Core::default();
     let password = match std::env::var(ADMIN_PASSWORD_ENV) {
         Ok(password) if !password.is_empty() => password,
         _ => {
@@ -113,11 +103,6 @@ fn create_core(store: Arc<dyn Store>, demo: bool) -> anyhow::Result<Core> {
     core.directory
         .ensure_admin(&password)
         .map_err(|err| anyhow!("cannot create user 'admin' from {ADMIN_PASSWORD_ENV}: {err}"))?;
-    add_demo_agents(core, demo)
-}
-
-/// Adds the demo agents that do not exist yet, for `--demo`.
-fn add_demo_agents(core: Core, demo: bool) -> anyhow::Result<Core> {
     if demo {
         for (username, displayname) in DEMO_AGENTS {
             if core.directory.list().iter().any(|u| u.username == username) {
@@ -191,10 +176,19 @@ async fn serve_until_signal(settings: ServeSettings, api: Api, watch: bool) -> a
     };
 
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(ucs_grpc::serve(listener, api, async move {
+    let options = ucs_grpc::ServeOptions {
+        tls: settings.tls.clone(),
+        ..ucs_grpc::ServeOptions::default()
+    };
+    let tls = if options.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    let mut server = tokio::spawn(ucs_grpc::serve_with(listener, api, options, async move {
         let _ = serving_stopped.await;
     }));
-    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving gRPC");
+    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving gRPC ({tls})");
 
     let served = tokio::select! {
         finished = &mut server => finished,
