@@ -1,0 +1,453 @@
+//! Every server-level figure of issue 6, in one run, side by side:
+//!
+//! - `load.*`: `Api.Call agents.list` against the real binary with no
+//!   middleware and with one trivial Python middleware, the tonic ceiling and
+//!   the Python grpcio peer, in interleaved rounds (medians over rounds);
+//! - `gil.*`: agents.list p99 while a plugin thread spins in pure Python
+//!   and while it idles, alternating in one server;
+//! - `reload.*`: p50 of `Plugins.Load` of a loaded small plugin, and of a
+//!   plain importlib import of the same file in `python`;
+//! - `memory.*`: idle VmRSS of the server with the four example plugins and
+//!   of a bare `python` that imported threading.
+//!
+//! Results go to `--out` as `key value` lines; progress to stderr.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ucs_grpc::pb;
+use ucs_grpc::pb::api_client::ApiClient;
+use ucs_grpc::pb::plugins_client::PluginsClient;
+
+use crate::load::{self, LoadStats, Target, median, percentile};
+use crate::processes::{self, ChildProcess, login_when_ready, start_ucs};
+
+/// The session id the ceiling and the Python peer accept.
+const PEER_SID: &str = "bench-session";
+
+/// What `suite` needs.
+#[derive(clap::Args)]
+pub(crate) struct SuiteArgs {
+    /// The `ucs` binary (a release build).
+    #[arg(long)]
+    ucs: PathBuf,
+    /// The Python with grpcio (the bench venv's).
+    #[arg(long)]
+    python: PathBuf,
+    /// Where the Python peer's generated `ucs/v1/ucs_pb2*.py` are.
+    #[arg(long)]
+    python_gen_dir: PathBuf,
+    /// The `key value` results file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Shorter windows and fewer rounds (under a minute and a half).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// How long and how often each part measures.
+struct Plan {
+    /// Rounds of the load comparison and of the GIL comparison.
+    rounds: usize,
+    /// Not counted at the start of each window.
+    warm_up: Duration,
+    /// Each measured window.
+    window: Duration,
+    /// Calls in flight for throughput.
+    throughput_concurrency: usize,
+    /// Calls in flight for the GIL latency comparison: low, so p99 shows
+    /// per-call delay, not queueing at saturation.
+    latency_concurrency: usize,
+    /// `Plugins.Load` calls.
+    reloads: usize,
+    /// Plain imports in Python.
+    imports: usize,
+    /// How long an idle server settles before its RSS is read.
+    settle: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                rounds: 3,
+                warm_up: Duration::from_millis(500),
+                window: Duration::from_secs(2),
+                throughput_concurrency: 32,
+                latency_concurrency: 2,
+                reloads: 40,
+                imports: 200,
+                settle: Duration::from_secs(2),
+            }
+        } else {
+            Plan {
+                rounds: 5,
+                warm_up: Duration::from_secs(1),
+                window: Duration::from_secs(4),
+                throughput_concurrency: 32,
+                latency_concurrency: 2,
+                reloads: 150,
+                imports: 1000,
+                settle: Duration::from_secs(3),
+            }
+        }
+    }
+}
+
+/// Runs the suite on a single-threaded client runtime.
+pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(args.quick);
+    let work = tempfile::tempdir()?;
+    let mut results = Results::default();
+    let runtime = load::client_runtime()?;
+    runtime.block_on(async {
+        load_comparison(&args, &plan, work.path(), &mut results).await?;
+        gil_independence(&args, &plan, work.path(), &mut results).await?;
+        reload_latency(&args, &plan, work.path(), &mut results).await?;
+        memory(&args, &plan, work.path(), &mut results).await
+    })?;
+    std::fs::write(&args.out, &results.text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    Ok(())
+}
+
+/// The `key value` lines written so far.
+#[derive(Default)]
+struct Results {
+    text: String,
+}
+
+impl Results {
+    fn put(&mut self, key: &str, value: f64) {
+        eprintln!("ucs-loadgen: {key} = {value:.1}");
+        let _ = writeln!(self.text, "{key} {value:.3}");
+    }
+}
+
+/// A plugins directory under `work` holding `files` (name, source).
+fn plugins_dir(work: &Path, name: &str, files: &[(&str, String)]) -> anyhow::Result<PathBuf> {
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    for (file, source) in files {
+        std::fs::write(dir.join(file), source)?;
+    }
+    Ok(dir)
+}
+
+fn bench_plugin(file: &str) -> anyhow::Result<String> {
+    let path = crate::bench_dir().join("plugins").join(file);
+    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Calls the target once when it answers; its `result_json`.
+async fn first_answer(process: &mut ChildProcess, sid: &str) -> anyhow::Result<(Target, String)> {
+    let url = process.url.clone();
+    let sid = sid.to_owned();
+    process
+        .wait_ready(|| {
+            let (url, sid) = (url.clone(), sid.clone());
+            async move {
+                let target = Target::connect(&url, &sid, "agents.list").await?;
+                let answer = target.call_once().await?;
+                Ok((target, answer))
+            }
+        })
+        .await
+}
+
+/// Medians over rounds of one target's windows.
+#[derive(Default)]
+struct Rounds {
+    throughput: Vec<f64>,
+    p50_us: Vec<f64>,
+    p99_us: Vec<f64>,
+    errors: usize,
+}
+
+impl Rounds {
+    fn add(&mut self, stats: &LoadStats) {
+        self.throughput.push(stats.throughput);
+        self.p50_us.push(stats.p50_us);
+        self.p99_us.push(stats.p99_us);
+        self.errors += stats.errors;
+    }
+
+    fn report(&mut self, results: &mut Results, prefix: &str) {
+        results.put(&format!("{prefix}.rps"), median(&mut self.throughput));
+        results.put(&format!("{prefix}.p50_us"), median(&mut self.p50_us));
+        results.put(&format!("{prefix}.p99_us"), median(&mut self.p99_us));
+        results.put(&format!("{prefix}.errors"), self.errors as f64);
+    }
+}
+
+async fn load_comparison(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: load: starting the servers and peers");
+    let plain_dir = plugins_dir(work, "plain-plugins", &[])?;
+    let middleware_dir = plugins_dir(
+        work,
+        "middleware-plugins",
+        &[(
+            "trivial_middleware.py",
+            bench_plugin("trivial_middleware.py")?,
+        )],
+    )?;
+    let mut plain = start_ucs(&args.ucs, work, "ucs-plain", &plain_dir)?;
+    let mut with_middleware = start_ucs(&args.ucs, work, "ucs-middleware", &middleware_dir)?;
+    let plain_sid = login_when_ready(&mut plain).await?;
+    let middleware_sid = login_when_ready(&mut with_middleware).await?;
+    let (plain_target, expected) = first_answer(&mut plain, &plain_sid).await?;
+    let (middleware_target, middleware_answer) =
+        first_answer(&mut with_middleware, &middleware_sid).await?;
+
+    let ceiling_port = processes::free_port()?;
+    let mut ceiling_command = Command::new(std::env::current_exe()?);
+    ceiling_command
+        .arg("ceiling")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{ceiling_port}"))
+        .arg("--result-json")
+        .arg(&expected);
+    let mut ceiling = ChildProcess::spawn(
+        "the tonic ceiling",
+        ceiling_command,
+        work.join("ceiling.log"),
+        format!("http://127.0.0.1:{ceiling_port}"),
+    )?;
+    let (ceiling_target, _) = first_answer(&mut ceiling, PEER_SID).await?;
+
+    let peer_port = processes::free_port()?;
+    let mut peer_command = Command::new(&args.python);
+    peer_command
+        .arg(crate::bench_dir().join("python_peer.py"))
+        .arg("--port")
+        .arg(peer_port.to_string())
+        .arg("--sid")
+        .arg(PEER_SID)
+        .arg("--gen-dir")
+        .arg(&args.python_gen_dir)
+        .arg("--middleware-plugin")
+        .arg(crate::bench_dir().join("plugins/trivial_middleware.py"));
+    let mut peer = ChildProcess::spawn(
+        "the Python grpcio peer",
+        peer_command,
+        work.join("python-peer.log"),
+        format!("http://127.0.0.1:{peer_port}"),
+    )?;
+    let (peer_target, peer_answer) = first_answer(&mut peer, PEER_SID).await?;
+    let same = middleware_answer == expected && peer_answer == expected;
+    if !same {
+        eprintln!(
+            "ucs-loadgen: WARNING: the answers differ:\n  ucs: {expected}\n  ucs+middleware: {middleware_answer}\n  python peer: {peer_answer}"
+        );
+    }
+    results.put("load.same_answer", if same { 1.0 } else { 0.0 });
+
+    let targets: [(&str, &Target); 4] = [
+        ("load.ucs", &plain_target),
+        ("load.ucs_middleware", &middleware_target),
+        ("load.ceiling", &ceiling_target),
+        ("load.python_peer", &peer_target),
+    ];
+    let mut rounds: Vec<Rounds> = targets.iter().map(|_| Rounds::default()).collect();
+    for round in 0..plan.rounds {
+        for ((name, target), collected) in targets.iter().zip(&mut rounds) {
+            let stats = load::run(
+                target,
+                plan.throughput_concurrency,
+                plan.warm_up,
+                plan.window,
+            )
+            .await?;
+            eprintln!("ucs-loadgen: round {}: {name}: {stats}", round + 1);
+            collected.add(&stats);
+        }
+        for process in [&mut plain, &mut with_middleware, &mut ceiling, &mut peer] {
+            process.check_alive()?;
+        }
+    }
+    for ((name, _), collected) in targets.iter().zip(&mut rounds) {
+        collected.report(results, name);
+    }
+    Ok(())
+}
+
+async fn set_spin(
+    api: &mut ApiClient<tonic::transport::Channel>,
+    sid: &str,
+    on: bool,
+) -> anyhow::Result<()> {
+    api.call(pb::CallRequest {
+        sid: sid.to_owned(),
+        method: "shared.set".to_owned(),
+        args_json: format!("[\"bench.spin\", {on}]"),
+    })
+    .await?;
+    // The plugin thread sees the change at its next check.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+async fn gil_independence(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: gil: a plugin thread spinning in Python vs idle");
+    let dir = plugins_dir(
+        work,
+        "gil-plugins",
+        &[("gil_spinner.py", bench_plugin("gil_spinner.py")?)],
+    )?;
+    let mut server = start_ucs(&args.ucs, work, "ucs-gil", &dir)?;
+    let sid = login_when_ready(&mut server).await?;
+    let (target, _) = first_answer(&mut server, &sid).await?;
+    let mut api = ApiClient::connect(server.url.clone()).await?;
+    let mut idle = Rounds::default();
+    let mut spinning = Rounds::default();
+    for round in 0..plan.rounds {
+        for (on, collected) in [(false, &mut idle), (true, &mut spinning)] {
+            set_spin(&mut api, &sid, on).await?;
+            let stats =
+                load::run(&target, plan.latency_concurrency, plan.warm_up, plan.window).await?;
+            eprintln!(
+                "ucs-loadgen: round {}: {}: {stats}",
+                round + 1,
+                if on { "spinning" } else { "idle" }
+            );
+            collected.add(&stats);
+        }
+        server.check_alive()?;
+    }
+    set_spin(&mut api, &sid, false).await?;
+    idle.report(results, "gil.idle");
+    spinning.report(results, "gil.spinning");
+    Ok(())
+}
+
+async fn reload_latency(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: reload: plugins.load of a loaded plugin vs a plain import");
+    let source = bench_plugin("reload_small.py")?;
+    let dir = plugins_dir(work, "reload-plugins", &[("reload_small.py", source)])?;
+    let mut server = start_ucs(&args.ucs, work, "ucs-reload", &dir)?;
+    let sid = login_when_ready(&mut server).await?;
+    let mut plugins = PluginsClient::connect(server.url.clone()).await?;
+    let mut latencies = Vec::with_capacity(plan.reloads);
+    // A few reloads first, as a warm-up, like the import loop below.
+    for index in 0..plan.reloads + 5 {
+        let sent = Instant::now();
+        let info = plugins
+            .load(pb::PluginRequest {
+                sid: sid.clone(),
+                name: "reload_small".to_owned(),
+            })
+            .await?
+            .into_inner();
+        let took = sent.elapsed();
+        anyhow::ensure!(
+            info.state == pb::PluginState::Running as i32,
+            "reload_small did not reload: {}",
+            info.error
+        );
+        if index >= 5 {
+            latencies.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    latencies.sort_unstable();
+    results.put("reload.ucs.p50_us", percentile(&latencies, 0.5) / 1000.0);
+
+    let output = Command::new(&args.python)
+        .arg(crate::bench_dir().join("python_import.py"))
+        .arg(dir.join("reload_small.py"))
+        .arg(plan.imports.to_string())
+        .output()
+        .context("cannot run bench/python_import.py")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "python_import.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let p50_ns: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .context("python_import.py prints the p50 in ns")?;
+    results.put("reload.python_import.p50_us", p50_ns / 1000.0);
+    Ok(())
+}
+
+async fn memory(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: memory: the server with the example plugins vs a bare python");
+    let examples = crate::bench_dir().join("../plugins");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&examples)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "py") {
+            let name = path
+                .file_name()
+                .context("a file name")?
+                .to_string_lossy()
+                .into_owned();
+            files.push((name, std::fs::read_to_string(&path)?));
+        }
+    }
+    anyhow::ensure!(
+        files.len() == 4,
+        "expected the four example plugins in plugins/"
+    );
+    let files: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, source)| (name.as_str(), source.clone()))
+        .collect();
+    let dir = plugins_dir(work, "example-plugins", &files)?;
+    let mut server = start_ucs(&args.ucs, work, "ucs-examples", &dir)?;
+    let sid = login_when_ready(&mut server).await?;
+    let mut plugins = PluginsClient::connect(server.url.clone()).await?;
+    let listed = plugins
+        .list(pb::ListPluginsRequest { sid })
+        .await?
+        .into_inner()
+        .plugins;
+    let running = listed
+        .iter()
+        .filter(|info| info.state == pb::PluginState::Running as i32)
+        .count();
+    anyhow::ensure!(
+        running == 4,
+        "expected 4 running example plugins, got {listed:?}"
+    );
+    tokio::time::sleep(plan.settle).await;
+    results.put("memory.ucs.rss_kib", server.rss_kib()? as f64);
+    drop(server);
+
+    let mut python = Command::new(&args.python);
+    python
+        .arg("-c")
+        .arg("import threading, time; time.sleep(30)");
+    let python = ChildProcess::spawn(
+        "a bare python",
+        python,
+        work.join("bare-python.log"),
+        String::new(),
+    )?;
+    tokio::time::sleep(plan.settle).await;
+    results.put("memory.python.rss_kib", python.rss_kib()? as f64);
+    Ok(())
+}
