@@ -12,6 +12,8 @@
 
 mod tidy;
 
+mod bench;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ tasks:
           docs/examples/ against the stubs (needs mypy; see UCS_MYPY_PYTHON)
   dist    the release `ucs` binary and target/dist/ucs-<version>-<arch>.tar.gz
           with it, plugins/, the docs, the stubs and a systemd unit
+  bench   the speed goals of issue 6 side by side: micro-benchmarks, the
+          server under load against its peers, reload, memory; a table on
+          stdout and target/bench/results.json (`--quick`: under 3 minutes)
   help    this text
 ";
 
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
     let task = args.next();
     let result = match task.as_deref() {
         Some("test") => test(),
+        Some("bench") => bench::bench(&args.collect::<Vec<_>>()),
         Some("dist") => dist(),
         Some("help" | "--help" | "-h") => {
             help();
