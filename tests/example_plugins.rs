@@ -249,3 +249,57 @@ async fn p6_a_plugin_reloads_after_its_file_changed() {
         .expect("setStatus");
     assert_eq!(agent["reason"], "v2", "the changed file took effect");
 }
+
+#[tokio::test]
+async fn a_reload_to_a_broken_file_keeps_the_old_version_serving() {
+    let server = Server::builder()
+        .demo()
+        .plugin("versioned.py", &VERSIONED.replace("VERSION", "v1"))
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    let carol = server.user_id("carol").await;
+
+    server.write_plugin(
+        "versioned.py",
+        "UCS_PLUGIN = 'Versioned'\nclass Versioned(:\n",
+    );
+    let refused = server
+        .plugins()
+        .load(pb::PluginRequest {
+            sid: sid.clone(),
+            name: "versioned".to_owned(),
+        })
+        .await
+        .expect_err("the broken version is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("SyntaxError"),
+        "{}",
+        refused.message()
+    );
+
+    let listed = server
+        .plugins()
+        .list(pb::ListPluginsRequest { sid: sid.clone() })
+        .await
+        .expect("Plugins.List")
+        .into_inner()
+        .plugins;
+    let versioned = listed
+        .iter()
+        .find(|p| p.name == "versioned")
+        .expect("listed");
+    assert_eq!(versioned.state(), pb::PluginState::Running);
+    assert!(
+        versioned.error.starts_with("reload failed"),
+        "{}",
+        versioned.error
+    );
+
+    let agent = server
+        .call(&sid, "agents.setStatus", &format!("[{carol}, 1, \"x\"]"))
+        .await
+        .expect("setStatus");
+    assert_eq!(agent["reason"], "v1", "the old version still serves");
+}
