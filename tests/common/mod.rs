@@ -66,6 +66,9 @@ pub(crate) struct ServerBuilder {
     /// Serve TLS with this PEM certificate and key; clients trust the
     /// certificate itself.
     tls: Option<(String, String)>,
+    /// A data directory to use instead of a fresh one, e.g. to restart on
+    /// the state a previous server left.
+    data_dir: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -101,11 +104,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Uses `dir` as the data directory instead of a fresh one.
+    pub(crate) fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Starts the server and waits until its health service says SERVING.
     pub(crate) async fn start(self) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
         let plugins_dir = root.path().join("plugins");
-        let data_dir = root.path().join("data");
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| root.path().join("data"));
         std::fs::create_dir(&plugins_dir).expect("plugins dir");
         for (file_name, source) in &self.plugins {
             std::fs::write(plugins_dir.join(file_name), source).expect("plugin file");

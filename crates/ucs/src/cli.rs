@@ -150,9 +150,9 @@ pub struct ServeArgs {
     /// The plugins directory [default: /opt/ucs/server/plugins].
     #[arg(long, value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
-    /// The data directory, created if missing. Nothing is stored in it yet:
-    /// users, sessions and shared data live in memory until persistence
-    /// comes in a later release.
+    /// The data directory, created if missing: users and shared data live in
+    /// DIR/ucs.db (SQLite, WAL). Agent statuses and sessions are not kept:
+    /// after a restart every agent is OFFLINE and everyone logs in again.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// A TOML file with any of the keys `listen`, `plugins_dir`, `data_dir`;

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use ucs_api::Api;
-use ucs_core::{Core, NewUser};
+use ucs_core::{Core, CoreConfig, NewUser, Store};
 use ucs_loader::{LoaderConfig, LoaderError, PluginHost};
 
 use crate::cli::ServeArgs;
@@ -49,7 +49,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             settings.data_dir.display()
         )
     })?;
-    let mut core = create_core(settings.demo)?;
+    // The store holds users and shared data; it refuses a data dir in use by
+    // another ucs, a corrupt database or a newer schema, each with a message
+    // that says what to do, and never resets anything.
+    let store = ucs_store::SqliteStore::open(&settings.data_dir).map_err(|err| anyhow!("{err}"))?;
+    tracing::info!(database = %store.database_path().display(), "state loaded");
+    let mut core = create_core(Arc::new(store), settings.demo)?;
     // --session-idle-timeout. No session exists yet, so replacing the table
     // loses nothing.
     core.sessions = ucs_core::Sessions::new(settings.session_idle_timeout);
@@ -74,8 +79,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not in a log file or journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second subscriber (as in tests) is refused; the first one stays.
     let _ = if json {
@@ -85,9 +93,15 @@ fn init_logging(json: bool) {
     };
 }
 
-/// The core with user 1 and, for `--demo`, the demo agents.
-fn create_core(demo: bool) -> anyhow::Result<Core> {
-    let core = Core::default();
+/// The core over `store`, with user 1 and, for `--demo`, the demo agents.
+/// Both are created only if the store does not hold them already, so the
+/// admin password of the first start stays.
+fn create_core(store: Arc<dyn Store>, demo: bool) -> anyhow::Result<Core> {
+    let core = Core::with_store(CoreConfig::default(), store)
+        .map_err(|err| anyhow!("cannot load the stored state: {err}"))?;
+    if core.directory.get(ucs_core::users::ADMIN_USER_ID).is_some() {
+        return add_demo_agents(core, demo);
+    }
     let password = match std::env::var(ADMIN_PASSWORD_ENV) {
         Ok(password) if !password.is_empty() => password,
         _ => {
@@ -103,6 +117,11 @@ fn create_core(demo: bool) -> anyhow::Result<Core> {
     core.directory
         .ensure_admin(&password)
         .map_err(|err| anyhow!("cannot create user 'admin' from {ADMIN_PASSWORD_ENV}: {err}"))?;
+    add_demo_agents(core, demo)
+}
+
+/// Adds the demo agents that do not exist yet, for `--demo`.
+fn add_demo_agents(core: Core, demo: bool) -> anyhow::Result<Core> {
     if demo {
         for (username, displayname) in DEMO_AGENTS {
             if core.directory.list().iter().any(|u| u.username == username) {
