@@ -303,3 +303,76 @@ async fn a_reload_to_a_broken_file_keeps_the_old_version_serving() {
         .expect("setStatus");
     assert_eq!(agent["reason"], "v1", "the old version still serves");
 }
+
+const VETO: &str = r#"
+UCS_PLUGIN = 'Veto'
+
+
+class Veto:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+
+    def hook(self, agent, status, reason):
+        if reason == 'Nap':
+            return None, 'no naps'
+        return status, reason
+"#;
+
+#[tokio::test]
+async fn a_veto_appears_in_audit_list_and_on_the_stream() {
+    let server = Server::builder()
+        .demo()
+        .plugin("veto.py", VETO)
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    let mut stream = server
+        .events()
+        .subscribe(pb::SubscribeRequest {
+            sid: sid.clone(),
+            events: vec!["audit.status_veto".to_owned()],
+        })
+        .await
+        .expect("Events.Subscribe")
+        .into_inner();
+
+    let refused = server
+        .call(&sid, "agents.setStatus", &format!("[{alice}, 2, \"Nap\"]"))
+        .await
+        .expect_err("the hook vetoes naps");
+    assert_eq!(refused.message(), "no naps");
+
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("the audit event arrives")
+        .expect("stream open")
+        .expect("an event");
+    assert_eq!(event.name, "audit.status_veto");
+    let data: serde_json::Value = serde_json::from_str(&event.data_json).expect("JSON");
+    assert_eq!(data["plugin"], "veto");
+    assert_eq!(data["asked"]["reason"], "Nap");
+    assert_eq!(data["outcome"]["blocked"], "no naps");
+
+    let trail = server
+        .call(&sid, "audit.list", "")
+        .await
+        .expect("audit.list");
+    let kinds: Vec<_> = trail
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|record| {
+            (
+                record["kind"].as_str().unwrap_or(""),
+                record["plugin"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&("audit.plugin_load", "veto")), "{kinds:?}");
+    assert!(kinds.contains(&("audit.status_veto", "veto")), "{kinds:?}");
+}

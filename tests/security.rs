@@ -13,7 +13,7 @@ use ucs_grpc::pb;
 
 /// Every method of SPEC section 8 that needs a superuser, with arguments
 /// that would succeed for one.
-const PRIVILEGED: [(&str, &str); 8] = [
+const PRIVILEGED: [(&str, &str); 9] = [
     ("config.users.get", ""),
     ("config.users.get", "[1]"),
     (
@@ -28,6 +28,7 @@ const PRIVILEGED: [(&str, &str); 8] = [
     ("plugins.list", ""),
     ("plugins.load", r#"["canary"]"#),
     ("plugins.unload", r#"["canary"]"#),
+    ("audit.list", ""),
 ];
 
 #[tokio::test]

@@ -22,6 +22,7 @@ pub(crate) const METHODS: &[(&str, Handler)] = &[
     ("plugins.list", plugins_list),
     ("plugins.load", plugins_load),
     ("plugins.unload", plugins_unload),
+    ("audit.list", audit_list),
 ];
 
 fn require_superuser(caller: &User) -> Result<(), ApiError> {
@@ -187,4 +188,14 @@ fn plugins_unload(api: &Api, caller: &User, params: &[Value]) -> Result<Value, A
     require_superuser(caller)?;
     let name = plugin_name(params)?;
     Ok(api.plugin_control()?.unload(&name)?.to_value())
+}
+
+/// The audit trail, oldest first (issue 8): every veto and rewrite by a hook
+/// and every plugin load, reload and unload still in the ring.
+fn audit_list(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
+    require_superuser(caller)?;
+    Params::new(params, &[], 0)?;
+    Ok(Value::List(
+        api.core().audit.list().iter().map(|record| record.to_value()).collect(),
+    ))
 }

@@ -5,6 +5,8 @@ use std::any::Any;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::Core;
+use crate::audit::{AuditKind, AuditRecord};
+use crate::value::Value;
 use crate::error::CoreError;
 use crate::events::EventPayload;
 use crate::registration::{Leftover, Owner, PluginFailure};
@@ -154,15 +156,40 @@ impl Core {
                 )),
             })?;
         let before = self.directory.agent(agent_id)?;
+        let requested = status;
+        let asked = || {
+            Value::record([
+                ("agent_id", Value::Int(agent_id)),
+                ("status", Value::Int(requested.code())),
+                ("reason", Value::from(reason)),
+            ])
+        };
+        let mut rewritten_by = None;
         let (status, reason) = match self.status_hook.current() {
             None => (status, reason.to_owned()),
             Some(registration) => match registration.hook.decide(&before, status, reason) {
                 StatusVerdict::LetThrough => (status, reason.to_owned()),
-                StatusVerdict::Rewrite { status, reason } => (status, reason),
-                StatusVerdict::Block { reason } if reason.is_empty() => {
-                    return Err(CoreError::Processing(BLOCKED_BY_HOOK.to_owned()));
+                StatusVerdict::Rewrite { status, reason } => {
+                    rewritten_by = Some(registration.owner.clone());
+                    (status, reason)
                 }
-                StatusVerdict::Block { reason } => return Err(CoreError::Processing(reason)),
+                StatusVerdict::Block { reason: message } => {
+                    let message = if message.is_empty() {
+                        BLOCKED_BY_HOOK.to_owned()
+                    } else {
+                        message
+                    };
+                    // The audit event may run callbacks that change this
+                    // agent: let the turn go first.
+                    drop(turn);
+                    self.record_audit(AuditRecord::now(
+                        AuditKind::StatusVeto,
+                        registration.owner.name(),
+                        asked(),
+                        Value::record([("blocked", Value::from(message.as_str()))]),
+                    ));
+                    return Err(CoreError::Processing(message));
+                }
                 StatusVerdict::Failed(failure) => {
                     tracing::error!(
                         plugin = %registration.owner,
@@ -188,6 +215,17 @@ impl Core {
         // Callbacks may change this agent again, so the turn ends first.
         drop(turn);
         self.events.dispatch_through(committed);
+        if let Some(owner) = rewritten_by {
+            self.record_audit(AuditRecord::now(
+                AuditKind::StatusRewrite,
+                owner.name(),
+                asked(),
+                Value::record([
+                    ("status", Value::Int(after.status.code())),
+                    ("reason", Value::from(after.reason.as_str())),
+                ]),
+            ));
+        }
         Ok(after)
     }
 }

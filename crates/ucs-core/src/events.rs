@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use crate::audit::AuditRecord;
 use crate::error::CoreError;
 use crate::registration::{Leftover, Owner, PluginFailure, RegistrationId};
 use crate::users::{Agent, AgentStatus};
@@ -29,8 +30,18 @@ use crate::value::Value;
 pub const EVENT_AGENT_STATUS: &str = "agent.status";
 /// The event after shared data changed: `events.EVENT_SHARED_DATA`.
 pub const EVENT_SHARED_DATA: &str = "shared.data";
-/// Every event a callback may register for (E2: others are refused).
-pub const KNOWN_EVENTS: [&str; 2] = [EVENT_AGENT_STATUS, EVENT_SHARED_DATA];
+/// Every event a callback may register for (E2: others are refused): the
+/// two of the plugin API and the audit trail's `audit.*` (issue 8).
+pub const KNOWN_EVENTS: [&str; 8] = [
+    EVENT_AGENT_STATUS,
+    EVENT_SHARED_DATA,
+    "audit.status_veto",
+    "audit.status_rewrite",
+    "audit.shared_rewrite",
+    "audit.plugin_load",
+    "audit.plugin_reload",
+    "audit.plugin_unload",
+];
 
 /// How long a thread waits for another thread's callbacks before its own call
 /// returns anyway, unless configured.
@@ -55,6 +66,8 @@ pub enum EventPayload {
         /// The data stored, after any hook.
         data: Value,
     },
+    /// A record of the audit trail (issue 8).
+    Audit(AuditRecord),
 }
 
 /// A committed change, numbered in commit order.
@@ -72,6 +85,7 @@ impl Event {
         match self.payload {
             EventPayload::AgentStatus { .. } => EVENT_AGENT_STATUS,
             EventPayload::SharedData { .. } => EVENT_SHARED_DATA,
+            EventPayload::Audit(ref record) => record.kind.event_name(),
         }
     }
 
@@ -94,6 +108,7 @@ impl Event {
                 ("identificator", Value::from(identificator.as_str())),
                 ("data", data.clone()),
             ]),
+            EventPayload::Audit(record) => record.to_value(),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! while one runs (L5).
 
 pub mod agents;
+pub mod audit;
 pub mod error;
 pub mod events;
 pub mod registration;
@@ -29,6 +30,7 @@ pub mod value;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use audit::{AuditKind, AuditRecord, AuditTrail};
 pub use agents::{BLOCKED_BY_HOOK, StatusHook, StatusHookSlot, StatusVerdict};
 pub use error::{CoreError, FieldErrors};
 pub use events::{Event, EventBus, EventCallback, EventPayload, EventSink};
@@ -69,6 +71,8 @@ pub struct Core {
     pub status_hook: StatusHookSlot,
     /// Shared data and its hooks.
     pub shared: SharedData,
+    /// Recent vetoes, rewrites and plugin lifecycle changes (issue 8).
+    pub audit: AuditTrail,
     /// Serialises status changes per agent without a lock across the hook.
     agent_turns: turns::Turns<UserId>,
     /// Serialises sets per identificator without a lock across the hook.
@@ -121,10 +125,19 @@ impl Core {
             events: EventBus::new(config.callback_wait_limit),
             status_hook: StatusHookSlot::default(),
             shared,
+            audit: AuditTrail::new(audit::DEFAULT_AUDIT_CAPACITY),
             agent_turns: turns::Turns::new(),
             shared_turns: turns::Turns::new(),
             store,
         }
+    }
+
+    /// Keeps `record` in the audit trail and publishes it as an `audit.*`
+    /// event; call with no lock held (it may run event callbacks).
+    pub fn record_audit(&self, record: AuditRecord) {
+        self.audit.push(record.clone());
+        let committed = self.events.commit(EventPayload::Audit(record));
+        self.events.dispatch_through(committed);
     }
 
     /// Logs in and returns the new sid with the user.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::Core;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::error::CoreError;
 use crate::events::EventPayload;
 use crate::registration::{Leftover, Owner, PluginFailure};
@@ -186,12 +187,18 @@ impl Core {
                      waiting on this one"
                     )),
                 })?;
+        let mut rewrite = None;
         let stored = match self.shared.hook(identificator) {
             None => data,
             Some(registration) => {
                 let old = self.shared.get(identificator);
                 match registration.hook.before_change(identificator, &old, &data) {
-                    SharedVerdict::Store(value) => value,
+                    SharedVerdict::Store(value) => {
+                        if value != data {
+                            rewrite = Some((registration.owner.clone(), data));
+                        }
+                        value
+                    }
                     SharedVerdict::Block { reason } => return Err(CoreError::Processing(reason)),
                     SharedVerdict::Failed(failure) => {
                         tracing::error!(
@@ -225,6 +232,17 @@ impl Core {
         };
         drop(turn);
         self.events.dispatch_through(committed);
+        if let Some((owner, asked)) = rewrite {
+            self.record_audit(AuditRecord::now(
+                AuditKind::SharedRewrite,
+                owner.name(),
+                Value::record([
+                    ("identificator", Value::from(identificator)),
+                    ("data", asked),
+                ]),
+                Value::record([("stored", stored.clone())]),
+            ));
+        }
         Ok(stored)
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ucs_api::{Api, ApiError, PluginControl, PluginInfo, PluginName, PluginState};
-use ucs_core::Owner;
+use ucs_core::{AuditKind, AuditRecord, Owner, Value};
 use ucs_core::turns::{TurnRefused, Turns};
 use ucs_pybridge::{LoadOutcome, PluginInstance};
 
@@ -119,7 +119,7 @@ impl PluginHost {
         let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
         host.api.set_plugin_control(control);
         for name in host.discover()? {
-            match host.load_named(&name) {
+            match host.load_audited(&name) {
                 Ok(info) => {
                     tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name)
                 }
@@ -179,6 +179,47 @@ impl PluginHost {
                 ),
             })
         })
+    }
+
+    /// [`Self::load_named`], recorded in the audit trail as a load or a
+    /// reload with its outcome, once no plugin turn is held (the audit event
+    /// may run callbacks that load plugins).
+    fn load_audited(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
+        let was_running = self
+            .records()
+            .get(name.as_str())
+            .is_some_and(|record| record.instance.is_some());
+        let result = self.load_named(name);
+        // Only plugins are audited: a helper module or a missing file is not.
+        let known = self.records().get(name.as_str()).map(|record| record.info.clone());
+        if let Some(info) = known {
+            let kind = if was_running {
+                AuditKind::PluginReload
+            } else {
+                AuditKind::PluginLoad
+            };
+            self.audit(kind, &info, &result);
+        }
+        result
+    }
+
+    fn audit(&self, kind: AuditKind, info: &PluginInfo, result: &Result<PluginInfo, ApiError>) {
+        let mut outcome = vec![("state", Value::from(info.state.as_str()))];
+        if let Err(err) = result {
+            outcome.push(("error", Value::from(err.to_string())));
+        }
+        let outcome = Value::Map(
+            outcome
+                .into_iter()
+                .map(|(key, value)| (ucs_core::MapKey::from(key), value))
+                .collect(),
+        );
+        self.api.core().record_audit(AuditRecord::now(
+            kind,
+            &info.name,
+            Value::record([("plugin", Value::from(info.name.as_str()))]),
+            outcome,
+        ));
     }
 
     /// Loads `name`, first stopping the running version if there is one (P6).
@@ -463,13 +504,17 @@ impl PluginControl for PluginHost {
     }
 
     fn load(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
-        let info = self.load_named(name)?;
+        let info = self.load_audited(name)?;
         tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name);
         Ok(info)
     }
 
     fn unload(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
-        self.unload_named(name)
+        let result = self.unload_named(name);
+        if let Ok(info) = &result {
+            self.audit(AuditKind::PluginUnload, info, &result);
+        }
+        result
     }
 }
 

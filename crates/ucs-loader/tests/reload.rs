@@ -1,6 +1,7 @@
 //! Transactional reload (issue 8): a reload whose new version fails brings
 //! the previous version back from the source that was running; one that
-//! succeeds replaces the old version completely (P6, L4).
+//! succeeds replaces the old version completely (P6, L4). And the audit
+//! trail: hook vetoes and rewrites, and every load, reload and unload.
 
 mod common;
 
@@ -128,4 +129,97 @@ fn a_first_load_that_fails_still_ends_failed() {
         server.plugin("tr_fresh").unwrap().state,
         PluginState::Failed
     );
+}
+
+/// The kinds and plugins of the audit trail, oldest first.
+fn audit_kinds(server: &TestServer) -> Vec<(String, String)> {
+    server
+        .core
+        .audit
+        .list()
+        .into_iter()
+        .map(|record| (record.kind.event_name().to_owned(), record.plugin))
+        .collect()
+}
+
+#[test]
+fn the_audit_trail_records_rewrites_and_every_lifecycle_step() {
+    let rewriter = r#"
+UCS_PLUGIN = 'Rewriter'
+
+
+class Rewriter:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+        ucs.shared.addChangeHook('au_counts', lambda ident, old, new: {'total': sum(new.values())})
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+        self.ucs.shared.removeChangeHook('au_counts')
+
+    def hook(self, agent, status, reason):
+        return status, reason.upper()
+"#;
+    let server = TestServer::start(&[("au_rewriter.py", rewriter)]);
+    let agent = server.add_agent("auagent");
+    assert_eq!(reason_after_change(&server, agent, 2), Value::from("ASKED"));
+    server
+        .call(
+            "shared.set",
+            vec![
+                Value::from("au_counts"),
+                Value::record([("a", Value::Int(1)), ("b", Value::Int(2))]),
+            ],
+        )
+        .unwrap();
+    server.load("au_rewriter").unwrap();
+    server.unload("au_rewriter").unwrap();
+
+    let kinds = audit_kinds(&server);
+    let of_plugin: Vec<&str> = kinds
+        .iter()
+        .filter(|(_, plugin)| plugin == "au_rewriter")
+        .map(|(kind, _)| kind.as_str())
+        .collect();
+    assert_eq!(
+        of_plugin,
+        [
+            "audit.plugin_load",
+            "audit.status_rewrite",
+            "audit.shared_rewrite",
+            "audit.plugin_reload",
+            "audit.plugin_unload",
+        ]
+    );
+    let rewrite = server
+        .core
+        .audit
+        .list()
+        .into_iter()
+        .find(|record| record.kind.event_name() == "audit.status_rewrite")
+        .unwrap();
+    assert_eq!(field(&rewrite.asked, "reason"), &Value::from("asked"));
+    assert_eq!(field(&rewrite.outcome, "reason"), &Value::from("ASKED"));
+}
+
+#[test]
+fn a_failed_reload_is_audited_with_its_error() {
+    let server = TestServer::start(&[("au_failing.py", &versioned("v1"))]);
+    server.write_plugin("au_failing.py", BROKEN_VERSIONS[0].1);
+    assert!(server.load("au_failing").is_err());
+    let reload = server
+        .core
+        .audit
+        .list()
+        .into_iter()
+        .find(|record| {
+            record.plugin == "au_failing" && record.kind.event_name() == "audit.plugin_reload"
+        })
+        .unwrap();
+    assert_eq!(field(&reload.outcome, "state"), &Value::from("running"));
+    let Value::Str(error) = field(&reload.outcome, "error") else {
+        panic!("{reload:?}");
+    };
+    assert!(error.contains("SyntaxError"), "{error}");
 }

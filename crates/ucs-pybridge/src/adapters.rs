@@ -219,6 +219,10 @@ impl EventCallback for PyEventCallback {
                         identificator,
                         data,
                     } => callable.call1((identificator, value_to_py(py, data)?)),
+                    // `audit.*` callbacks get the record as a dict.
+                    EventPayload::Audit(record) => {
+                        callable.call1((value_to_py(py, &record.to_value())?,))
+                    }
                 }
             })();
             result

@@ -79,6 +79,7 @@ fn m1_every_builtin_method_can_be_wrapped() {
         [
             "agents.list",
             "agents.setStatus",
+            "audit.list",
             "config.users.add",
             "config.users.delete",
             "config.users.edit",
