@@ -196,6 +196,11 @@ fn audit_list(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiEr
     require_superuser(caller)?;
     Params::new(params, &[], 0)?;
     Ok(Value::List(
-        api.core().audit.list().iter().map(|record| record.to_value()).collect(),
+        api.core()
+            .audit
+            .list()
+            .iter()
+            .map(|record| record.to_value())
+            .collect(),
     ))
 }

@@ -6,12 +6,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::Core;
 use crate::audit::{AuditKind, AuditRecord};
-use crate::value::Value;
 use crate::error::CoreError;
 use crate::events::EventPayload;
 use crate::registration::{Leftover, Owner, PluginFailure};
 use crate::turns::TurnRefused;
 use crate::users::{Agent, AgentStatus, UserId};
+use crate::value::Value;
 
 /// The message of a block whose reason is empty (H5).
 pub const BLOCKED_BY_HOOK: &str = "Blocked by hook";

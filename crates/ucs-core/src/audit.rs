@@ -90,7 +90,10 @@ impl AuditRecord {
     /// The record as `audit.list` and the event stream show it.
     pub fn to_value(&self) -> Value {
         Value::record([
-            ("time_ms", Value::Int(i64::try_from(self.time_ms).unwrap_or(i64::MAX))),
+            (
+                "time_ms",
+                Value::Int(i64::try_from(self.time_ms).unwrap_or(i64::MAX)),
+            ),
             ("kind", Value::from(self.kind.event_name())),
             ("plugin", Value::from(self.plugin.as_str())),
             ("asked", self.asked.clone()),
@@ -143,7 +146,12 @@ mod tests {
     fn the_ring_keeps_only_the_newest_records() {
         let trail = AuditTrail::new(2);
         for plugin in ["a", "b", "c"] {
-            trail.push(AuditRecord::now(AuditKind::PluginLoad, plugin, Value::Null, Value::Null));
+            trail.push(AuditRecord::now(
+                AuditKind::PluginLoad,
+                plugin,
+                Value::Null,
+                Value::Null,
+            ));
         }
         let plugins: Vec<_> = trail.list().into_iter().map(|r| r.plugin).collect();
         assert_eq!(plugins, ["b", "c"]);

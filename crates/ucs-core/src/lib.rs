@@ -30,8 +30,8 @@ pub mod value;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use audit::{AuditKind, AuditRecord, AuditTrail};
 pub use agents::{BLOCKED_BY_HOOK, StatusHook, StatusHookSlot, StatusVerdict};
+pub use audit::{AuditKind, AuditRecord, AuditTrail};
 pub use error::{CoreError, FieldErrors};
 pub use events::{Event, EventBus, EventCallback, EventPayload, EventSink};
 pub use registration::{Leftover, Owner, PluginFailure, RegistrationId};

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ucs_api::{Api, ApiError, PluginControl, PluginInfo, PluginName, PluginState};
-use ucs_core::{AuditKind, AuditRecord, Owner, Value};
 use ucs_core::turns::{TurnRefused, Turns};
+use ucs_core::{AuditKind, AuditRecord, Owner, Value};
 use ucs_pybridge::{LoadOutcome, PluginInstance};
 
 /// The plugin type stubs, as (file name, contents), for `ucs stubs`;
@@ -191,7 +191,10 @@ impl PluginHost {
             .is_some_and(|record| record.instance.is_some());
         let result = self.load_named(name);
         // Only plugins are audited: a helper module or a missing file is not.
-        let known = self.records().get(name.as_str()).map(|record| record.info.clone());
+        let known = self
+            .records()
+            .get(name.as_str())
+            .map(|record| record.info.clone());
         if let Some(info) = known {
             let kind = if was_running {
                 AuditKind::PluginReload
