@@ -14,17 +14,23 @@
 //!   address; a locked login is RESOURCE_EXHAUSTED with a retry hint.
 //! - [`serve`]: the server with reflection (v1 and v1alpha), health and
 //!   message size limits, on a listener the caller binds (tests bind port 0).
+//! - `codec_status`: tonic's own answers to oversized and undecodable
+//!   requests rewritten to RESOURCE_EXHAUSTED and INVALID_ARGUMENT.
 //!
 //! Prost types stop here: the services convert them to and from
 //! [`ucs_core::Value`] and never hand them to the API.
 
 mod api;
 mod auth;
+mod codec_status;
 mod events;
 mod plugins;
 mod server;
 pub mod status;
 pub mod throttle;
+
+#[cfg(test)]
+mod proptests;
 
 pub use api::ApiService;
 pub use auth::AuthService;

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tower::util::MapResponseLayer;
 use ucs_api::Api;
 
 use crate::pb::api_server::ApiServer;
@@ -15,7 +16,7 @@ use crate::pb::auth_server::AuthServer;
 use crate::pb::events_server::EventsServer;
 use crate::pb::plugins_server::PluginsServer;
 use crate::throttle::ThrottleConfig;
-use crate::{ApiService, AuthService, EventsService, PluginsService, pb};
+use crate::{ApiService, AuthService, EventsService, PluginsService, codec_status, pb};
 
 /// The largest message the server decodes or encodes: far above any real
 /// request, low enough that one client cannot make the server buffer a
@@ -133,6 +134,9 @@ pub async fn serve_with(
         )?;
     }
     let server = builder
+        // tonic's codec answers oversized and undecodable requests itself,
+        // with codes section 9 does not use; see `codec_status`.
+        .layer(MapResponseLayer::new(codec_status::rewrite))
         .add_service(
             AuthServer::new(AuthService::with_throttle(api.clone(), options.throttle))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
