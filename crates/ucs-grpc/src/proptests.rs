@@ -15,7 +15,10 @@ fn assert_params_or_invalid_argument(args_json: &str) -> Result<(), TestCaseErro
     match parse_args(args_json) {
         Ok(_) => Ok(()),
         Err(ApiError::InvalidInput(fields)) => {
-            prop_assert!(fields.contains_key("args_json"), "{args_json:?}: {fields:?}");
+            prop_assert!(
+                fields.contains_key("args_json"),
+                "{args_json:?}: {fields:?}"
+            );
             Ok(())
         }
         Err(other) => Err(TestCaseError::fail(format!(
