@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`main`] reads the task name and dispatches with one `match`.
-//! - One function per task ([`test`], [`help`]); a new task (bench, dist,
-//!   soak) is one more arm and one more function.
+//! - One function per task ([`test`], [`dist`], [`soak`], [`help`]); a new
+//!   task is one more arm and one more function.
 //! - [`Step`] is one external command; [`run_steps`] runs a list of them in
 //!   order and stops at the first failure, naming it.
 //!
@@ -36,6 +36,9 @@ tasks:
   bench   the speed goals of issue 6 side by side: micro-benchmarks, the
           server under load against its peers, reload, memory; a table on
           stdout and target/bench/results.json (`--quick`: under 3 minutes)
+  soak    the torture soak of issue 7 against the real binary for 60 s
+          (re-entrant plugins, a plugin thread, 4 clients, reloads);
+          UCS_SOAK_SECS overrides the length (`cargo test` runs it 10 s)
   help    this text
 ";
 
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench::bench(&args.collect::<Vec<_>>()),
         Some("dist") => dist(),
+        Some("soak") => soak(),
         Some("help" | "--help" | "-h") => {
             help();
             Ok(())
@@ -224,6 +228,28 @@ fn dist() -> Result<(), Failure> {
         return Err(Failure(format!("dist: tar failed ({status})")));
     }
     eprintln!("xtask: wrote {}", tarball.display());
+    Ok(())
+}
+
+/// How long `cargo xtask soak` runs the soak unless `UCS_SOAK_SECS` says.
+const SOAK_SECS: &str = "60";
+
+/// `cargo xtask soak`: `tests/soak.rs` for [`SOAK_SECS`] seconds, with its
+/// per-call counts shown (`--nocapture`); the same test `cargo test` runs
+/// for 10 s, so CI and a long local run cannot drift apart.
+fn soak() -> Result<(), Failure> {
+    let secs = std::env::var("UCS_SOAK_SECS").unwrap_or_else(|_| SOAK_SECS.to_owned());
+    let step = Step::cargo(&["test", "-p", "ucs", "--test", "soak", "--", "--nocapture"]);
+    eprintln!("xtask: [1/1] UCS_SOAK_SECS={secs} {step}");
+    let status = Command::new(&step.program)
+        .args(&step.args)
+        .env("UCS_SOAK_SECS", &secs)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|err| Failure(format!("step `{step}` could not start: {err}")))?;
+    if !status.success() {
+        return Err(Failure(format!("step `{step}` failed ({status})")));
+    }
     Ok(())
 }
 
