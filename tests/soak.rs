@@ -234,7 +234,7 @@ async fn client(
                 let status = [0, 1, 2, 3][(turn / 2 + number) % 4];
                 // Now and then a reason that makes the hook re-enter.
                 let reason = match status {
-                    2 if turn % 7 == 0 => "Reenter",
+                    2 if turn.is_multiple_of(7) => "Reenter",
                     2 => "Lunch",
                     _ => "",
                 };
