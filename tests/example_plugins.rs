@@ -376,3 +376,124 @@ async fn a_veto_appears_in_audit_list_and_on_the_stream() {
     assert!(kinds.contains(&("audit.plugin_load", "veto")), "{kinds:?}");
     assert!(kinds.contains(&("audit.status_veto", "veto")), "{kinds:?}");
 }
+
+const SLOW_HOOK: &str = r#"
+import time
+
+UCS_PLUGIN = 'Slow'
+
+
+class Slow:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+        ucs.api.addMiddleware('agents.list', self.count)
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+        self.ucs.api.removeMiddleware('agents.list', self.count)
+
+    def hook(self, agent, status, reason):
+        time.sleep(0.03)
+        return status, 'slow'
+
+    def count(self, handler, *args):
+        return handler(*args)
+"#;
+
+/// The `registrations` of one plugin as Plugins.List reports them.
+async fn registrations(server: &Server, sid: &str, plugin: &str) -> Vec<pb::RegistrationMetrics> {
+    server
+        .plugins()
+        .list(pb::ListPluginsRequest {
+            sid: sid.to_owned(),
+        })
+        .await
+        .expect("Plugins.List")
+        .into_inner()
+        .plugins
+        .into_iter()
+        .find(|info| info.name == plugin)
+        .expect("plugin listed")
+        .registrations
+}
+
+#[tokio::test]
+async fn per_plugin_counters_move_and_a_slow_hook_trips_its_breaker() {
+    let server = Server::builder()
+        .demo()
+        .plugin("slow.py", SLOW_HOOK)
+        .arg("--hook-budget")
+        .arg("10ms")
+        .arg("--breaker-threshold")
+        .arg("3")
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    for _ in 0..4 {
+        server
+            .call(&sid, "agents.list", "")
+            .await
+            .expect("agents.list");
+    }
+    let before = registrations(&server, &sid, "slow").await;
+    let middleware = before
+        .iter()
+        .find(|r| r.kind == "middleware")
+        .expect("middleware listed");
+    assert_eq!(
+        (middleware.target.as_str(), middleware.calls),
+        ("agents.list", 4)
+    );
+    assert_eq!(middleware.errors, 0);
+
+    // Three calls over the 10 ms budget in a row open the hook's breaker;
+    // from then on the change goes through as if no hook were registered.
+    for round in 0..5 {
+        let agent = server
+            .call(
+                &sid,
+                "agents.setStatus",
+                &format!("[{alice}, 1, \"r{round}\"]"),
+            )
+            .await
+            .expect("setStatus");
+        let expected = if round < 3 {
+            "slow".to_owned()
+        } else {
+            format!("r{round}")
+        };
+        assert_eq!(agent["reason"], expected.as_str(), "round {round}");
+    }
+    let after = registrations(&server, &sid, "slow").await;
+    let hook = after
+        .iter()
+        .find(|r| r.kind == "status_hook")
+        .expect("hook listed");
+    assert!(hook.breaker_open, "{hook:?}");
+    assert_eq!(
+        (hook.calls, hook.overruns, hook.skipped),
+        (3, 3, 2),
+        "{hook:?}"
+    );
+    assert!(hook.p50_ns >= 10_000_000, "{hook:?}");
+    let log = server.log();
+    assert!(log.contains("over its budget"), "{log}");
+    assert!(log.contains("its breaker is open"), "{log}");
+
+    // A reload resets the breaker and the counters.
+    server
+        .plugins()
+        .load(pb::PluginRequest {
+            sid: sid.clone(),
+            name: "slow".to_owned(),
+        })
+        .await
+        .expect("reload");
+    let reset = registrations(&server, &sid, "slow").await;
+    assert!(
+        reset.iter().all(|r| r.calls == 0 && !r.breaker_open),
+        "{reset:?}"
+    );
+}

@@ -2,11 +2,12 @@
 //! its chain and does its own permission check there (D3), so middleware sees
 //! every authenticated call.
 
-use ucs_core::{AgentStatus, NewUser, User, UserEdit, Value};
+use ucs_core::{AgentStatus, MapKey, NewUser, Owner, User, UserEdit, Value};
 
 use crate::error::ApiError;
 use crate::params::{self, Params};
-use crate::plugins::PluginName;
+use crate::metrics;
+use crate::plugins::{PluginInfo, PluginName};
 use crate::{Api, Handler};
 
 /// Every built-in method by dotted name.
@@ -169,8 +170,24 @@ fn plugins_list(api: &Api, caller: &User, params: &[Value]) -> Result<Value, Api
     Params::new(params, &[], 0)?;
     let control = api.plugin_control()?;
     Ok(Value::List(
-        control.list().iter().map(|p| p.to_value()).collect(),
+        control
+            .list()
+            .iter()
+            .map(|info| plugin_value(api, info))
+            .collect(),
     ))
+}
+
+/// A plugin info with the numbers of each of its registrations (issue 8).
+fn plugin_value(api: &Api, info: &PluginInfo) -> Value {
+    let mut value = info.to_value();
+    if let Value::Map(fields) = &mut value {
+        fields.insert(
+            MapKey::from("registrations"),
+            metrics::registrations_value(api.metrics(), &Owner::new(&info.name)),
+        );
+    }
+    value
 }
 
 fn plugin_name(params: &[Value]) -> Result<PluginName, ApiError> {
@@ -181,13 +198,15 @@ fn plugin_name(params: &[Value]) -> Result<PluginName, ApiError> {
 fn plugins_load(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
     require_superuser(caller)?;
     let name = plugin_name(params)?;
-    Ok(api.plugin_control()?.load(&name)?.to_value())
+    let info = api.plugin_control()?.load(&name)?;
+    Ok(plugin_value(api, &info))
 }
 
 fn plugins_unload(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
     require_superuser(caller)?;
     let name = plugin_name(params)?;
-    Ok(api.plugin_control()?.unload(&name)?.to_value())
+    let info = api.plugin_control()?.unload(&name)?;
+    Ok(plugin_value(api, &info))
 }
 
 /// The audit trail, oldest first (issue 8): every veto and rewrite by a hook

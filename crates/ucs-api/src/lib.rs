@@ -14,6 +14,7 @@
 mod builtins;
 pub mod chain;
 pub mod error;
+pub mod metrics;
 mod params;
 pub mod plugins;
 
@@ -24,6 +25,7 @@ use ucs_core::{Core, Leftover, Owner, RegistrationId, User, Value};
 
 pub use chain::{Middleware, MiddlewareRegistration, Next};
 pub use error::ApiError;
+pub use metrics::{CallOutcome, HookPolicy, MetricsRegistry, RegistrationLabel, RegistrationMetrics};
 pub use plugins::{PluginControl, PluginInfo, PluginName, PluginState};
 
 /// The innermost handler of a method: its permission check and its work.
@@ -45,6 +47,8 @@ struct ApiInner {
     /// Set once when the loader is wired in; weak, because the loader holds
     /// the API and a strong cycle would keep both alive forever.
     plugins: OnceLock<Weak<dyn PluginControl>>,
+    /// Every plugin registration's numbers, budget and breaker (issue 8).
+    metrics: MetricsRegistry,
 }
 
 /// The method registry over one [`Core`]; cheap to clone.
@@ -54,8 +58,15 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API with every built-in method of SPEC section 8.
+    /// The API with every built-in method of SPEC section 8, with the
+    /// default hook budget and breaker.
     pub fn new(core: Arc<Core>) -> Self {
+        Self::with_policy(core, HookPolicy::default())
+    }
+
+    /// The API with every built-in method, running plugin registrations
+    /// under `policy`.
+    pub fn with_policy(core: Arc<Core>, policy: HookPolicy) -> Self {
         let methods = builtins::METHODS
             .iter()
             .map(|(name, handler)| {
@@ -74,6 +85,7 @@ impl Api {
                 core,
                 methods,
                 plugins: OnceLock::new(),
+                metrics: MetricsRegistry::new(policy),
             }),
         }
     }
@@ -81,6 +93,11 @@ impl Api {
     /// The domain state behind this API.
     pub fn core(&self) -> &Arc<Core> {
         &self.inner.core
+    }
+
+    /// Every plugin registration's numbers, budget and breaker.
+    pub fn metrics(&self) -> &MetricsRegistry {
+        &self.inner.metrics
     }
 
     /// Wires in the plugin loader; only the first call has an effect.
@@ -212,9 +229,13 @@ impl Api {
 
     /// Removes everything `owner` left registered anywhere: hooks, callbacks
     /// and middleware (L4).
+    ///
+    /// Their numbers go too, so a reload starts with fresh counters and
+    /// closed breakers (issue 8).
     pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
         let mut leftovers = self.inner.core.remove_owned_by(owner);
         leftovers.extend(self.remove_middlewares_owned_by(owner));
+        self.inner.metrics.remove_owned_by(owner);
         leftovers
     }
 

@@ -91,12 +91,46 @@ fn plugin_info(value: &Value) -> Result<pb::PluginInfo, Status> {
         "failed" => pb::PluginState::Failed,
         _ => pb::PluginState::Unspecified,
     };
+    let registrations = match value.get("registrations") {
+        None => Vec::new(),
+        Some(Value::List(items)) => items
+            .iter()
+            .map(registration)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| malformed("plugin info", value))?,
+        Some(_) => return Err(malformed("plugin info", value)),
+    };
     Ok(pb::PluginInfo {
         name: text("name")?,
         class_name: text("class_name")?,
         state: state.into(),
         error: text("error")?,
         path: text("path")?,
+        registrations,
+    })
+}
+
+/// One entry of a plugin info's `registrations` (issue 8).
+fn registration(value: &Value) -> Option<pb::RegistrationMetrics> {
+    let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+    let count = |field: &str| {
+        value
+            .get(field)
+            .and_then(Value::as_int)
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    Some(pb::RegistrationMetrics {
+        kind: text("kind")?,
+        target: text("target")?,
+        callable: text("callable")?,
+        calls: count("calls")?,
+        errors: count("errors")?,
+        overruns: count("overruns")?,
+        skipped: count("skipped")?,
+        total_ns: count("total_ns")?,
+        p50_ns: count("p50_ns")?,
+        p99_ns: count("p99_ns")?,
+        breaker_open: value.get("breaker_open").and_then(Value::as_bool)?,
     })
 }
 

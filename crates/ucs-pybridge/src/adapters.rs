@@ -6,10 +6,15 @@
 //! server from Python detaches first (see `ucs_object`).
 
 use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use ucs_api::{ApiError, Middleware, Next};
+use ucs_api::{
+    ApiError, CallOutcome, HookPolicy, Middleware, Next, RegistrationLabel, RegistrationMetrics,
+};
 use ucs_core::{
     Agent, AgentStatus, Event, EventCallback, EventPayload, Owner, PluginFailure, SharedDataHook,
     SharedVerdict, StatusHook, StatusVerdict, Value,
@@ -19,16 +24,20 @@ use crate::convert::{py_to_value, type_name, value_to_py};
 use crate::errors::{self, PluginError, ProcessingError, api_error_to_py, format_traceback};
 use crate::modules::PyAgent;
 
-/// A Python callable with the plugin that registered it.
+/// A Python callable with the plugin that registered it, its numbers and
+/// the budget and breaker it runs under (issue 8).
 pub struct PyCallable {
     callable: Py<PyAny>,
     owner: Owner,
     name: String,
+    /// Calls, errors, overruns, latency and the breaker of this registration.
+    pub metrics: Arc<RegistrationMetrics>,
+    policy: HookPolicy,
 }
 
 impl PyCallable {
-    /// Wraps `callable`, registered by `owner`.
-    pub fn new(callable: &Bound<'_, PyAny>, owner: Owner) -> Self {
+    /// Wraps `callable`, registered by `owner`, measured under `policy`.
+    pub fn new(callable: &Bound<'_, PyAny>, owner: Owner, policy: HookPolicy) -> Self {
         let name = callable
             .getattr("__qualname__")
             .and_then(|name| name.extract::<String>())
@@ -38,7 +47,54 @@ impl PyCallable {
             callable: callable.clone().unbind(),
             owner,
             name,
+            metrics: Arc::new(RegistrationMetrics::new()),
+            policy,
         }
+    }
+
+    /// The label reports show for this registration on `target`.
+    pub fn label(&self, kind: &'static str, target: &str) -> RegistrationLabel {
+        RegistrationLabel {
+            kind,
+            target: target.to_owned(),
+            callable: self.describe(),
+        }
+    }
+
+    /// Runs `call` unless the breaker is open (then `skipped` stands in, as
+    /// if nothing were registered), timing it minus `excluded` (time spent
+    /// in the server, e.g. a middleware's inner handler), and logs an
+    /// overrun or a breaker that opens, naming the plugin and registration.
+    fn measured<T>(
+        &self,
+        skipped: impl FnOnce() -> T,
+        call: impl FnOnce() -> (T, CallOutcome, Duration),
+    ) -> T {
+        if self.metrics.skip() {
+            return skipped();
+        }
+        let started = Instant::now();
+        let (result, outcome, excluded) = call();
+        let elapsed = started.elapsed().saturating_sub(excluded);
+        let recorded = self.metrics.record(elapsed, outcome, &self.policy);
+        if recorded.over_budget {
+            tracing::warn!(
+                plugin = %self.owner,
+                "{} took {elapsed:?}, over its budget of {:?}",
+                self.describe(),
+                self.policy.budget
+            );
+        }
+        if recorded.breaker_opened {
+            tracing::error!(
+                plugin = %self.owner,
+                "{} failed or overran its budget {} times in a row: its breaker is open and it \
+                 is skipped until the plugin is reloaded",
+                self.describe(),
+                self.policy.breaker_threshold
+            );
+        }
+        result
     }
 
     /// Whether this wraps a callable equal to `other` by Python `==` (E1):
@@ -74,6 +130,30 @@ pub struct PyStatusHook(pub PyCallable);
 
 impl StatusHook for PyStatusHook {
     fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
+        self.0.measured(
+            || StatusVerdict::LetThrough,
+            || {
+                let verdict = self.decide_in_python(before, status, reason);
+                let outcome = match verdict {
+                    StatusVerdict::Failed(_) => CallOutcome::Failed,
+                    _ => CallOutcome::Ok,
+                };
+                (verdict, outcome, Duration::ZERO)
+            },
+        )
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PyStatusHook {
+    fn decide_in_python(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         Python::attach(|py| {
             let result = Bound::new(py, PyAgent::new(before)).and_then(|agent| {
                 self.0
@@ -89,14 +169,6 @@ impl StatusHook for PyStatusHook {
                 Err(err) => StatusVerdict::Failed(PluginFailure::new(format_traceback(py, &err))),
             }
         })
-    }
-
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -165,6 +237,30 @@ pub struct PySharedHook(pub PyCallable);
 
 impl SharedDataHook for PySharedHook {
     fn before_change(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict {
+        self.0.measured(
+            || SharedVerdict::Store(new.clone()),
+            || {
+                let verdict = self.decide_in_python(identificator, old, new);
+                let outcome = match verdict {
+                    SharedVerdict::Failed(_) => CallOutcome::Failed,
+                    _ => CallOutcome::Ok,
+                };
+                (verdict, outcome, Duration::ZERO)
+            },
+        )
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PySharedHook {
+    fn decide_in_python(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict {
         Python::attach(|py| {
             let result = (|| {
                 let old = value_to_py(py, old)?;
@@ -185,6 +281,27 @@ impl SharedDataHook for PySharedHook {
             }
         })
     }
+}
+
+/// An event callback (E2): `callback(agent, args)` for agent status,
+/// `callback(identificator, data)` for shared data.
+pub struct PyEventCallback(pub PyCallable);
+
+impl EventCallback for PyEventCallback {
+    fn on_event(&self, event: &Event) -> Result<(), PluginFailure> {
+        self.0.measured(
+            || Ok(()),
+            || {
+                let result = self.call_in_python(event);
+                let outcome = if result.is_ok() {
+                    CallOutcome::Ok
+                } else {
+                    CallOutcome::Failed
+                };
+                (result, outcome, Duration::ZERO)
+            },
+        )
+    }
 
     fn describe(&self) -> String {
         self.0.describe()
@@ -195,12 +312,8 @@ impl SharedDataHook for PySharedHook {
     }
 }
 
-/// An event callback (E2): `callback(agent, args)` for agent status,
-/// `callback(identificator, data)` for shared data.
-pub struct PyEventCallback(pub PyCallable);
-
-impl EventCallback for PyEventCallback {
-    fn on_event(&self, event: &Event) -> Result<(), PluginFailure> {
+impl PyEventCallback {
+    fn call_in_python(&self, event: &Event) -> Result<(), PluginFailure> {
         Python::attach(|py| {
             let result = (|| {
                 let callable = self.0.callable.bind(py);
@@ -230,14 +343,6 @@ impl EventCallback for PyEventCallback {
                 .map_err(|err| PluginFailure::new(format_traceback(py, &err)))
         })
     }
-
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// An API middleware (M2): `middleware(handler, *args)`.
@@ -245,29 +350,12 @@ pub struct PyMiddleware(pub PyCallable);
 
 impl Middleware for PyMiddleware {
     fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError> {
-        Python::attach(|py| {
-            let result = (|| {
-                let handler = Bound::new(py, PyHandler { next: next.clone() })?.into_any();
-                let mut py_args = Vec::with_capacity(args.len() + 1);
-                py_args.push(handler);
-                for arg in &args {
-                    py_args.push(value_to_py(py, arg)?);
-                }
-                self.0.callable.bind(py).call1(PyTuple::new(py, py_args)?)
-            })();
-            match result {
-                Ok(returned) => py_to_value(&returned).map_err(|err| {
-                    tracing::error!(
-                        plugin = %self.0.owner,
-                        "middleware {} on {} returned a result that cannot be sent: {err}",
-                        self.0.describe(),
-                        next.method_name()
-                    );
-                    ApiError::Internal(format!("middleware returned an unsupported result: {err}"))
-                }),
-                Err(err) => Err(self.plugin_error(py, &err, next)),
-            }
-        })
+        self.0.measured(
+            // An open breaker skips this middleware: the next handler runs
+            // as if it were not registered.
+            || next.call(args.clone()),
+            || self.call_in_python(next, &args),
+        )
     }
 
     fn describe(&self) -> String {
@@ -280,6 +368,78 @@ impl Middleware for PyMiddleware {
 }
 
 impl PyMiddleware {
+    /// Runs the middleware; also says whether it failed (an unexpected
+    /// exception or an unsendable result, not a deliberate `error` class)
+    /// and how long its inner handler took, which is not its own time.
+    fn call_in_python(
+        &self,
+        next: &Next,
+        args: &[Value],
+    ) -> (Result<Value, ApiError>, CallOutcome, Duration) {
+        Python::attach(|py| {
+            let handler = match Bound::new(
+                py,
+                PyHandler {
+                    next: next.clone(),
+                    inner_nanos: AtomicU64::new(0),
+                },
+            ) {
+                Ok(handler) => handler,
+                Err(err) => {
+                    let error = self.plugin_error(py, &err, next);
+                    return (Err(error), CallOutcome::Failed, Duration::ZERO);
+                }
+            };
+            let result = (|| {
+                let mut py_args = Vec::with_capacity(args.len() + 1);
+                py_args.push(handler.clone().into_any());
+                for arg in args {
+                    py_args.push(value_to_py(py, arg)?);
+                }
+                self.0.callable.bind(py).call1(PyTuple::new(py, py_args)?)
+            })();
+            let inner = Duration::from_nanos(handler.get().inner_nanos.load(Ordering::Relaxed));
+            let (result, outcome) = match result {
+                Ok(returned) => match py_to_value(&returned) {
+                    Ok(value) => (Ok(value), CallOutcome::Ok),
+                    Err(err) => {
+                        tracing::error!(
+                            plugin = %self.0.owner,
+                            "middleware {} on {} returned a result that cannot be sent: {err}",
+                            self.0.describe(),
+                            next.method_name()
+                        );
+                        (
+                            Err(ApiError::Internal(format!(
+                                "middleware returned an unsupported result: {err}"
+                            ))),
+                            CallOutcome::Failed,
+                        )
+                    }
+                },
+                Err(err) => match errors::classify(py, &err) {
+                    PluginError::Api(error) => (Err(error), CallOutcome::Ok),
+                    PluginError::Unexpected { traceback } => {
+                        tracing::error!(
+                            plugin = %self.0.owner,
+                            "middleware {} on {} raised: {traceback}",
+                            self.0.describe(),
+                            next.method_name()
+                        );
+                        (
+                            Err(ApiError::Internal(format!(
+                                "middleware of plugin '{}' failed",
+                                self.0.owner
+                            ))),
+                            CallOutcome::Failed,
+                        )
+                    }
+                },
+            };
+            (result, outcome, inner)
+        })
+    }
+
     /// M3: the `error` classes reach the caller; anything else is an
     /// internal error whose traceback stays in the server log.
     fn plugin_error(&self, py: Python<'_>, err: &PyErr, next: &Next) -> ApiError {
@@ -303,6 +463,9 @@ impl PyMiddleware {
 #[pyclass(name = "Handler", module = "ucs", frozen)]
 struct PyHandler {
     next: Next,
+    /// Time spent in the rest of the chain, which the middleware's budget
+    /// does not count.
+    inner_nanos: AtomicU64,
 }
 
 #[pymethods]
@@ -323,7 +486,10 @@ impl PyHandler {
         let next = self.next.clone();
         // The rest of the chain may wait on locks and run other plugins'
         // Python on this thread: never hold the GIL while it waits (L5).
+        let started = Instant::now();
         let result = py.detach(move || next.call(values));
+        let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.inner_nanos.fetch_add(spent, Ordering::Relaxed);
         match result {
             Ok(value) => value_to_py(py, &value),
             Err(error) => Err(api_error_to_py(py, error)),

@@ -31,6 +31,24 @@ struct PluginContext {
 }
 
 impl PluginContext {
+    /// Wraps a callable of this plugin, measured under the server's policy.
+    fn callable(&self, callable: &Bound<'_, PyAny>) -> PyCallable {
+        PyCallable::new(callable, self.owner.clone(), *self.api.metrics().policy())
+    }
+
+    /// What to run once the registration of `adapter` succeeded: from then
+    /// on its numbers appear in `plugins.list` (issue 8).
+    fn tracking<'a>(
+        &'a self,
+        adapter: &PyCallable,
+        kind: &'static str,
+        target: &str,
+    ) -> impl FnOnce() + Send + 'a {
+        let label = adapter.label(kind, target);
+        let metrics = Arc::clone(&adapter.metrics);
+        move || self.api.metrics().track(&self.owner, label, metrics)
+    }
+
     fn core_error(&self, py: Python<'_>, error: CoreError) -> PyErr {
         api_error_to_py(py, ApiError::from(error))
     }
@@ -87,18 +105,16 @@ impl PyUcs {
         callback: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let context = &self.context;
-        let adapter = Arc::new(PyEventCallback(PyCallable::new(
-            callback,
-            context.owner.clone(),
-        )));
+        let adapter = Arc::new(PyEventCallback(context.callable(callback)));
+        let tracked = context.tracking(&adapter.0, "callback", event);
         py.detach(|| {
             context
                 .api
                 .core()
                 .events
                 .add_callback(event, context.owner.clone(), adapter)
+                .map(|_| tracked())
         })
-        .map(drop)
         .map_err(|err| context.core_error(py, err))
     }
 
@@ -249,16 +265,15 @@ impl PyAgents {
     #[pyo3(name = "addChangeStatusHook")]
     fn add_change_status_hook(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let context = &self.0;
-        let hook = Arc::new(PyStatusHook(PyCallable::new(
-            callback,
-            context.owner.clone(),
-        )));
+        let hook = Arc::new(PyStatusHook(context.callable(callback)));
+        let tracked = context.tracking(&hook.0, "status_hook", "agents");
         py.detach(|| {
             context
                 .api
                 .core()
                 .status_hook
                 .add(context.owner.clone(), hook)
+                .map(|()| tracked())
         })
         .map_err(|err| context.core_error(py, err))
     }
@@ -292,16 +307,15 @@ impl PyShared {
         callback: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let context = &self.0;
-        let hook = Arc::new(PySharedHook(PyCallable::new(
-            callback,
-            context.owner.clone(),
-        )));
+        let hook = Arc::new(PySharedHook(context.callable(callback)));
+        let tracked = context.tracking(&hook.0, "shared_hook", identificator);
         py.detach(|| {
             context
                 .api
                 .core()
                 .shared
                 .add_hook(identificator, context.owner.clone(), hook)
+                .map(|()| tracked())
         })
         .map_err(|err| context.core_error(py, err))
     }
@@ -360,16 +374,14 @@ impl PyApi {
         middleware: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let context = &self.0;
-        let adapter = Arc::new(PyMiddleware(PyCallable::new(
-            middleware,
-            context.owner.clone(),
-        )));
+        let adapter = Arc::new(PyMiddleware(context.callable(middleware)));
+        let tracked = context.tracking(&adapter.0, "middleware", method);
         py.detach(|| {
             context
                 .api
                 .add_middleware(method, context.owner.clone(), adapter)
+                .map(|_| tracked())
         })
-        .map(drop)
         .map_err(|err| api_error_to_py(py, err))
     }
 

@@ -177,6 +177,16 @@ pub struct ServeArgs {
     /// default info).
     #[arg(long)]
     pub log_json: bool,
+    /// How long one plugin hook, callback or middleware call may take; a
+    /// call over it is logged with the plugin, registration and time, e.g.
+    /// `50ms`, `1s` [default: 50ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub hook_budget: Option<Duration>,
+    /// Failures or budget overruns in a row after which a registration's
+    /// breaker opens and it is skipped until the plugin reloads; 0 never
+    /// opens it [default: 10].
+    #[arg(long, value_name = "N")]
+    pub breaker_threshold: Option<u32>,
     /// Reload a plugin when its file is saved, load new plugin files as
     /// they appear and unload a plugin whose file is deleted; for plugin
     /// development.

@@ -58,7 +58,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     // --session-idle-timeout. No session exists yet, so replacing the table
     // loses nothing.
     core.sessions = ucs_core::Sessions::new(settings.session_idle_timeout);
-    let api = Api::new(Arc::new(core));
+    let defaults = ucs_api::HookPolicy::default();
+    let policy = ucs_api::HookPolicy {
+        budget: args.hook_budget.unwrap_or(defaults.budget),
+        breaker_threshold: args.breaker_threshold.unwrap_or(defaults.breaker_threshold),
+    };
+    let api = Api::with_policy(Arc::new(core), policy);
 
     // Every runtime thread, blocking-pool threads included, may run Python,
     // so each keeps one Python thread state for its whole life.

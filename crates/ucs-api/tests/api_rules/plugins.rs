@@ -149,8 +149,8 @@ fn d1_invalid_plugin_names_are_refused_before_the_control_is_called() {
 #[test]
 fn p6_valid_calls_reach_the_control_with_the_plugin_name() {
     let (server, control) = with_control();
-    let running = r#"{"name":"example","class_name":"Example","state":"running","error":"","path":"/plugins/example.py"}"#;
-    let stopped = r#"{"name":"example","class_name":"Example","state":"stopped","error":"","path":"/plugins/example.py"}"#;
+    let running = r#"{"name":"example","class_name":"Example","state":"running","error":"","path":"/plugins/example.py","registrations":[]}"#;
+    let stopped = r#"{"name":"example","class_name":"Example","state":"stopped","error":"","path":"/plugins/example.py","registrations":[]}"#;
     check(
         &server,
         &server.admin,
