@@ -5,8 +5,8 @@
 use ucs_core::{AgentStatus, MapKey, NewUser, Owner, User, UserEdit, Value};
 
 use crate::error::ApiError;
-use crate::params::{self, Params};
 use crate::metrics;
+use crate::params::{self, Params};
 use crate::plugins::{PluginInfo, PluginName};
 use crate::{Api, Handler};
 

@@ -25,7 +25,9 @@ use ucs_core::{Core, Leftover, Owner, RegistrationId, User, Value};
 
 pub use chain::{Middleware, MiddlewareRegistration, Next};
 pub use error::ApiError;
-pub use metrics::{CallOutcome, HookPolicy, MetricsRegistry, RegistrationLabel, RegistrationMetrics};
+pub use metrics::{
+    CallOutcome, HookPolicy, MetricsRegistry, RegistrationLabel, RegistrationMetrics,
+};
 pub use plugins::{PluginControl, PluginInfo, PluginName, PluginState};
 
 /// The innermost handler of a method: its permission check and its work.

@@ -234,7 +234,12 @@ impl MetricsRegistry {
 
     /// Reports `metrics` as `owner`'s registration `label` from now on;
     /// called once the registration itself succeeded.
-    pub fn track(&self, owner: &Owner, label: RegistrationLabel, metrics: Arc<RegistrationMetrics>) {
+    pub fn track(
+        &self,
+        owner: &Owner,
+        label: RegistrationLabel,
+        metrics: Arc<RegistrationMetrics>,
+    ) {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -325,7 +330,10 @@ mod tests {
         }
         let numbers = metrics.snapshot();
         assert_eq!(numbers.calls, 100);
-        assert!(numbers.p50_ns >= 3_000 && numbers.p50_ns < 8_200, "{numbers:?}");
+        assert!(
+            numbers.p50_ns >= 3_000 && numbers.p50_ns < 8_200,
+            "{numbers:?}"
+        );
         assert!(numbers.p99_ns >= 20_000_000, "{numbers:?}");
     }
 
@@ -349,7 +357,10 @@ mod tests {
         );
         assert!(metrics.skip());
         let numbers = metrics.snapshot();
-        assert_eq!((numbers.overruns, numbers.errors, numbers.skipped), (4, 1, 1));
+        assert_eq!(
+            (numbers.overruns, numbers.errors, numbers.skipped),
+            (4, 1, 1)
+        );
         assert!(numbers.breaker_open);
     }
 }
