@@ -497,3 +497,64 @@ async fn per_plugin_counters_move_and_a_slow_hook_trips_its_breaker() {
         "{reset:?}"
     );
 }
+
+/// `GET /metrics` with a plain HTTP/1.1 request.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+#[tokio::test]
+async fn the_prometheus_endpoint_shows_api_calls_sessions_and_plugin_numbers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let server = Server::builder()
+        .demo()
+        .plugin("slow.py", SLOW_HOOK)
+        .arg("--metrics-listen")
+        .arg(&address)
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    for _ in 0..3 {
+        server
+            .call(&sid, "agents.list", "")
+            .await
+            .expect("agents.list");
+    }
+    let denied = server.call("not-a-session", "agents.list", "").await;
+    assert!(denied.is_err());
+
+    let metrics = tokio::task::spawn_blocking(move || scrape(&address))
+        .await
+        .expect("scrape");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains(r#"ucs_api_calls_total{method="agents.list",status="ok"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ucs_api_calls_total{method="agents.list",status="unauthenticated"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ucs_sessions 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"ucs_plugin_calls_total{plugin="slow",kind="middleware",target="agents.list",callable="Slow.count()"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ucs_plugin_breaker_open{"), "{metrics}");
+}

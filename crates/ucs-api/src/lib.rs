@@ -19,6 +19,7 @@ mod params;
 pub mod plugins;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 
 use ucs_core::{Core, Leftover, Owner, RegistrationId, User, Value};
@@ -34,9 +35,37 @@ pub use plugins::{PluginControl, PluginInfo, PluginName, PluginState};
 /// `params` are the call's parameters after the caller.
 type Handler = fn(&Api, &User, &[Value]) -> Result<Value, ApiError>;
 
+/// The outcomes API calls are counted by, for the metrics endpoint: `ok`
+/// and one per [`ApiError`] kind.
+pub const CALL_OUTCOMES: [&str; 8] = [
+    "ok",
+    "unauthenticated",
+    "permission_denied",
+    "invalid_input",
+    "processing",
+    "unknown_method",
+    "not_found",
+    "internal",
+];
+
+fn outcome_index(result: &Result<Value, ApiError>) -> usize {
+    match result {
+        Ok(_) => 0,
+        Err(ApiError::Unauthenticated) => 1,
+        Err(ApiError::PermissionDenied(_)) => 2,
+        Err(ApiError::InvalidInput(_)) => 3,
+        Err(ApiError::Processing(_)) => 4,
+        Err(ApiError::UnknownMethod(_)) => 5,
+        Err(ApiError::NotFound(_)) => 6,
+        Err(ApiError::Internal(_)) => 7,
+    }
+}
+
 /// One API method and its middleware.
 pub(crate) struct Method {
     name: &'static str,
+    /// Calls by outcome, indexed like [`CALL_OUTCOMES`].
+    outcomes: [AtomicU64; CALL_OUTCOMES.len()],
     handler: Handler,
     /// Copy-on-write, so a call takes a snapshot and lets the lock go before
     /// any middleware runs.
@@ -76,6 +105,7 @@ impl Api {
                     *name,
                     Arc::new(Method {
                         name,
+                        outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
                         handler: *handler,
                         middlewares: RwLock::new(Arc::from([])),
                     }),
@@ -95,6 +125,24 @@ impl Api {
     /// The domain state behind this API.
     pub fn core(&self) -> &Arc<Core> {
         &self.inner.core
+    }
+
+    /// How many calls each method answered with each outcome (see
+    /// [`CALL_OUTCOMES`]), leaving out pairs that never happened.
+    pub fn call_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut counts = Vec::new();
+        for name in self.method_names() {
+            let Some(method) = self.inner.methods.get(name) else {
+                continue;
+            };
+            for (outcome, counter) in CALL_OUTCOMES.iter().zip(&method.outcomes) {
+                let count = counter.load(Ordering::Relaxed);
+                if count > 0 {
+                    counts.push((name, *outcome, count));
+                }
+            }
+        }
+        counts
     }
 
     /// Every plugin registration's numbers, budget and breaker.
@@ -134,7 +182,16 @@ impl Api {
     /// Calls `method` for the session `sid` (D3): an unknown sid fails
     /// before the chain runs.
     pub fn call(&self, sid: &str, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        let caller = self.inner.core.caller(sid)?;
+        let caller = match self.inner.core.caller(sid) {
+            Ok(caller) => caller,
+            Err(err) => {
+                let err = ApiError::from(err);
+                if let Ok(method) = self.method(method) {
+                    method.count(&Err(err.clone()));
+                }
+                return Err(err);
+            }
+        };
         self.call_as(caller, method, params)
     }
 
@@ -146,6 +203,17 @@ impl Api {
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
         let method = self.method(method)?;
+        let result = self.run_chain(method, caller, params);
+        method.count(&result);
+        result
+    }
+
+    fn run_chain(
+        &self,
+        method: &Arc<Method>,
+        caller: User,
+        params: Vec<Value>,
+    ) -> Result<Value, ApiError> {
         let chain = method
             .middlewares
             .read()
@@ -262,5 +330,11 @@ impl Api {
             *chain = Arc::from(kept);
         }
         removed
+    }
+}
+
+impl Method {
+    fn count(&self, result: &Result<Value, ApiError>) {
+        self.outcomes[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
     }
 }

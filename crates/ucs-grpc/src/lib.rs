@@ -24,6 +24,7 @@ mod api;
 mod auth;
 mod codec_status;
 mod events;
+mod metrics;
 mod plugins;
 mod server;
 pub mod status;
@@ -35,6 +36,7 @@ mod proptests;
 pub use api::ApiService;
 pub use auth::AuthService;
 pub use events::{EVENT_BUFFER, EventsService};
+pub use metrics::serve_metrics;
 pub use plugins::PluginsService;
 pub use server::{
     MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeError, ServeOptions, TlsIdentity, serve, serve_with,

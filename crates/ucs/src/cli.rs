@@ -177,6 +177,12 @@ pub struct ServeArgs {
     /// default info).
     #[arg(long)]
     pub log_json: bool,
+    /// Also serve Prometheus metrics (`GET /metrics`: API calls by method
+    /// and outcome, sessions, every plugin registration's calls, errors,
+    /// overruns, latency and breaker) on this address, e.g. 127.0.0.1:9090.
+    /// Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// How long one plugin hook, callback or middleware call may take; a
     /// call over it is logged with the plugin, registration and time, e.g.
     /// `50ms`, `1s` [default: 50ms].

@@ -74,7 +74,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .on_thread_stop(ucs_loader::python_thread_stopping)
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve_until_signal(settings, api, args.watch));
+    let result = runtime.block_on(serve_until_signal(
+        settings,
+        api,
+        args.watch,
+        args.metrics_listen.clone(),
+    ));
     runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
     if result.is_ok() {
         tracing::info!("stopped");
@@ -180,12 +185,36 @@ impl ShutdownSignals {
     }
 }
 
-async fn serve_until_signal(settings: ServeSettings, api: Api, watch: bool) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    settings: ServeSettings,
+    api: Api,
+    watch: bool,
+    metrics_listen: Option<String>,
+) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::register()?;
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr().context("no local address")?;
+    // Dropped at the end of this function, which ends the metrics server.
+    let (_stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(metrics_address) = metrics_listen {
+        let metrics_listener = TcpListener::bind(&metrics_address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {metrics_address}"))?;
+        let bound = metrics_listener.local_addr().context("no local address")?;
+        tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+        let metrics_api = api.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(err) = ucs_grpc::serve_metrics(metrics_listener, metrics_api, shutdown).await
+            {
+                tracing::error!("the metrics endpoint failed: {err}");
+            }
+        });
+    }
     // Plugins load before the first call is served, so a client that sees
     // the server healthy sees its plugins too.
     let host = start_plugins(api.clone(), settings.plugins_dir).await?;
