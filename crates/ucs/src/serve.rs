@@ -41,6 +41,7 @@ const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the server until SIGTERM or SIGINT.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    pin_mmap_threshold();
     init_logging(args.log_json);
     let settings = ServeSettings::resolve(&args)?;
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
@@ -85,6 +86,32 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
     }
     result
+}
+
+/// Keeps glibc from holding on to freed password-hashing memory.
+///
+/// Every argon2 hash (user creation, each login, the decoy hash at start)
+/// allocates a 19 MiB block. glibc serves the first from `mmap` and then
+/// raises its mmap threshold to that size, so every later block comes from
+/// a thread's heap and stays resident after it is freed: measured, three
+/// logins grew an idle server from 21 to 80 MB. A fixed threshold (the
+/// default 128 KiB) turns that dynamic raise off, so each block is unmapped
+/// when freed. No effect on other C libraries, which have no `mallopt`.
+fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// `M_MMAP_THRESHOLD` of glibc's `<malloc.h>`.
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: mallopt is glibc's, declared as in <malloc.h>; it is called
+        // before the runtime starts any thread, and setting this parameter
+        // only changes how later allocations are served.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
 }
 
 fn init_logging(json: bool) {
