@@ -296,20 +296,10 @@ async fn thread_progress(server: &Server, sid: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_reentrant_plugins_clients_and_reloads_never_stall() {
-    soak(REENTRANT_PLUGIN).await;
-}
-
-/// A known stall, kept runnable (`cargo test -p ucs --test soak --
-/// --ignored`): an event callback that changes another agent while hooks of
-/// other changes write shared data. The callback holds the event
-/// dispatcher and waits for that agent's turn; the call holding the turn is
-/// in its hook, whose `shared.set` waits for its own event to be delivered
-/// (D5), which waits for the dispatcher. `turns.rs` cannot see the wait on
-/// the dispatcher, so the cycle is only broken by `callback_wait_limit`
-/// (5 s), and calls take 5-10 s or more. docs/RELIABILITY.md lists it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known stall, docs/RELIABILITY.md: callbacks changing agents wait out callback_wait_limit"]
-async fn callback_changing_agents_stalls_for_the_wait_limit() {
+    // Callbacks change agents too: that once stalled for the callback wait
+    // limit (a callback holding the dispatcher waited for an agent whose
+    // hook waited for the dispatcher); events committed inside a change are
+    // now delivered once its turn is released.
     soak(&REENTRANT_PLUGIN.replace(
         "CALLBACK_CHANGES_AGENTS = False",
         "CALLBACK_CHANGES_AGENTS = True",

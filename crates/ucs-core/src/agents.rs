@@ -142,6 +142,17 @@ impl Core {
         status: AgentStatus,
         reason: &str,
     ) -> Result<Agent, CoreError> {
+        let result = self.change_agent_status(agent_id, status, reason);
+        self.events.deliver_deferred();
+        result
+    }
+
+    fn change_agent_status(
+        &self,
+        agent_id: UserId,
+        status: AgentStatus,
+        reason: &str,
+    ) -> Result<Agent, CoreError> {
         let turn = self
             .agent_turns
             .take(agent_id)

@@ -178,6 +178,9 @@ thread_local! {
     /// The highest seq committed by callbacks this thread is dispatching,
     /// which its dispatch loop must deliver before it returns.
     static NESTED_THROUGH: Cell<u64> = const { Cell::new(0) };
+    /// The highest seq committed while this thread held a turn, which the
+    /// change holding it delivers once the turn is gone.
+    static DEFERRED_THROUGH: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Returned by a commit: the seq to dispatch through, if any callback wants it.
@@ -349,11 +352,24 @@ impl EventBus {
             NESTED_THROUGH.with(|through| through.set(through.get().max(seq)));
             return;
         }
+        if crate::turns::held_by_this_thread() > 0 {
+            // Committed inside another change, e.g. by a status hook: the
+            // dispatcher may be a callback waiting for the very turn this
+            // thread holds, so waiting here could close a cycle the turns
+            // cannot see. The outer change delivers it, in commit order,
+            // once its turn is released (see `deliver_deferred`).
+            DEFERRED_THROUGH.with(|through| through.set(through.get().max(seq)));
+            return;
+        }
         let deadline = Instant::now() + self.wait_limit;
         loop {
-            let target = NESTED_THROUGH.with(Cell::get).max(seq);
+            let target = NESTED_THROUGH
+                .with(Cell::get)
+                .max(DEFERRED_THROUGH.with(Cell::get))
+                .max(seq);
             if state.is_done(target) {
                 NESTED_THROUGH.with(|through| through.set(0));
+                DEFERRED_THROUGH.with(|through| through.set(0));
                 return;
             }
             if state.dispatcher.is_none()
@@ -385,6 +401,19 @@ impl EventBus {
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+    }
+
+    /// Delivers what this thread committed while it held a turn, once it
+    /// holds none: called when a change returns, whether it succeeded or
+    /// not (a hook may set shared data and then veto its own change).
+    pub(crate) fn deliver_deferred(&self) {
+        if crate::turns::held_by_this_thread() > 0 {
+            return;
+        }
+        let through = DEFERRED_THROUGH.with(Cell::get);
+        if through > 0 {
+            self.dispatch_through(Committed(Some(through)));
         }
     }
 

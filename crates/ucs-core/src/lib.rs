@@ -132,6 +132,14 @@ impl Core {
         }
     }
 
+    /// Delivers the events this thread committed while it held a turn (in
+    /// commit order), once it holds none. The core's own changes do this
+    /// themselves; an outside holder of turns, such as the plugin loader,
+    /// calls it after releasing them.
+    pub fn deliver_deferred_events(&self) {
+        self.events.deliver_deferred();
+    }
+
     /// Keeps `record` in the audit trail and publishes it as an `audit.*`
     /// event; call with no lock held (it may run event callbacks).
     pub fn record_audit(&self, record: AuditRecord) {

@@ -174,6 +174,12 @@ impl Core {
     /// always what the previous set stored; a hook that sets its own
     /// identificator gets a processing error instead of a deadlock (L5).
     pub fn set_shared(&self, identificator: &str, data: Value) -> Result<Value, CoreError> {
+        let result = self.change_shared(identificator, data);
+        self.events.deliver_deferred();
+        result
+    }
+
+    fn change_shared(&self, identificator: &str, data: Value) -> Result<Value, CoreError> {
         let turn =
             self.shared_turns
                 .take(identificator.to_owned())

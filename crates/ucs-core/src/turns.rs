@@ -10,10 +10,23 @@
 //! (two hooks changing each other's agents) gets an error instead of a
 //! deadlock (SPEC L5).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
+
+thread_local! {
+    /// How many turns, of any key set, this thread holds right now.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many turns this thread holds: non-zero while it is in the middle of a
+/// change, e.g. running a hook. Event delivery waits until it is zero, so no
+/// callback ever runs, or is waited for, while a turn is held.
+pub fn held_by_this_thread() -> usize {
+    HELD.with(Cell::get)
+}
 
 /// Why a turn could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +88,7 @@ impl<K: Eq + Hash + Clone> Turns<K> {
             match state.holders.get(&key) {
                 None => {
                     state.holders.insert(key.clone(), me);
+                    HELD.with(|held| held.set(held.get() + 1));
                     return Ok(Turn { turns: self, key });
                 }
                 Some(holder) if *holder == me => return Err(TurnRefused::Reentrant),
@@ -116,6 +130,7 @@ impl<K: Eq + Hash + Clone> Turns<K> {
 
 impl<K: Eq + Hash + Clone> Drop for Turn<'_, K> {
     fn drop(&mut self) {
+        HELD.with(|held| held.set(held.get().saturating_sub(1)));
         self.turns.lock().holders.remove(&self.key);
         self.turns.released.notify_all();
     }

@@ -119,7 +119,9 @@ impl PluginHost {
         let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
         host.api.set_plugin_control(control);
         for name in host.discover()? {
-            match host.load_audited(&name) {
+            let loaded = host.load_audited(&name);
+            host.api.core().deliver_deferred_events();
+            match loaded {
                 Ok(info) => {
                     tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name)
                 }
@@ -507,13 +509,17 @@ impl PluginControl for PluginHost {
     }
 
     fn load(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
-        let info = self.load_audited(name)?;
+        let result = self.load_audited(name);
+        // What the plugin's constructor changed while its turn was held.
+        self.api.core().deliver_deferred_events();
+        let info = result?;
         tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name);
         Ok(info)
     }
 
     fn unload(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
         let result = self.unload_named(name);
+        self.api.core().deliver_deferred_events();
         if let Ok(info) = &result {
             self.audit(AuditKind::PluginUnload, info, &result);
         }
