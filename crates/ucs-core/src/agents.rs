@@ -2,6 +2,7 @@
 //! -> commit -> events (D5).
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::Core;
@@ -120,6 +121,14 @@ impl StatusHookSlot {
         self.current().map(|registration| registration.owner)
     }
 
+    /// Whether no hook is registered, without copying the registration.
+    fn is_empty(&self) -> bool {
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
     fn current(&self) -> Option<StatusHookRegistration> {
         self.slot
             .read()
@@ -153,6 +162,27 @@ impl Core {
         status: AgentStatus,
         reason: &str,
     ) -> Result<Agent, CoreError> {
+        // With no hook, nothing runs between reading the agent and storing
+        // the change: both happen under the directory's write lock, which
+        // serialises changes of one agent as the turn would. The turn is
+        // still needed if a change that does run a hook is between its read
+        // and its commit (a hook just registered or removed), so the fast
+        // path commits only when no turn is held, and otherwise takes the
+        // turn as before; a hook changing its own agent is still refused.
+        if self.status_hook.is_empty()
+            && let Some((after, committed)) = self.directory.commit_status(
+                agent_id,
+                status,
+                reason,
+                || !self.agent_turns.any_held(),
+                |previous_status, previous_reason, after| {
+                    self.commit_status_event(previous_status, previous_reason, after)
+                },
+            )?
+        {
+            self.events.dispatch_through(committed);
+            return Ok(after);
+        }
         let turn = self
             .agent_turns
             .take(agent_id)
@@ -177,12 +207,12 @@ impl Core {
         };
         let mut rewritten_by = None;
         let (status, reason) = match self.status_hook.current() {
-            None => (status, reason.to_owned()),
+            None => (status, Cow::Borrowed(reason)),
             Some(registration) => match registration.hook.decide(&before, status, reason) {
-                StatusVerdict::LetThrough => (status, reason.to_owned()),
+                StatusVerdict::LetThrough => (status, Cow::Borrowed(reason)),
                 StatusVerdict::Rewrite { status, reason } => {
                     rewritten_by = Some(registration.owner.clone());
-                    (status, reason)
+                    (status, Cow::Owned(reason))
                 }
                 StatusVerdict::Block { reason: message } => {
                     let message = if message.is_empty() {
@@ -210,19 +240,25 @@ impl Core {
                         status.name(),
                         failure.message
                     );
-                    (status, reason.to_owned())
+                    (status, Cow::Borrowed(reason))
                 }
             },
         };
-        let (_, after, committed) =
-            self.directory
-                .commit_status(agent_id, status, reason, |before, after| {
-                    self.events.commit(EventPayload::AgentStatus {
-                        agent: after.clone(),
-                        previous_status: before.status,
-                        previous_reason: before.reason.clone(),
-                    })
-                })?;
+        let (after, committed) = self
+            .directory
+            .commit_status(
+                agent_id,
+                status,
+                &reason,
+                || true,
+                |previous_status, previous_reason, after| {
+                    self.commit_status_event(previous_status, previous_reason, after)
+                },
+            )?
+            // `|| true` never refuses; an error rather than a panic all the same.
+            .ok_or_else(|| {
+                CoreError::Processing(format!("agent {agent_id}: status commit refused"))
+            })?;
         // Callbacks may change this agent again, so the turn ends first.
         drop(turn);
         self.events.dispatch_through(committed);
@@ -238,5 +274,23 @@ impl Core {
             ));
         }
         Ok(after)
+    }
+
+    /// Numbers the status change in commit order; the payload is built only
+    /// if a sink or callback will see it.
+    fn commit_status_event(
+        &self,
+        previous_status: AgentStatus,
+        previous_reason: &str,
+        after: &Agent,
+    ) -> crate::events::Committed {
+        self.events
+            .commit_with(crate::events::EVENT_AGENT_STATUS, || {
+                EventPayload::AgentStatus {
+                    agent: after.clone(),
+                    previous_status,
+                    previous_reason: previous_reason.to_owned(),
+                }
+            })
     }
 }

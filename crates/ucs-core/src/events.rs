@@ -16,6 +16,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -70,6 +71,17 @@ pub enum EventPayload {
     Audit(AuditRecord),
 }
 
+impl EventPayload {
+    /// The event name callbacks register for.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventPayload::AgentStatus { .. } => EVENT_AGENT_STATUS,
+            EventPayload::SharedData { .. } => EVENT_SHARED_DATA,
+            EventPayload::Audit(record) => record.kind.event_name(),
+        }
+    }
+}
+
 /// A committed change, numbered in commit order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -82,11 +94,7 @@ pub struct Event {
 impl Event {
     /// The event name callbacks register for.
     pub fn name(&self) -> &'static str {
-        match self.payload {
-            EventPayload::AgentStatus { .. } => EVENT_AGENT_STATUS,
-            EventPayload::SharedData { .. } => EVENT_SHARED_DATA,
-            EventPayload::Audit(ref record) => record.kind.event_name(),
-        }
+        self.payload.name()
     }
 
     /// The payload as one value, for external subscribers.
@@ -169,6 +177,10 @@ pub struct EventBus {
     /// Copy-on-write lists, so dispatch clones an `Arc` and lets the lock go
     /// before any callback runs.
     callbacks: RwLock<HashMap<&'static str, Arc<[CallbackRegistration]>>>,
+    /// How many callbacks `callbacks` holds in all, updated under its write
+    /// lock, so a commit with none registered (the common case) skips the
+    /// lock and the map lookup.
+    callback_count: AtomicUsize,
     dispatch: Mutex<DispatchState>,
     dispatched: Condvar,
     wait_limit: Duration,
@@ -192,6 +204,7 @@ impl EventBus {
     pub fn new(wait_limit: Duration) -> Self {
         EventBus {
             callbacks: RwLock::new(HashMap::new()),
+            callback_count: AtomicUsize::new(0),
             dispatch: Mutex::new(DispatchState {
                 pending: VecDeque::new(),
                 in_progress: BTreeSet::new(),
@@ -244,6 +257,7 @@ impl EventBus {
             callback,
         });
         *list = Arc::from(updated);
+        self.callback_count.fetch_add(1, Ordering::SeqCst);
         Ok(id)
     }
 
@@ -296,6 +310,8 @@ impl EventBus {
             removed.extend(gone);
             *list = Arc::from(kept);
         }
+        self.callback_count
+            .fetch_sub(removed.len(), Ordering::SeqCst);
         removed
     }
 
@@ -314,21 +330,40 @@ impl EventBus {
     /// Numbers and queues an event. Called with the data lock held, so that
     /// seq order is commit order.
     pub(crate) fn commit(&self, payload: EventPayload) -> Committed {
+        self.commit_with(payload.name(), || payload)
+    }
+
+    /// Numbers and queues an event named `name` whose payload `build` makes
+    /// only if a sink or a callback will see it. Called with the data lock
+    /// held, so that seq order is commit order. An event nobody listens to
+    /// still takes its seq, so stream subscribers see the same numbers
+    /// whether or not anyone listened before.
+    pub(crate) fn commit_with(
+        &self,
+        name: &'static str,
+        build: impl FnOnce() -> EventPayload,
+    ) -> Committed {
         let mut state = self.state();
+        let wanted = self.callback_count.load(Ordering::SeqCst) != 0
+            && self
+                .callbacks
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .is_some_and(|list| !list.is_empty());
+        if !wanted && state.sinks.is_empty() {
+            state.next_seq += 1;
+            return Committed(None);
+        }
         let event = Arc::new(Event {
             seq: state.next_seq,
-            payload,
+            payload: build(),
         });
+        debug_assert_eq!(event.name(), name);
         state.next_seq += 1;
         for (_, sink) in &state.sinks {
             sink.deliver(&event);
         }
-        let wanted = self
-            .callbacks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(event.name())
-            .is_some_and(|list| !list.is_empty());
         if !wanted {
             return Committed(None);
         }

@@ -13,6 +13,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 
@@ -48,6 +49,9 @@ struct TurnState<K> {
 pub struct Turns<K> {
     state: Mutex<TurnState<K>>,
     released: Condvar,
+    /// How many keys are busy, kept beside `holders` (updated under the same
+    /// mutex) so [`Turns::any_held`] can answer without taking it.
+    held: AtomicUsize,
 }
 
 /// Holds a turn until dropped.
@@ -71,7 +75,20 @@ impl<K: Eq + Hash + Clone> Turns<K> {
                 waiting: HashMap::new(),
             }),
             released: Condvar::new(),
+            held: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether any thread holds a turn on any key now.
+    ///
+    /// A change that reads and writes its data under one lock of its own
+    /// (a status change with no hook) asks this under that lock: if no turn
+    /// is held, no other change is between its read and its commit, so
+    /// skipping the turn cannot let it slip in between. The count is updated
+    /// before a holder reads the data and after it has committed, so the
+    /// data lock's release and acquire order it with that read.
+    pub fn any_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst) != 0
     }
 
     fn lock(&self) -> MutexGuard<'_, TurnState<K>> {
@@ -89,6 +106,7 @@ impl<K: Eq + Hash + Clone> Turns<K> {
                 None => {
                     state.holders.insert(key.clone(), me);
                     HELD.with(|held| held.set(held.get() + 1));
+                    self.held.fetch_add(1, Ordering::SeqCst);
                     return Ok(Turn { turns: self, key });
                 }
                 Some(holder) if *holder == me => return Err(TurnRefused::Reentrant),
@@ -131,7 +149,11 @@ impl<K: Eq + Hash + Clone> Turns<K> {
 impl<K: Eq + Hash + Clone> Drop for Turn<'_, K> {
     fn drop(&mut self) {
         HELD.with(|held| held.set(held.get().saturating_sub(1)));
-        self.turns.lock().holders.remove(&self.key);
+        let mut state = self.turns.lock();
+        if state.holders.remove(&self.key).is_some() {
+            self.turns.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(state);
         self.turns.released.notify_all();
     }
 }
@@ -141,6 +163,19 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn any_held_counts_busy_keys() {
+        let turns = Turns::new();
+        assert!(!turns.any_held());
+        let first = turns.take(1).unwrap();
+        let second = turns.take(2).unwrap();
+        assert!(turns.any_held());
+        drop(first);
+        assert!(turns.any_held());
+        drop(second);
+        assert!(!turns.any_held());
+    }
 
     #[test]
     fn l5_same_thread_reentry_is_refused() {

@@ -501,27 +501,42 @@ impl Directory {
             .ok_or_else(|| not_found_agent(id))
     }
 
-    /// Stores a new status; `commit` runs under the write lock so the caller
-    /// can number the change in commit order. Returns the agent before and after.
+    /// Stores a new status and returns the agent after it, unless `may_commit`,
+    /// asked under the write lock, says no (then nothing changes and `None`
+    /// is returned). `commit` runs under the write lock with the previous
+    /// status and reason and the agent after, so the caller can number the
+    /// change in commit order; it is told the previous reason by reference so
+    /// that nothing is copied when nobody listens.
     pub(crate) fn commit_status<T>(
         &self,
         id: UserId,
         status: AgentStatus,
-        reason: String,
-        commit: impl FnOnce(&Agent, &Agent) -> T,
-    ) -> Result<(Agent, Agent, T), CoreError> {
+        reason: &str,
+        may_commit: impl FnOnce() -> bool,
+        commit: impl FnOnce(AgentStatus, &str, &Agent) -> T,
+    ) -> Result<Option<(Agent, T)>, CoreError> {
         let mut state = self.write();
         let entry = state
             .users
             .get_mut(&id)
             .filter(|entry| entry.user.agent)
             .ok_or_else(|| not_found_agent(id))?;
-        let before = entry.agent().ok_or_else(|| not_found_agent(id))?;
+        if !may_commit() {
+            return Ok(None);
+        }
+        let after = Agent {
+            id: entry.user.id,
+            username: entry.user.username.clone(),
+            displayname: entry.user.displayname.clone(),
+            status,
+            reason: reason.to_owned(),
+        };
+        let token = commit(entry.status, &entry.reason, &after);
         entry.status = status;
-        entry.reason = reason;
-        let after = entry.agent().ok_or_else(|| not_found_agent(id))?;
-        let token = commit(&before, &after);
-        Ok((before, after, token))
+        // Reuses the old reason's buffer: no allocation for the usual short reason.
+        entry.reason.clear();
+        entry.reason.push_str(reason);
+        Ok(Some((after, token)))
     }
 }
 
