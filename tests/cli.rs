@@ -100,7 +100,7 @@ async fn plugins_list_prints_a_table_or_json() {
     let server = Server::builder()
         .plugin(
             "hello.py",
-            "UCS_PLUGIN = 'Hello'\n\nclass Hello:\n    def __init__(self, ucs):\n        self.ucs = ucs\n",
+            "UCS_PLUGIN = 'Hello'\n\nclass Hello:\n    def __init__(self, ucs):\n        self.ucs = ucs\n        ucs.api.addMiddleware('agents.list', lambda handler, *args: handler(*args))\n",
         )
         .start()
         .await;
@@ -130,6 +130,12 @@ async fn plugins_list_prints_a_table_or_json() {
         .unwrap_or_else(|| panic!("no hello in {plugins}"));
     assert_eq!(hello["state"], "running", "{plugins}\n{}", server.log());
     assert_eq!(hello["class_name"], "Hello");
+    // Each registration with its numbers (issue 8).
+    let registration = &hello["registrations"][0];
+    assert_eq!(registration["kind"], "middleware", "{plugins}");
+    assert_eq!(registration["target"], "agents.list", "{plugins}");
+    assert_eq!(registration["calls"], 0, "{plugins}");
+    assert_eq!(registration["breaker_open"], false, "{plugins}");
 }
 
 #[test]

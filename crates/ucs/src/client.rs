@@ -316,12 +316,32 @@ fn print_plugins(plugins: &[pb::PluginInfo], as_json: bool) -> Result<(), Failur
         let list: Vec<_> = plugins
             .iter()
             .map(|info| {
+                let registrations: Vec<_> = info
+                    .registrations
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "kind": r.kind,
+                            "target": r.target,
+                            "callable": r.callable,
+                            "calls": r.calls,
+                            "errors": r.errors,
+                            "overruns": r.overruns,
+                            "skipped": r.skipped,
+                            "total_ns": r.total_ns,
+                            "p50_ns": r.p50_ns,
+                            "p99_ns": r.p99_ns,
+                            "breaker_open": r.breaker_open,
+                        })
+                    })
+                    .collect();
                 json!({
                     "name": info.name,
                     "class_name": info.class_name,
                     "state": state_name(info),
                     "error": info.error,
                     "path": info.path,
+                    "registrations": registrations,
                 })
             })
             .collect();
