@@ -1,8 +1,9 @@
 """The pure-Python twin of a status change through a trivial hook, run in the
 server's own interpreter: a loop that calls the same hook function and
 updates the agent's dict. The micro-benchmark drives it through a middleware
-on shared.get (identificator 'bench.pure_python_loop', then the number of
-iterations) and uses the nanoseconds the loop itself took, so the call into
+on shared.get (identificator 'bench.pure_python_loop:N' for N iterations; the
+API checks the parameter count before the chain, so N cannot be a second
+parameter) and uses the nanoseconds the loop itself took, so the call into
 the plugin is not counted."""
 
 import time
@@ -26,10 +27,11 @@ class PurePythonLoop:
         return status, reason
 
     def run_loop(self, handler, caller, identificator, *rest):
-        """Runs `rest[0]` status changes in pure Python; returns the ns taken."""
-        if identificator != LOOP_IDENTIFICATOR:
+        """Runs N status changes in pure Python; returns the ns taken."""
+        name, _, count = str(identificator).partition(':')
+        if name != LOOP_IDENTIFICATOR or not count.isdigit():
             return handler(caller, identificator, *rest)
-        iterations = rest[0]
+        iterations = int(count)
         hook = self.hook
         agent = {'id': 2, 'username': 'alice', 'displayname': 'Alice Smith',
                  'status': AGENT_READY, 'reason': ''}
