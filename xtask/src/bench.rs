@@ -238,6 +238,12 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             goal: Some(Goal::AtLeast(20.0)),
         },
         Figure {
+            name: "metrics and breaker per hook call / status change via Python hook",
+            value: get("micro.hook.metering_ns")? / get("micro.hook.python_hook_ns")?,
+            unit: "×",
+            goal: Some(Goal::AtMost(0.05)),
+        },
+        Figure {
             name: "API call: ns added by 1 Python middleware",
             value: get("micro.middleware.1_ns")? - mw0,
             unit: " ns",

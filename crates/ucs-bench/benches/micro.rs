@@ -5,6 +5,9 @@
 //!   that updates a dict, in the server's own interpreter;
 //! - `hook/python_hook`: a status change through the pipeline with that hook;
 //! - `hook/no_hook`: the same change with no hook registered;
+//! - `hook/metering`: what measuring one hook call adds (issue 8): the
+//!   breaker check, the two clock reads and the counter updates that every
+//!   Python adapter does around its call;
 //! - `middleware/{none,one,three}`: `agents.list` as an API call with 0, 1
 //!   and 3 trivial Python middlewares.
 //!
@@ -24,6 +27,7 @@ const FIGURES: &[(&str, &str, &str)] = &[
     ("micro.hook.pure_python_ns", "hook", "pure_python_loop"),
     ("micro.hook.python_hook_ns", "hook", "python_hook"),
     ("micro.hook.no_hook_ns", "hook", "no_hook"),
+    ("micro.hook.metering_ns", "hook", "metering"),
     ("micro.middleware.0_ns", "middleware", "none"),
     ("micro.middleware.1_ns", "middleware", "one"),
     ("micro.middleware.3_ns", "middleware", "three"),
@@ -91,6 +95,20 @@ fn hook_benchmarks(criterion: &mut Criterion, server: &BenchServer) {
         bencher.iter(|| {
             flip = !flip;
             server.change_status(agent, flip).expect("status change");
+        });
+    });
+    // Exactly what `PyCallable::measured` does around a call.
+    let metrics = ucs_api::RegistrationMetrics::new();
+    let policy = ucs_api::HookPolicy::default();
+    group.bench_function("metering", |bencher| {
+        bencher.iter(|| {
+            if !metrics.skip() {
+                let started = quanta::Instant::now();
+                let elapsed = std::hint::black_box(started).elapsed();
+                metrics.record(elapsed, ucs_api::CallOutcome::Ok, &policy)
+            } else {
+                unreachable!("the breaker of a metering benchmark never opens")
+            }
         });
     });
     group.finish();

@@ -8,7 +8,9 @@
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use quanta::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
