@@ -388,7 +388,7 @@ impl PyMiddleware {
             ) {
                 Ok(handler) => handler,
                 Err(err) => {
-                    let error = self.plugin_error(py, &err, next);
+                    let (error, _) = self.plugin_error(py, &err, next);
                     return (Err(error), CallOutcome::Failed, Duration::ZERO);
                 }
             };
@@ -419,34 +419,21 @@ impl PyMiddleware {
                         )
                     }
                 },
-                Err(err) => match errors::classify(py, &err) {
-                    PluginError::Api(error) => (Err(error), CallOutcome::Ok),
-                    PluginError::Unexpected { traceback } => {
-                        tracing::error!(
-                            plugin = %self.0.owner,
-                            "middleware {} on {} raised: {traceback}",
-                            self.0.describe(),
-                            next.method_name()
-                        );
-                        (
-                            Err(ApiError::Internal(format!(
-                                "middleware of plugin '{}' failed",
-                                self.0.owner
-                            ))),
-                            CallOutcome::Failed,
-                        )
-                    }
-                },
+                Err(err) => {
+                    let (error, outcome) = self.plugin_error(py, &err, next);
+                    (Err(error), outcome)
+                }
             };
             (result, outcome, inner)
         })
     }
 
-    /// M3: the `error` classes reach the caller; anything else is an
-    /// internal error whose traceback stays in the server log.
-    fn plugin_error(&self, py: Python<'_>, err: &PyErr, next: &Next) -> ApiError {
+    /// M3: the `error` classes reach the caller (a deliberate refusal, not a
+    /// failure of the middleware); anything else is an internal error whose
+    /// traceback stays in the server log, and counts as a failure.
+    fn plugin_error(&self, py: Python<'_>, err: &PyErr, next: &Next) -> (ApiError, CallOutcome) {
         match errors::classify(py, err) {
-            PluginError::Api(error) => error,
+            PluginError::Api(error) => (error, CallOutcome::Ok),
             PluginError::Unexpected { traceback } => {
                 tracing::error!(
                     plugin = %self.0.owner,
@@ -454,7 +441,9 @@ impl PyMiddleware {
                     self.0.describe(),
                     next.method_name()
                 );
-                ApiError::Internal(format!("middleware of plugin '{}' failed", self.0.owner))
+                let error =
+                    ApiError::Internal(format!("middleware of plugin '{}' failed", self.0.owner));
+                (error, CallOutcome::Failed)
             }
         }
     }
