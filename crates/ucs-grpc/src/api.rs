@@ -32,6 +32,26 @@ impl pb::api_server::Api for ApiService {
             method,
             args_json,
         } = request.into_inner();
+        // A small read with no middleware neither blocks nor runs Python:
+        // answer it here and skip the hop to the blocking pool.
+        if args_json.len() <= INLINE_ARGS_MAX {
+            let params = parse_args(&args_json).map_err(crate::status::from_api_error)?;
+            match self.api.call_if_quick(&sid, &method, params) {
+                Ok(result) => {
+                    let result = result.map_err(crate::status::from_api_error)?;
+                    return Ok(Response::new(pb::CallResponse {
+                        result_json: result.to_json_string(),
+                    }));
+                }
+                Err(params) => {
+                    let api = self.api.clone();
+                    let result = run_blocking(move || api.call(&sid, &method, params)).await?;
+                    return Ok(Response::new(pb::CallResponse {
+                        result_json: result.to_json_string(),
+                    }));
+                }
+            }
+        }
         let api = self.api.clone();
         let result = run_blocking(move || {
             // Parsing a large document is CPU work too, so it runs here,
@@ -45,6 +65,10 @@ impl pb::api_server::Api for ApiService {
         }))
     }
 }
+
+/// Arguments up to this size are parsed on the runtime worker; larger ones
+/// are CPU work that goes to the blocking pool with the call.
+const INLINE_ARGS_MAX: usize = 4096;
 
 /// The parameters after sid: a JSON array, or nothing when `args_json` is
 /// blank. Depth and integer range are checked by [`Value::from_json`].

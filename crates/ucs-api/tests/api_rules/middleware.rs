@@ -645,3 +645,38 @@ fn l4_middleware_left_behind_is_removed_with_its_owner() {
     assert_eq!(leaky_count.load(Ordering::SeqCst), 0);
     assert_eq!(other_count.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_quick_read_with_no_middleware_runs_inline_and_one_with_middleware_does_not() {
+    let server = Server::new();
+    let inline = server
+        .api
+        .call_if_quick(&server.admin, "agents.list", Vec::new());
+    assert!(matches!(inline, Ok(Ok(Value::List(_)))), "{inline:?}");
+
+    let unauthenticated = server.api.call_if_quick("nope", "agents.list", Vec::new());
+    assert!(matches!(
+        unauthenticated,
+        Ok(Err(ApiError::Unauthenticated))
+    ));
+
+    // A method that may block or run Python is handed back, params intact.
+    let params = vec![Value::from("x"), Value::Int(1)];
+    let handed_back = server
+        .api
+        .call_if_quick(&server.admin, "shared.set", params.clone());
+    assert_eq!(handed_back.err(), Some(params));
+
+    // With a middleware (D3: it must see every call) the read is no longer
+    // quick, and the middleware did not run.
+    let (counter, count) = counting("m");
+    server
+        .api
+        .add_middleware("agents.list", plugin("p"), counter)
+        .unwrap();
+    let handed_back = server
+        .api
+        .call_if_quick(&server.admin, "agents.list", Vec::new());
+    assert_eq!(handed_back.err(), Some(Vec::new()));
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+}
