@@ -115,6 +115,9 @@ mod tests {
     /// A parked state is reused by every attach and survives them.
     #[test]
     fn attach_reuses_the_parked_state() {
+        // Initialise here: the thread that initialises the interpreter keeps
+        // its own state and parks nothing, so it must not be the one below.
+        crate::init();
         std::thread::spawn(|| {
             park();
             // SAFETY: reading this thread's own binding needs no GIL.
