@@ -129,16 +129,19 @@ fn users_add(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiErr
     require_superuser(caller)?;
     let params = Params::new(params, &["data"], 1)?;
     let data = params.record(0)?.only(&USER_FIELDS[1..])?;
+    let mut fields = FieldCollector::default();
+    let username = fields.take(data.required("username", params::string));
+    let displayname = fields.take(data.optional("displayname", params::string));
+    let password = fields.take(data.required("password", params::string));
+    let superuser = fields.take(data.optional("superuser", params::boolean));
+    let agent = fields.take(data.optional("agent", params::boolean));
+    fields.finish()?;
     let new = NewUser {
-        username: data.required("username", params::string)?,
-        displayname: data
-            .optional("displayname", params::string)?
-            .unwrap_or_default(),
-        password: data.required("password", params::string)?,
-        superuser: data
-            .optional("superuser", params::boolean)?
-            .unwrap_or(false),
-        agent: data.optional("agent", params::boolean)?.unwrap_or(false),
+        username: username.unwrap_or_default(),
+        displayname: displayname.flatten().unwrap_or_default(),
+        password: password.unwrap_or_default(),
+        superuser: superuser.flatten().unwrap_or(false),
+        agent: agent.flatten().unwrap_or(false),
     };
     Ok(api.core().directory.add(new)?.to_value())
 }
@@ -147,15 +150,61 @@ fn users_edit(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiEr
     require_superuser(caller)?;
     let params = Params::new(params, &["data"], 1)?;
     let data = params.record(0)?.only(USER_FIELDS)?;
+    let mut fields = FieldCollector::default();
+    let id = fields.take(data.required("id", params::int));
+    let username = fields.take(data.optional("username", params::string));
+    let displayname = fields.take(data.optional("displayname", params::string));
+    let password = fields.take(data.optional("password", params::string));
+    let superuser = fields.take(data.optional("superuser", params::boolean));
+    let agent = fields.take(data.optional("agent", params::boolean));
+    fields.finish()?;
     let edit = UserEdit {
-        id: data.required("id", params::int)?,
-        username: data.optional("username", params::string)?,
-        displayname: data.optional("displayname", params::string)?,
-        password: data.optional("password", params::string)?,
-        superuser: data.optional("superuser", params::boolean)?,
-        agent: data.optional("agent", params::boolean)?,
+        id: id.unwrap_or_default(),
+        username: username.flatten(),
+        displayname: displayname.flatten(),
+        password: password.flatten(),
+        superuser: superuser.flatten(),
+        agent: agent.flatten(),
     };
     Ok(api.core().directory.edit(edit)?.to_value())
+}
+
+/// Reads every field of a record before failing, so one answer names every
+/// bad or missing field, as the core's validation does.
+#[derive(Default)]
+struct FieldCollector {
+    errors: ucs_core::FieldErrors,
+    other: Option<ApiError>,
+}
+
+impl FieldCollector {
+    /// The value, or `None` with its field errors kept for [`Self::finish`].
+    fn take<T>(&mut self, read: Result<T, ApiError>) -> Option<T> {
+        match read {
+            Ok(value) => Some(value),
+            Err(ApiError::InvalidInput(fields)) => {
+                self.errors.extend(fields);
+                None
+            }
+            Err(other) => {
+                self.other.get_or_insert(other);
+                None
+            }
+        }
+    }
+
+    /// Fails with every field error gathered, if any; then every `take`
+    /// returned `Some`.
+    fn finish(self) -> Result<(), ApiError> {
+        if let Some(other) = self.other {
+            return Err(other);
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidInput(self.errors))
+        }
+    }
 }
 
 fn users_delete(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {

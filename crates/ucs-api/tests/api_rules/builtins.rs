@@ -301,7 +301,12 @@ fn config_users_add_bad_input_names_the_field() {
             ("config.users.add", r#"["dave"]"#, Invalid(&["data"])),
             ("config.users.add", "[[1]]", Invalid(&["data"])),
             ("config.users.add", "[null]", Invalid(&["data"])),
-            ("config.users.add", "[{}]", Invalid(&["username"])),
+            // Every missing field at once, not just the first.
+            (
+                "config.users.add",
+                "[{}]",
+                Invalid(&["password", "username"]),
+            ),
             (
                 "config.users.add",
                 r#"[{"username": "dave"}]"#,
