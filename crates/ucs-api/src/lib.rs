@@ -193,17 +193,20 @@ impl Api {
     /// Calls `method` for the session `sid` (D3): an unknown sid fails
     /// before the chain runs.
     pub fn call(&self, sid: &str, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        let caller = match self.inner.core.caller(sid) {
-            Ok(caller) => caller,
-            Err(err) => {
-                let err = ApiError::from(err);
-                if let Ok(method) = self.method(method) {
-                    method.count(&Err(err.clone()));
-                }
-                return Err(err);
-            }
-        };
+        let caller = self.caller(sid, self.method(method).ok())?;
         self.call_as(caller, method, params)
+    }
+
+    /// The user behind `sid`; a refused sid counts against `method`, if the
+    /// method exists, as an unauthenticated call.
+    fn caller(&self, sid: &str, method: Option<&Arc<Method>>) -> Result<User, ApiError> {
+        self.inner.core.caller(sid).map_err(|err| {
+            let err = ApiError::from(err);
+            if let Some(method) = method {
+                method.count(&Err(err.clone()));
+            }
+            err
+        })
     }
 
     /// Calls `method` for `sid` right here if that cannot block or run
@@ -219,26 +222,18 @@ impl Api {
         let Ok(entry) = self.method(method) else {
             return Err(params);
         };
-        let no_middleware = entry
-            .middlewares
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty();
-        if !(entry.quick && no_middleware) {
+        // The same snapshot decides and runs the call: a middleware
+        // registered after it applies from the next call on, as for any
+        // call already past its snapshot of the chain.
+        let chain = entry.chain();
+        if !(entry.quick && chain.is_empty()) {
             return Err(params);
         }
-        let caller = match self.inner.core.caller(sid) {
+        let caller = match self.caller(sid, Some(entry)) {
             Ok(caller) => caller,
-            Err(err) => {
-                let err = ApiError::from(err);
-                entry.count(&Err(err.clone()));
-                return Ok(Err(err));
-            }
+            Err(err) => return Ok(Err(err)),
         };
-        // The handler directly: the chain was empty, and a middleware
-        // registered since then applies from the next call on, as with any
-        // call already past its snapshot of the chain.
-        let result = (entry.handler)(self, &caller, &params);
+        let result = self.run_chain(entry, chain, caller, params);
         entry.count(&result);
         Ok(result)
     }
@@ -251,7 +246,7 @@ impl Api {
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
         let method = self.method(method)?;
-        let result = self.run_chain(method, caller, params);
+        let result = self.run_chain(method, method.chain(), caller, params);
         method.count(&result);
         result
     }
@@ -259,14 +254,10 @@ impl Api {
     fn run_chain(
         &self,
         method: &Arc<Method>,
+        chain: Arc<[MiddlewareRegistration]>,
         caller: User,
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
-        let chain = method
-            .middlewares
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         if chain.is_empty() {
             // No middleware: the handler runs directly, with no chain cost.
             return (method.handler)(self, &caller, &params);
@@ -316,12 +307,7 @@ impl Api {
     /// The middlewares of `method`, outermost first. Removal by Python `==`
     /// compares these with no lock held, then removes by id.
     pub fn middlewares(&self, method: &str) -> Result<Arc<[MiddlewareRegistration]>, ApiError> {
-        Ok(self
-            .method(method)?
-            .middlewares
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone())
+        Ok(self.method(method)?.chain())
     }
 
     /// Removes the middleware registration `id`; false if it was not there.
@@ -382,6 +368,14 @@ impl Api {
 }
 
 impl Method {
+    /// A snapshot of the middleware chain, outermost first.
+    fn chain(&self) -> Arc<[MiddlewareRegistration]> {
+        self.middlewares
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn count(&self, result: &Result<Value, ApiError>) {
         self.outcomes[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
     }
