@@ -24,7 +24,7 @@ pub mod ucs_object;
 
 pub use plugin::{
     Constructed, LoadOutcome, LoadStep, PluginInstance, StopReport, construct_plugin,
-    forget_module, load_plugin, load_plugin_source, start_plugin, stop_plugin,
+    forget_module, load_plugin_source, start_plugin, stop_plugin,
 };
 
 /// Type stubs for the modules plugins import and for the `ucs` object, as

@@ -91,21 +91,10 @@ pub enum Constructed {
     },
 }
 
-/// Imports `path` as module `name` into a fresh module object, then
+/// Executes `source` (the text of `path` as the loader read it, or as it
+/// was when an earlier version ran) into a fresh module `name`, then
 /// constructs and starts the plugin class with a `ucs` object for `owner`.
-pub fn load_plugin(
-    api: &Api,
-    owner: &Owner,
-    name: &str,
-    path: &Path,
-    plugins_dir: &Path,
-) -> LoadOutcome {
-    started(construct(api, owner, name, path, None, plugins_dir))
-}
-
-/// Like [`load_plugin`], but executes `source` (the text of `path` as it was
-/// read, or as it was when an earlier version ran) instead of reading the
-/// file: the loader keeps the source of the running version in memory so a
+/// The loader keeps the source of the running version in memory, so a
 /// failed reload can bring exactly that version back.
 pub fn load_plugin_source(
     api: &Api,
