@@ -44,7 +44,7 @@ impl AuditKind {
     ];
 
     /// The event name of this kind, `audit.<kind>`.
-    pub fn event_name(self) -> &'static str {
+    pub const fn event_name(self) -> &'static str {
         match self {
             AuditKind::StatusVeto => "audit.status_veto",
             AuditKind::StatusRewrite => "audit.status_rewrite",

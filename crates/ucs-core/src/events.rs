@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::error::CoreError;
 use crate::registration::{Leftover, Owner, PluginFailure, RegistrationId};
 use crate::users::{Agent, AgentStatus};
@@ -36,12 +36,12 @@ pub const EVENT_SHARED_DATA: &str = "shared.data";
 pub const KNOWN_EVENTS: [&str; 8] = [
     EVENT_AGENT_STATUS,
     EVENT_SHARED_DATA,
-    "audit.status_veto",
-    "audit.status_rewrite",
-    "audit.shared_rewrite",
-    "audit.plugin_load",
-    "audit.plugin_reload",
-    "audit.plugin_unload",
+    AuditKind::ALL[0].event_name(),
+    AuditKind::ALL[1].event_name(),
+    AuditKind::ALL[2].event_name(),
+    AuditKind::ALL[3].event_name(),
+    AuditKind::ALL[4].event_name(),
+    AuditKind::ALL[5].event_name(),
 ];
 
 /// How long a thread waits for another thread's callbacks before its own call
