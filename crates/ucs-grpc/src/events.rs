@@ -53,7 +53,7 @@ struct SinkRegistration {
 
 impl Drop for SinkRegistration {
     fn drop(&mut self) {
-        self.api.core().events.remove_sink(self.id);
+        self.api.core().events().remove_sink(self.id);
     }
 }
 
@@ -75,7 +75,7 @@ impl EventsService {
     /// The service over `api`; registers its sink with the core's event bus.
     pub fn new(api: Api) -> Self {
         let (sender, _) = broadcast::channel(EVENT_BUFFER);
-        let id = api.core().events.add_sink(Arc::new(BroadcastSink {
+        let id = api.core().events().add_sink(Arc::new(BroadcastSink {
             sender: sender.clone(),
         }));
         let (closing, _) = watch::channel(false);

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ucs_api::{Api, PluginName};
-use ucs_core::{Core, Owner};
+use ucs_core::{Core, Owner, RegistrationInfo};
 use ucs_pybridge::{Constructed, LoadStep};
 
 use crate::{LoaderConfig, PluginHost};
@@ -90,30 +90,6 @@ pub enum ThreadCheck {
     Unknown,
 }
 
-/// The kind of slot a registration is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistrationKind {
-    /// An event callback; the key is the event name (E1).
-    Callback,
-    /// The status hook; the key is empty (H1).
-    StatusHook,
-    /// A shared-data hook; the key is the identificator (S1).
-    SharedHook,
-    /// A middleware; the key is the method (M1).
-    Middleware,
-}
-
-/// One thing a plugin has registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    /// Which slot.
-    pub kind: RegistrationKind,
-    /// The event, identificator or method; empty for the status hook.
-    pub key: String,
-    /// The callable, e.g. `Example.agent_status_changed()`.
-    pub description: String,
-}
-
 /// How bad a finding is. Both make `ucs plugin check` exit 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -154,10 +130,10 @@ pub struct CheckReport {
     /// For a Thread plugin, whether it ended after `stop` (L3).
     pub thread: ThreadCheck,
     /// What the plugin had registered once started.
-    pub registered: Vec<Registration>,
+    pub registered: Vec<RegistrationInfo>,
     /// What was still registered after `stop` (and the thread join): what
     /// the server would remove with a warning on unload (P7, L4).
-    pub left_registered: Vec<Registration>,
+    pub left_registered: Vec<RegistrationInfo>,
 }
 
 impl CheckReport {
@@ -217,29 +193,10 @@ impl CheckReport {
         }
         for leak in &self.left_registered {
             findings.push(warning(format!(
-                "stop() left {} registered; unregister it in stop() (P7)",
-                leak.label()
+                "stop() left {leak} registered; unregister it in stop() (P7)"
             )));
         }
         findings
-    }
-}
-
-impl Registration {
-    /// E.g. `callback for agent.status Example.changed()`, as findings say it.
-    pub fn label(&self) -> String {
-        match self.kind {
-            RegistrationKind::Callback => {
-                format!("callback for {} {}", self.key, self.description)
-            }
-            RegistrationKind::StatusHook => "status hook".to_owned(),
-            RegistrationKind::SharedHook => {
-                format!("shared data hook for '{}' {}", self.key, self.description)
-            }
-            RegistrationKind::Middleware => {
-                format!("middleware for {} {}", self.key, self.description)
-            }
-        }
     }
 }
 
@@ -466,52 +423,8 @@ fn run_lifecycle(
 }
 
 /// Everything `owner` has registered now, without removing anything.
-fn registrations_of(api: &Api, owner: &Owner) -> Vec<Registration> {
-    let core = api.core();
-    let mut found = Vec::new();
-    for event in ucs_core::events::KNOWN_EVENTS {
-        let Ok(callbacks) = core.events.callbacks(event) else {
-            continue;
-        };
-        found.extend(
-            callbacks
-                .iter()
-                .filter(|registration| registration.owner == *owner)
-                .map(|registration| Registration {
-                    kind: RegistrationKind::Callback,
-                    key: event.to_owned(),
-                    description: registration.callback.describe(),
-                }),
-        );
-    }
-    if core.status_hook.owner().as_ref() == Some(owner) {
-        found.push(Registration {
-            kind: RegistrationKind::StatusHook,
-            key: String::new(),
-            description: String::new(),
-        });
-    }
-    found.extend(core.shared.hooks_owned_by(owner).into_iter().map(
-        |(identificator, description)| Registration {
-            kind: RegistrationKind::SharedHook,
-            key: identificator,
-            description,
-        },
-    ));
-    for method in api.method_names() {
-        let Ok(chain) = api.middlewares(method) else {
-            continue;
-        };
-        found.extend(
-            chain
-                .iter()
-                .filter(|registration| registration.owner == *owner)
-                .map(|registration| Registration {
-                    kind: RegistrationKind::Middleware,
-                    key: method.to_owned(),
-                    description: registration.middleware.describe(),
-                }),
-        );
-    }
+fn registrations_of(api: &Api, owner: &Owner) -> Vec<RegistrationInfo> {
+    let mut found = api.registrations();
+    found.retain(|registration| registration.owner == *owner);
     found
 }

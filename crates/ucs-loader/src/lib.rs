@@ -334,7 +334,13 @@ impl PluginHost {
         path: &Path,
         source: &Arc<str>,
     ) -> Result<PluginInfo, VersionFailed> {
-        let owner = Owner::new(name.as_str());
+        // Every load is a new owner: a late call of an older version (a
+        // stuck `stop()` finishing after the reload) cannot touch what this
+        // one registers.
+        let owner = Owner::versioned(
+            name.as_str(),
+            self.next_load_order.fetch_add(1, Ordering::Relaxed),
+        );
         let outcome = ucs_pybridge::load_plugin_source(
             &self.api,
             &owner,
@@ -345,9 +351,11 @@ impl PluginHost {
         );
         let failed = |class_name: String, error: String| {
             // L1: what it registered before failing goes, quietly: the
-            // failure itself is the news.
+            // failure itself is the news. Retired first, so a thread it
+            // started cannot register anything afterwards.
+            owner.retire();
             for leftover in self.api.remove_owned_by(&owner) {
-                tracing::debug!(plugin = %name, "removed after failed load: {}", leftover.description);
+                tracing::debug!(plugin = %name, "removed after failed load: {leftover}");
             }
             ucs_pybridge::forget_module(name.as_str());
             VersionFailed::Failed { class_name, error }
@@ -366,7 +374,7 @@ impl PluginHost {
                     PluginRecord {
                         info: info.clone(),
                         instance: Some(instance),
-                        load_order: self.next_load_order.fetch_add(1, Ordering::Relaxed),
+                        load_order: owner.generation(),
                         source: Some(Arc::clone(source)),
                     },
                 );
@@ -395,7 +403,13 @@ impl PluginHost {
         stop_timeout: Duration,
         join_timeout: Duration,
     ) {
+        let owner = instance.owner().clone();
         let report = ucs_pybridge::stop_plugin(instance, stop_timeout, join_timeout);
+        // From here on this version registers nothing more: a `stop()` or
+        // thread still running later can neither add a registration that no
+        // unload would remove nor, being an old owner, remove the next
+        // version's.
+        owner.retire();
         let mut errors = Vec::new();
         if let Some(error) = report.stop_error {
             tracing::error!(plugin = %name, "stop() raised; unloading anyway: {error}");
@@ -405,11 +419,10 @@ impl PluginHost {
             tracing::warn!(plugin = %name, "plugin is stuck: {stuck}");
             errors.push(format!("stuck: {stuck}"));
         }
-        for leftover in self.api.remove_owned_by(&Owner::new(name.as_str())) {
+        for leftover in self.api.remove_owned_by(&owner) {
             tracing::warn!(
                 plugin = %name,
-                "plugin left {} registered after stop(); removed it",
-                leftover.description
+                "plugin left {leftover} registered after stop(); removed it"
             );
         }
         ucs_pybridge::forget_module(name.as_str());

@@ -342,7 +342,7 @@ fn assert_leftover_warnings(plugin: &str, times: usize) {
         "callback for agent.status Leaky.on_status()",
         "status hook Leaky.status_hook()",
         "shared data hook for 'leaky_data' Leaky.shared_hook()",
-        "middleware on shared.get Leaky.middleware()",
+        "middleware for shared.get Leaky.middleware()",
     ] {
         let warnings = log_records_of(plugin, &["WARN", what, "removed it"]);
         assert_eq!(warnings.len(), times, "{what}: {warnings:#?}");

@@ -27,6 +27,8 @@ pub struct PluginInstance {
     instance: Py<PyAny>,
     /// The class name, for `plugins.list`.
     pub class_name: String,
+    /// The version of the plugin its `ucs` object registers as.
+    owner: Owner,
 }
 
 /// What importing and starting a plugin file gave.
@@ -199,6 +201,7 @@ fn construct(
             Ok(instance) => Constructed::Instance(PluginInstance {
                 instance: instance.unbind(),
                 class_name,
+                owner: owner.clone(),
             }),
             Err(err) => failed(
                 LoadStep::Constructor,
@@ -232,7 +235,14 @@ impl PluginInstance {
         Python::attach(|py| PluginInstance {
             instance: self.instance.clone_ref(py),
             class_name: self.class_name.clone(),
+            owner: self.owner.clone(),
         })
+    }
+
+    /// The version of the plugin this instance registers as: what its
+    /// unload removes (L4) and retires.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// Whether the instance has a method `name` (`start`, `stop`), for a

@@ -148,7 +148,7 @@ fn unload_if_loaded(api: &Api, host: &PluginHost, name: &PluginName) {
 /// User 1, the superuser reloads run as (`plugins.*` need a superuser, P6).
 fn admin(api: &Api) -> Result<ucs_core::User, String> {
     api.core()
-        .directory
+        .directory()
         .get(ADMIN_USER_ID)
         .filter(|user| user.superuser)
         .ok_or_else(|| {
