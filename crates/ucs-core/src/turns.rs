@@ -55,6 +55,7 @@ pub struct Turns<K> {
 }
 
 /// Holds a turn until dropped.
+#[must_use = "the turn is held only while this guard lives"]
 pub struct Turn<'a, K: Eq + Hash + Clone> {
     turns: &'a Turns<K>,
     key: K,
