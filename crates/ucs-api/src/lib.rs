@@ -52,7 +52,7 @@ pub const CALL_OUTCOMES: [&str; 8] = [
 fn outcome_index(result: &Result<Value, ApiError>) -> usize {
     match result {
         Ok(_) => 0,
-        Err(ApiError::Unauthenticated) => 1,
+        Err(ApiError::Unauthenticated | ApiError::BadCredentials) => 1,
         Err(ApiError::PermissionDenied(_)) => 2,
         Err(ApiError::InvalidInput(_)) => 3,
         Err(ApiError::Processing(_)) => 4,
@@ -277,6 +277,7 @@ impl Api {
         method: &str,
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
+        let _acting = ucs_core::audit::act_as(caller.id); // audits name the caller (issue 12)
         let method = self.method(method)?;
         let result = self.run_chain(method, self.chain(method), caller, params);
         method.count(&result);

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ucs_api::plugins::NotAPluginFile;
 use ucs_api::{Api, PluginName};
 use ucs_core::{Core, Owner, RegistrationInfo};
-use ucs_pybridge::{Constructed, LoadStep};
+use ucs_pybridge::{Constructed, LoadStep, StopReport, ThreadEnd};
 
 use crate::{LoaderConfig, PluginHost};
 
@@ -222,20 +223,16 @@ pub fn check_plugin_file(file: &Path, config: &CheckConfig) -> Result<CheckRepor
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name = match file_name
-        .strip_suffix(".py")
-        .map(PluginName::parse)
-        .transpose()
-    {
-        Ok(Some(name)) if file_name != "__init__.py" => name,
-        Ok(_) => {
+    let name = match PluginName::from_file_name(&file_name) {
+        Ok(name) => name,
+        Err(NotAPluginFile::NotPluginFile) => {
             report.import = Step::Failed(format!(
                 "'{file_name}' is not a plugin file: the server loads only *.py files other \
                  than __init__.py (P1)"
             ));
             return Ok(report);
         }
-        Err(_) => {
+        Err(NotAPluginFile::NotAnIdentifier) => {
             report.import = Step::Failed(format!(
                 "'{file_name}' is not a Python identifier followed by .py; the server skips \
                  it (D1): rename it"
@@ -360,7 +357,7 @@ fn run_lifecycle(
                     report.import = Step::Ran;
                     report.plugin_variable = failed;
                 }
-                LoadStep::Constructor | LoadStep::Start => {
+                LoadStep::Constructor => {
                     report.import = Step::Ran;
                     report.plugin_variable = Step::Ran;
                     report.constructor = failed;
@@ -401,20 +398,21 @@ fn run_lifecycle(
     let has_stop = instance.has_method("stop");
     let stopped =
         ucs_pybridge::stop_plugin(instance, config.stop_timeout, config.thread_join_timeout);
-    report.stop = if stopped.stop_timed_out {
-        Step::TimedOut(config.stop_timeout)
-    } else if let Some(error) = stopped.stop_error {
-        Step::Failed(error)
-    } else if has_stop {
-        Step::Ran
-    } else {
-        Step::Absent
-    };
-    report.thread = match (stopped.stop_timed_out, stopped.is_thread) {
-        (true, _) => ThreadCheck::Unknown,
-        (false, false) => ThreadCheck::NotAThread,
-        (false, true) if stopped.thread_still_alive => ThreadCheck::StillRunning,
-        (false, true) => ThreadCheck::Ended,
+    (report.stop, report.thread) = match stopped {
+        StopReport::Returned { stop, thread } => (
+            match stop {
+                Err(error) => Step::Failed(error),
+                Ok(()) if has_stop => Step::Ran,
+                Ok(()) => Step::Absent,
+            },
+            match thread {
+                ThreadEnd::NotAThread => ThreadCheck::NotAThread,
+                ThreadEnd::Ended => ThreadCheck::Ended,
+                ThreadEnd::StillRunning(_) => ThreadCheck::StillRunning,
+            },
+        ),
+        StopReport::TimedOut(after) => (Step::TimedOut(after), ThreadCheck::Unknown),
+        StopReport::NotRun(reason) => (Step::Failed(reason), ThreadCheck::Unknown),
     };
     // Inspected after the join, as unload does: a thread that unregisters
     // on its way out has not leaked.

@@ -303,3 +303,66 @@ fn issue12_a_stale_stop_of_the_old_version_cannot_touch_the_new_versions_registr
         "a loaded plugin's owner carries its load generation"
     );
 }
+
+/// Issue 12 item 3: each audit record names the user whose call caused it,
+/// in the record and in the value `audit.list` and the `audit.*` events show:
+/// an agent whose own change a Python hook vetoes, the admin who reloads and
+/// unloads a plugin, and nobody for the load the server did at start.
+#[test]
+fn issue12_audit_records_name_the_user_whose_call_caused_them() {
+    let vetoer = r#"
+UCS_PLUGIN = 'Vetoer'
+
+
+class Vetoer:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+
+    def hook(self, agent, status, reason):
+        raise error.ProcessingError('no lunch today')
+"#;
+    let server = TestServer::start(&[("au_vetoer.py", &common::py(vetoer))]);
+    let agent = server.add_agent("auvetoed");
+    let agent_sid = server.login("auvetoed");
+    let vetoed = server.api.call(
+        &agent_sid,
+        "agents.setStatus",
+        vec![Value::Int(agent), Value::Int(2), Value::from("Lunch")],
+    );
+    assert_eq!(vetoed, Err(ApiError::Processing("no lunch today".into())));
+    server.load("au_vetoer").unwrap();
+    server.unload("au_vetoer").unwrap();
+
+    let users: Vec<(String, Option<i64>)> = server
+        .core
+        .audit()
+        .list()
+        .into_iter()
+        .filter(|record| record.plugin == "au_vetoer")
+        .map(|record| (record.kind.event_name().to_owned(), record.user_id))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("audit.plugin_load".to_owned(), None),
+            ("audit.status_veto".to_owned(), Some(agent)),
+            ("audit.plugin_reload".to_owned(), Some(1)),
+            ("audit.plugin_unload".to_owned(), Some(1)),
+        ]
+    );
+    let listed = server.call("audit.list", Vec::new()).unwrap();
+    let Value::List(listed) = listed else {
+        panic!("{listed:?}");
+    };
+    let veto = listed
+        .iter()
+        .find(|record| field(record, "kind") == &Value::from("audit.status_veto"))
+        .unwrap();
+    assert_eq!(field(veto, "user_id"), &Value::Int(agent));
+    // The scope ended with the calls: nothing is attributed to anyone now.
+    assert_eq!(ucs_core::audit::acting_user(), None);
+}

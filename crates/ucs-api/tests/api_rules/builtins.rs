@@ -693,3 +693,22 @@ fn s2_s3_shared_hook_applies_through_shared_set() {
         ],
     );
 }
+
+/// Issue 12 item 4: a failed login and a dead session are told apart, so an
+/// operator with a typo is not sent hunting for a sid problem.
+#[test]
+fn issue12_wrong_credentials_are_not_an_expired_session() {
+    let server = server();
+    let core = server.api.core();
+    for (username, password) in [("admin", "not-the-password"), ("mallory", "password1")] {
+        let refused = ApiError::from(core.login(username, password).unwrap_err());
+        assert_eq!(refused, ApiError::BadCredentials);
+        assert_eq!(refused.to_string(), "wrong username or password");
+    }
+    let expired = server.api.call("no-such-sid", "agents.list", Vec::new());
+    assert_eq!(expired, Err(ApiError::Unauthenticated));
+    assert_eq!(
+        expired.unwrap_err().to_string(),
+        "unknown or expired session"
+    );
+}
