@@ -166,7 +166,7 @@ fn users_edit(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiEr
         superuser: superuser.flatten(),
         agent: agent.flatten(),
     };
-    Ok(api.core().directory().edit(edit)?.to_value())
+    Ok(api.core().edit_user(edit)?.to_value())
 }
 
 /// Reads every field of a record before failing, so one answer names every

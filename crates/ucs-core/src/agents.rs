@@ -12,7 +12,7 @@ use crate::registration::{
     AllAgents, NotRemoved, Owner, PluginFailure, Registered, Registrable, RegistrationId,
     RegistrationKind, Slots,
 };
-use crate::users::{Agent, AgentStatus, UserId};
+use crate::users::{Agent, AgentStatus, User, UserEdit, UserId};
 use crate::value::Value;
 
 /// The message of a block whose reason is empty (H5).
@@ -246,6 +246,39 @@ impl Core {
             ));
         }
         Ok(after)
+    }
+
+    /// Edits a user (all or nothing). Clearing `agent` on an agent that is
+    /// not OFFLINE first takes it OFFLINE through the status pipeline, so the
+    /// status hook decides (H2; a block fails the edit and changes nothing,
+    /// H5) and callbacks and streams see the `agent.status` event (E2, D5);
+    /// a change racing in between is reset by the edit with its own event.
+    pub fn edit_user(&self, edit: UserEdit) -> Result<User, CoreError> {
+        let result = self.edit_user_in_order(edit);
+        self.events.deliver_deferred();
+        result
+    }
+
+    fn edit_user_in_order(&self, edit: UserEdit) -> Result<User, CoreError> {
+        if edit.agent == Some(false)
+            && let Ok(agent) = self.directory.agent(edit.id)
+            && agent.status != AgentStatus::Offline
+        {
+            let after = self.set_agent_status(edit.id, AgentStatus::Offline, "")?;
+            if after.status != AgentStatus::Offline {
+                return Err(CoreError::Processing(format!(
+                    "agent {} must be OFFLINE before it stops being an agent, but the status \
+                     hook switched it to {} instead",
+                    edit.id,
+                    after.status.name()
+                )));
+            }
+        }
+        let (user, committed) = self.directory.edit_with(edit, |status, reason, after| {
+            self.commit_status_event(status, reason, after)
+        })?;
+        self.events.dispatch_through(committed);
+        Ok(user)
     }
 
     /// Numbers the status change in commit order; the payload is built only

@@ -183,6 +183,11 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Committed(Option<u64>);
 
+impl Committed {
+    /// No event to dispatch.
+    pub(crate) const NOTHING: Committed = Committed(None);
+}
+
 impl EventBus {
     /// A bus whose waiters give up after `wait_limit` (see the module doc).
     pub fn new(wait_limit: Duration) -> Self {

@@ -410,3 +410,78 @@ fn h5_blocked_or_refused_changes_release_the_agent_for_the_next_change() {
     });
     assert_eq!(after.unwrap().status, AgentStatus::Ready);
 }
+
+/// Issue 12, defect 6: clearing a user's `agent` flag used to reset the
+/// status to OFFLINE behind the hook's back and with no event, so a
+/// wallboard never learnt. Now the agent goes OFFLINE through the pipeline
+/// (H2) with its `agent.status` event (E2), and a hook that blocks it (H5)
+/// keeps the user an agent.
+#[test]
+fn h2_e2_clearing_the_agent_flag_goes_offline_through_the_hook_with_an_event() {
+    let (core, ids) = core_with_agents(&["alice", "bob"]);
+    for id in &ids {
+        core.set_agent_status(*id, AgentStatus::Ready, "").unwrap();
+    }
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen_by_hook = Arc::clone(&asked);
+    let bob = ids[1];
+    core.status_hook()
+        .add(
+            plugin("guard"),
+            status_hook(move |agent, status, _| {
+                seen_by_hook.lock().unwrap().push((agent.id, status));
+                if agent.id == bob {
+                    StatusVerdict::Block {
+                        reason: "bob stays".into(),
+                    }
+                } else {
+                    StatusVerdict::LetThrough
+                }
+            }),
+        )
+        .unwrap();
+    let (recorder, events) = recorder("wallboard");
+    core.events()
+        .add_callback(
+            ucs_core::events::EVENT_AGENT_STATUS,
+            plugin("board"),
+            recorder,
+        )
+        .unwrap();
+    let not_an_agent = |id| ucs_core::UserEdit {
+        id,
+        agent: Some(false),
+        ..ucs_core::UserEdit::default()
+    };
+
+    let alice = core.edit_user(not_an_agent(ids[0])).unwrap();
+    assert!(!alice.agent);
+    assert_eq!(*asked.lock().unwrap(), [(ids[0], AgentStatus::Offline)]);
+    let seen = events.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one event, for alice going OFFLINE: {seen:?}"
+    );
+    assert!(matches!(
+        &seen[0].payload,
+        ucs_core::EventPayload::AgentStatus { agent, previous_status: AgentStatus::Ready, .. }
+            if agent.id == ids[0] && agent.status == AgentStatus::Offline
+    ));
+
+    let refused = core.edit_user(not_an_agent(bob));
+    assert_eq!(refused, Err(CoreError::Processing("bob stays".into())));
+    assert!(
+        core.directory().get(bob).unwrap().agent,
+        "the edit changed nothing"
+    );
+    assert_eq!(
+        core.directory().agent(bob).unwrap().status,
+        AgentStatus::Ready
+    );
+    assert_eq!(
+        events.lock().unwrap().len(),
+        1,
+        "no event for the refused edit"
+    );
+}
