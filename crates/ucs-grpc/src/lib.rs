@@ -14,12 +14,15 @@
 //!   address; a locked login is RESOURCE_EXHAUSTED with a retry hint.
 //! - [`serve`]: the server with reflection (v1 and v1alpha), health and
 //!   message size limits, on a listener the caller binds (tests bind port 0).
+//! - `accept`: `TCP_NODELAY` on every connection either listener accepts,
+//!   so answers larger than one segment do not wait for a delayed ACK.
 //! - `codec_status`: tonic's own answers to oversized and undecodable
 //!   requests rewritten to RESOURCE_EXHAUSTED and INVALID_ARGUMENT.
 //!
 //! Prost types stop here: the services convert them to and from
 //! [`ucs_core::Value`] and never hand them to the API.
 
+mod accept;
 mod api;
 mod auth;
 mod codec_status;

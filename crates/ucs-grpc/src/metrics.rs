@@ -133,7 +133,8 @@ impl Collector for ServerCollector {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves `GET /metrics` on `listener` until `shutdown` completes, with
+/// `TCP_NODELAY` on every connection (see `accept`).
 pub async fn serve_metrics(
     listener: TcpListener,
     api: Api,
@@ -163,7 +164,7 @@ pub async fn serve_metrics(
             }
         }),
     );
-    axum::serve(listener, router)
+    axum::serve(crate::accept::metrics_listener(listener), router)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tower::util::MapResponseLayer;
 use ucs_api::Api;
@@ -16,7 +15,7 @@ use crate::pb::auth_server::AuthServer;
 use crate::pb::events_server::EventsServer;
 use crate::pb::plugins_server::PluginsServer;
 use crate::throttle::ThrottleConfig;
-use crate::{ApiService, AuthService, EventsService, PluginsService, codec_status, pb};
+use crate::{ApiService, AuthService, EventsService, PluginsService, accept, codec_status, pb};
 
 /// The largest message the server decodes or encodes: far above any real
 /// request, low enough that one client cannot make the server buffer a
@@ -81,7 +80,8 @@ pub async fn serve(
 /// flight, at most [`SHUTDOWN_GRACE`].
 ///
 /// The caller binds the listener, so tests can bind `127.0.0.1:0` and read
-/// the port. Health reports SERVING for the server (`""`) and for each
+/// the port. Every accepted connection gets `TCP_NODELAY` (see `accept`).
+/// Health reports SERVING for the server (`""`) and for each
 /// `ucs.v1` service while this runs, and NOT_SERVING once shutdown starts.
 pub async fn serve_with(
     listener: TcpListener,
@@ -160,7 +160,7 @@ pub async fn serve_with(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+        .serve_with_incoming_shutdown(accept::grpc_incoming(listener), on_shutdown);
     let grace_over = async {
         grace_started.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
