@@ -85,7 +85,11 @@ async fn errors_print_the_code_and_exit_1() {
 
     let bad_login = ucs(&server, &["login", "--user", "admin", "--password", "nope"]);
     assert_eq!(bad_login.status.code(), Some(1));
-    assert!(stderr(&bad_login).starts_with("error: UNAUTHENTICATED: "));
+    // Issue 12 item 4: the operator is told the credentials are wrong.
+    assert_eq!(
+        stderr(&bad_login).trim_end(),
+        "error: UNAUTHENTICATED: wrong username or password"
+    );
 
     let no_session = ucs(&server, &["call", "agents.list"]);
     assert_eq!(no_session.status.code(), Some(1));

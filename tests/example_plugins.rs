@@ -377,6 +377,86 @@ async fn a_veto_appears_in_audit_list_and_on_the_stream() {
     assert!(kinds.contains(&("audit.status_veto", "veto")), "{kinds:?}");
 }
 
+/// Issue 12 item 3: audit events are for superusers, as `audit.list` is. An
+/// agent asking for one is refused with PERMISSION_DENIED; an agent asking
+/// for every event gets its own status events but no audit event; the audit
+/// event the admin receives names the agent whose change was vetoed.
+#[tokio::test]
+async fn issue12_audit_events_reach_superusers_only_and_name_the_caller() {
+    let server = Server::builder()
+        .demo()
+        .plugin("veto.py", VETO)
+        .start()
+        .await;
+    let admin = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    let alice_sid = server.login("alice", common::DEMO_PASSWORD).await;
+    for asked in [
+        vec!["audit.status_veto".to_owned()],
+        vec!["agent.status".to_owned(), "audit.plugin_load".to_owned()],
+    ] {
+        let refused = server
+            .events()
+            .subscribe(pb::SubscribeRequest {
+                sid: alice_sid.clone(),
+                events: asked.clone(),
+            })
+            .await
+            .expect_err("an agent may not subscribe to audit events");
+        assert_eq!(refused.code(), Code::PermissionDenied, "{asked:?}");
+    }
+    let subscribe = |sid: String| {
+        let mut events = server.events();
+        async move {
+            events
+                .subscribe(pb::SubscribeRequest {
+                    sid,
+                    events: Vec::new(),
+                })
+                .await
+                .expect("Events.Subscribe to every event")
+                .into_inner()
+        }
+    };
+    let mut agent_stream = subscribe(alice_sid.clone()).await;
+    let mut admin_stream = subscribe(admin.clone()).await;
+
+    let refused = server
+        .call(
+            &alice_sid,
+            "agents.setStatus",
+            &format!("[{alice}, 2, \"Nap\"]"),
+        )
+        .await
+        .expect_err("the hook vetoes naps");
+    assert_eq!(refused.message(), "no naps");
+    // A change that goes through, so the agent's stream has something after
+    // the veto: if the audit event were delivered, it would come first.
+    server
+        .call(
+            &alice_sid,
+            "agents.setStatus",
+            &format!("[{alice}, 1, \"\"]"),
+        )
+        .await
+        .expect("a status change the hook lets through");
+
+    async fn next(stream: &mut tonic::Streaming<pb::Event>) -> pb::Event {
+        tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event arrives")
+            .expect("stream open")
+            .expect("an event")
+    }
+    let seen_by_agent = next(&mut agent_stream).await;
+    assert_eq!(seen_by_agent.name, "agent.status");
+    let seen_by_admin = next(&mut admin_stream).await;
+    assert_eq!(seen_by_admin.name, "audit.status_veto");
+    let data: serde_json::Value = serde_json::from_str(&seen_by_admin.data_json).expect("JSON");
+    assert_eq!(data["user_id"], alice);
+    assert_eq!(data["plugin"], "veto");
+}
+
 const SLOW_HOOK: &str = r#"
 import time
 

@@ -379,7 +379,6 @@ async fn descriptors_by_reflection(
 /// reflection versions are listed and answer.
 #[tokio::test]
 async fn reflection_alone_decodes_the_error_details() {
-    use prost::Message;
     use prost_reflect::{DynamicMessage, Value};
 
     let server = Server::demo().await;

@@ -183,20 +183,21 @@ async fn section_9_status_codes() {
             Call::Api(Who::Nobody, "agents.list", ""),
             code(Code::Unauthenticated, "session"),
         ),
+        // Issue 12 item 4: a failed login says so, not "expired session".
         (
             "wrong password",
             Call::Login("admin", "wrong-password"),
-            code(Code::Unauthenticated, ""),
+            code(Code::Unauthenticated, "wrong username or password"),
         ),
         (
             "unknown user",
             Call::Login("mallory", "password1"),
-            code(Code::Unauthenticated, ""),
+            code(Code::Unauthenticated, "wrong username or password"),
         ),
         (
             "logout of an unknown sid",
             Call::Logout(Who::Nobody),
-            code(Code::Unauthenticated, ""),
+            code(Code::Unauthenticated, "unknown or expired session"),
         ),
         (
             "plugins list with an unknown sid",
@@ -209,6 +210,11 @@ async fn section_9_status_codes() {
             code(Code::Unauthenticated, ""),
         ),
         // PERMISSION_DENIED: a non-superuser.
+        (
+            "subscribe to an audit event as an agent (issue 12 item 3)",
+            Call::Subscribe(Who::Alice, &["audit.status_veto"]),
+            code(Code::PermissionDenied, "alice"),
+        ),
         (
             "config.users.get as an agent",
             Call::Api(Who::Alice, "config.users.get", "[]"),

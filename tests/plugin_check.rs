@@ -71,7 +71,7 @@ fn kinds(list: &Json) -> Vec<(String, String)> {
         .map(|r| {
             (
                 r["kind"].as_str().unwrap_or("").to_owned(),
-                r["key"].as_str().unwrap_or("").to_owned(),
+                r["target"].as_str().unwrap_or("").to_owned(),
             )
         })
         .collect()

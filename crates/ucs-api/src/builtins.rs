@@ -2,7 +2,7 @@
 //! its chain and does its own permission check there (D3), so middleware sees
 //! every authenticated call.
 
-use ucs_core::{AgentStatus, MapKey, NewUser, Owner, User, UserEdit, Value};
+use ucs_core::{AgentStatus, MapKey, NewUser, User, UserEdit, Value};
 
 use crate::error::ApiError;
 use crate::metrics;
@@ -41,7 +41,7 @@ fn agents_list(api: &Api, _caller: &User, params: &[Value]) -> Result<Value, Api
     Params::new(params, &[], 0)?;
     Ok(Value::List(
         api.core()
-            .directory
+            .directory()
             .agents()
             .iter()
             .map(|a| a.to_value())
@@ -83,7 +83,7 @@ fn identificator<'a>(params: &Params<'a>) -> Result<&'a str, ApiError> {
 
 fn shared_get(api: &Api, _caller: &User, params: &[Value]) -> Result<Value, ApiError> {
     let params = Params::new(params, &["identificator"], 1)?;
-    Ok(api.core().shared.get(identificator(&params)?))
+    Ok(api.core().shared().get(identificator(&params)?))
 }
 
 fn shared_set(api: &Api, _caller: &User, params: &[Value]) -> Result<Value, ApiError> {
@@ -99,7 +99,7 @@ fn users_get(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiErr
     match params.optional(0) {
         None | Some(Value::Null) => Ok(Value::List(
             api.core()
-                .directory
+                .directory()
                 .list()
                 .iter()
                 .map(User::to_value)
@@ -108,7 +108,7 @@ fn users_get(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiErr
         Some(value) => {
             let id = params::expect_int(value, "user_id")?;
             api.core()
-                .directory
+                .directory()
                 .get(id)
                 .map(|user| user.to_value())
                 .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
@@ -143,7 +143,7 @@ fn users_add(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiErr
         superuser: superuser.flatten().unwrap_or(false),
         agent: agent.flatten().unwrap_or(false),
     };
-    Ok(api.core().directory.add(new)?.to_value())
+    Ok(api.core().directory().add(new)?.to_value())
 }
 
 fn users_edit(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiError> {
@@ -166,7 +166,7 @@ fn users_edit(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiEr
         superuser: superuser.flatten(),
         agent: agent.flatten(),
     };
-    Ok(api.core().directory.edit(edit)?.to_value())
+    Ok(api.core().edit_user(edit)?.to_value())
 }
 
 /// Reads every field of a record before failing, so one answer names every
@@ -233,7 +233,7 @@ fn plugin_value(api: &Api, info: &PluginInfo) -> Value {
     if let Value::Map(fields) = &mut value {
         fields.insert(
             MapKey::from("registrations"),
-            metrics::registrations_value(api.metrics(), &Owner::new(&info.name)),
+            metrics::registrations_value(api.registrations_of_plugin(&info.name)),
         );
     }
     value
@@ -265,7 +265,7 @@ fn audit_list(api: &Api, caller: &User, params: &[Value]) -> Result<Value, ApiEr
     Params::new(params, &[], 0)?;
     Ok(Value::List(
         api.core()
-            .audit
+            .audit()
             .list()
             .iter()
             .map(|record| record.to_value())

@@ -1,35 +1,23 @@
 //! Middleware chains (SPEC M1-M3, D2).
 
-use std::any::Any;
 use std::sync::Arc;
 
-use ucs_core::{Owner, RegistrationId, User, Value};
+use ucs_core::registration::{Registered, Registrable};
+use ucs_core::{User, Value};
 
 use crate::error::ApiError;
 use crate::{Api, Method};
 
 /// Wraps one API method (M2): gets the next handler and the call's
 /// arguments `(caller, *params)` (D3), and returns the result.
-pub trait Middleware: Send + Sync {
+pub trait Middleware: Registrable {
     /// Handles one call. May change `args`, call `next` zero or more times,
     /// change the result or fail.
     fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError>;
-    /// What this is, for warnings.
-    fn describe(&self) -> String;
-    /// Lets a remover compare it with its own kind of middleware (M1 `==`).
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// One registered middleware.
-#[derive(Clone)]
-pub struct MiddlewareRegistration {
-    /// Used to remove exactly this registration.
-    pub id: RegistrationId,
-    /// Who registered it.
-    pub owner: Owner,
-    /// The middleware.
-    pub middleware: Arc<dyn Middleware>,
-}
+pub type MiddlewareRegistration = Registered<dyn Middleware>;
 
 /// The rest of a chain: the next middleware, or the built-in method.
 ///
@@ -59,7 +47,7 @@ impl Next {
                     index: self.index + 1,
                     ..self.clone()
                 };
-                registration.middleware.call(&next, args)
+                registration.target.call(&next, args)
             }
         }
     }

@@ -10,6 +10,10 @@ pub enum ApiError {
     /// The sid is unknown, logged out or expired: log in again.
     #[error("unknown or expired session")]
     Unauthenticated,
+    /// A login named a user that does not exist or gave the wrong password:
+    /// check what was typed. Which of the two is not said, on purpose.
+    #[error("wrong username or password")]
+    BadCredentials,
     /// The caller may not do this (also a middleware's `PermissionDenied`).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -43,7 +47,8 @@ impl From<CoreError> for ApiError {
             CoreError::InvalidInput(fields) => ApiError::InvalidInput(fields),
             CoreError::NotFound(message) => ApiError::NotFound(message),
             CoreError::Processing(message) => ApiError::Processing(message),
-            CoreError::BadCredentials | CoreError::Unauthenticated => ApiError::Unauthenticated,
+            CoreError::BadCredentials => ApiError::BadCredentials,
+            CoreError::Unauthenticated => ApiError::Unauthenticated,
             // The server could not keep the change (disk full, I/O error):
             // not the caller's fault, and nothing changed.
             CoreError::Storage(message) => ApiError::Internal(message),

@@ -20,15 +20,16 @@ pub mod plugins;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
-use ucs_core::{Core, Leftover, Owner, RegistrationId, User, Value};
+use ucs_core::registration::{registrations_in, remove_owned_by_in};
+use ucs_core::{
+    AnySlots, Core, Owner, RegistrationId, RegistrationInfo, RegistrationKind, Slots, User, Value,
+};
 
 pub use chain::{Middleware, MiddlewareRegistration, Next};
 pub use error::ApiError;
-pub use metrics::{
-    CallOutcome, HookPolicy, MetricsRegistry, RegistrationLabel, RegistrationMetrics,
-};
+pub use metrics::{CallOutcome, HookPolicy, RegistrationMetrics};
 pub use plugins::{PluginControl, PluginInfo, PluginName, PluginState};
 
 /// The innermost handler of a method: its permission check and its work.
@@ -51,7 +52,7 @@ pub const CALL_OUTCOMES: [&str; 8] = [
 fn outcome_index(result: &Result<Value, ApiError>) -> usize {
     match result {
         Ok(_) => 0,
-        Err(ApiError::Unauthenticated) => 1,
+        Err(ApiError::Unauthenticated | ApiError::BadCredentials) => 1,
         Err(ApiError::PermissionDenied(_)) => 2,
         Err(ApiError::InvalidInput(_)) => 3,
         Err(ApiError::Processing(_)) => 4,
@@ -77,19 +78,30 @@ pub(crate) struct Method {
     /// Calls by outcome, indexed like [`CALL_OUTCOMES`].
     outcomes: [AtomicU64; CALL_OUTCOMES.len()],
     handler: Handler,
-    /// Copy-on-write, so a call takes a snapshot and lets the lock go before
-    /// any middleware runs.
-    middlewares: RwLock<Arc<[MiddlewareRegistration]>>,
 }
 
 struct ApiInner {
     core: Arc<Core>,
     methods: HashMap<&'static str, Arc<Method>>,
+    /// Middleware by method name, in the registry's copy-on-write slots,
+    /// so a call takes a snapshot and lets the lock go before any
+    /// middleware runs.
+    middlewares: Slots<&'static str, dyn Middleware>,
     /// Set once when the loader is wired in; weak, because the loader holds
     /// the API and a strong cycle would keep both alive forever.
     plugins: OnceLock<Weak<dyn PluginControl>>,
-    /// Every plugin registration's numbers, budget and breaker (issue 8).
-    metrics: MetricsRegistry,
+    /// The budget and breaker every plugin registration runs under.
+    policy: HookPolicy,
+}
+
+/// What [`Api::call_if_quick`] did with a call.
+#[derive(Debug)]
+pub enum QuickCall {
+    /// It ran right here; this is its result.
+    Answered(Result<Value, ApiError>),
+    /// It may block or run Python: make it with [`Api::call`] on a thread
+    /// that may block. The parameters come back untouched.
+    NotQuick(Vec<Value>),
 }
 
 /// The method registry over one [`Core`]; cheap to clone.
@@ -118,7 +130,6 @@ impl Api {
                         quick: QUICK_METHODS.contains(name),
                         outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
                         handler: *handler,
-                        middlewares: RwLock::new(Arc::from([])),
                     }),
                 )
             })
@@ -127,8 +138,9 @@ impl Api {
             inner: Arc::new(ApiInner {
                 core,
                 methods,
+                middlewares: Slots::new(RegistrationKind::Middleware),
                 plugins: OnceLock::new(),
-                metrics: MetricsRegistry::new(policy),
+                policy,
             }),
         }
     }
@@ -156,9 +168,34 @@ impl Api {
         counts
     }
 
-    /// Every plugin registration's numbers, budget and breaker.
-    pub fn metrics(&self) -> &MetricsRegistry {
-        &self.inner.metrics
+    /// The budget and breaker threshold every plugin registration runs under.
+    pub fn policy(&self) -> &HookPolicy {
+        &self.inner.policy
+    }
+
+    /// Every registration slot of the server: the core's and the middleware.
+    fn slots(&self) -> [&dyn AnySlots; 4] {
+        let [callbacks, status_hook, shared_hooks] = self.inner.core.slots();
+        [
+            callbacks,
+            status_hook,
+            shared_hooks,
+            &self.inner.middlewares,
+        ]
+    }
+
+    /// Every registration of every kind, with its owner and numbers, in
+    /// registration order: what `plugins.list`, the metrics endpoint and
+    /// `ucs plugin check` report.
+    pub fn registrations(&self) -> Vec<RegistrationInfo> {
+        registrations_in(&self.slots())
+    }
+
+    /// What some version of the plugin `name` has registered now.
+    pub fn registrations_of_plugin(&self, name: &str) -> Vec<RegistrationInfo> {
+        let mut found = self.registrations();
+        found.retain(|registration| registration.owner.is_plugin(name));
+        found
     }
 
     /// Wires in the plugin loader; only the first call has an effect.
@@ -213,29 +250,24 @@ impl Api {
     /// Python: a quick method with no middleware registered at the moment of
     /// the call. Otherwise hands `params` back untouched, for the caller to
     /// make the call on a thread that may block ([`Api::call`]).
-    pub fn call_if_quick(
-        &self,
-        sid: &str,
-        method: &str,
-        params: Vec<Value>,
-    ) -> Result<Result<Value, ApiError>, Vec<Value>> {
+    pub fn call_if_quick(&self, sid: &str, method: &str, params: Vec<Value>) -> QuickCall {
         let Ok(entry) = self.method(method) else {
-            return Err(params);
+            return QuickCall::NotQuick(params);
         };
         // The same snapshot decides and runs the call: a middleware
         // registered after it applies from the next call on, as for any
         // call already past its snapshot of the chain.
-        let chain = entry.chain();
-        if !(entry.quick && chain.is_empty()) {
-            return Err(params);
+        let chain = self.chain(entry);
+        if !(entry.quick && chain.is_none()) {
+            return QuickCall::NotQuick(params);
         }
         let caller = match self.caller(sid, Some(entry)) {
             Ok(caller) => caller,
-            Err(err) => return Ok(Err(err)),
+            Err(err) => return QuickCall::Answered(Err(err)),
         };
         let result = self.run_chain(entry, chain, caller, params);
         entry.count(&result);
-        Ok(result)
+        QuickCall::Answered(result)
     }
 
     /// Calls `method` as `caller`, who is already authenticated.
@@ -245,23 +277,30 @@ impl Api {
         method: &str,
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
+        let _acting = ucs_core::audit::act_as(caller.id); // audits name the caller (issue 12)
         let method = self.method(method)?;
-        let result = self.run_chain(method, method.chain(), caller, params);
+        let result = self.run_chain(method, self.chain(method), caller, params);
         method.count(&result);
         result
+    }
+
+    /// A snapshot of `method`'s middleware chain, outermost first; `None`
+    /// when there is none.
+    fn chain(&self, method: &Method) -> Option<Arc<[MiddlewareRegistration]>> {
+        self.inner.middlewares.snapshot(method.name)
     }
 
     fn run_chain(
         &self,
         method: &Arc<Method>,
-        chain: Arc<[MiddlewareRegistration]>,
+        chain: Option<Arc<[MiddlewareRegistration]>>,
         caller: User,
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
-        if chain.is_empty() {
+        let Some(chain) = chain else {
             // No middleware: the handler runs directly, with no chain cost.
             return (method.handler)(self, &caller, &params);
-        }
+        };
         let mut args = Vec::with_capacity(params.len() + 1);
         args.push(caller.to_value());
         args.extend(params);
@@ -289,93 +328,32 @@ impl Api {
                 "cannot add middleware: unknown API method '{method}'"
             ))
         })?;
-        let id = RegistrationId::next();
-        let mut chain = method
-            .middlewares
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut updated = chain.to_vec();
-        updated.push(MiddlewareRegistration {
-            id,
-            owner,
-            middleware,
-        });
-        *chain = Arc::from(updated);
-        Ok(id)
+        Ok(self.inner.middlewares.add(method.name, owner, middleware)?)
     }
 
     /// The middlewares of `method`, outermost first. Removal by Python `==`
     /// compares these with no lock held, then removes by id.
     pub fn middlewares(&self, method: &str) -> Result<Arc<[MiddlewareRegistration]>, ApiError> {
-        Ok(self.method(method)?.chain())
+        let method = self.method(method)?;
+        Ok(self.chain(method).unwrap_or_else(|| Arc::from([])))
     }
 
-    /// Removes the middleware registration `id`; false if it was not there.
-    pub fn remove_middleware(&self, id: RegistrationId) -> bool {
-        !self
-            .retain_middlewares(|registration| registration.id != id)
-            .is_empty()
-    }
-
-    /// Removes every middleware `owner` left registered (L4).
-    pub fn remove_middlewares_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
-        self.retain_middlewares(|registration| registration.owner != *owner)
-            .into_iter()
-            .map(|(method, registration)| Leftover {
-                owner: registration.owner,
-                description: format!(
-                    "middleware on {method} {}",
-                    registration.middleware.describe()
-                ),
-            })
-            .collect()
+    /// Removes the middleware registration `id`; `None` if it was not there.
+    pub fn remove_middleware(&self, id: RegistrationId) -> Option<RegistrationInfo> {
+        self.inner.middlewares.remove(id)
     }
 
     /// Removes everything `owner` left registered anywhere: hooks, callbacks
-    /// and middleware (L4).
+    /// and middleware (L4), and says what it was, in registration order.
     ///
-    /// Their numbers go too, so a reload starts with fresh counters and
-    /// closed breakers (issue 8).
-    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
-        let mut leftovers = self.inner.core.remove_owned_by(owner);
-        leftovers.extend(self.remove_middlewares_owned_by(owner));
-        self.inner.metrics.remove_owned_by(owner);
-        leftovers
-    }
-
-    fn retain_middlewares(
-        &self,
-        keep: impl Fn(&MiddlewareRegistration) -> bool,
-    ) -> Vec<(&'static str, MiddlewareRegistration)> {
-        let mut removed = Vec::new();
-        for method in self.inner.methods.values() {
-            let mut chain = method
-                .middlewares
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if chain.iter().all(&keep) {
-                continue;
-            }
-            let (kept, gone): (Vec<_>, Vec<_>) = chain.iter().cloned().partition(&keep);
-            removed.extend(
-                gone.into_iter()
-                    .map(|registration| (method.name, registration)),
-            );
-            *chain = Arc::from(kept);
-        }
-        removed
+    /// Their numbers go with them, so a reload starts with fresh counters
+    /// and closed breakers (issue 8).
+    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<RegistrationInfo> {
+        remove_owned_by_in(&self.slots(), owner)
     }
 }
 
 impl Method {
-    /// A snapshot of the middleware chain, outermost first.
-    fn chain(&self) -> Arc<[MiddlewareRegistration]> {
-        self.middlewares
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     fn count(&self, result: &Result<Value, ApiError>) {
         self.outcomes[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
     }

@@ -17,13 +17,26 @@ pub enum PluginState {
 }
 
 impl PluginState {
-    /// The lower-case name used in JSON results.
+    /// Every state, for reading a name back ([`PluginState::from_name`]).
+    pub const ALL: [PluginState; 3] = [
+        PluginState::Running,
+        PluginState::Stopped,
+        PluginState::Failed,
+    ];
+
+    /// The lower-case name used in JSON results: the one table of names, so
+    /// gRPC and the CLI read back exactly what the API wrote.
     pub fn as_str(self) -> &'static str {
         match self {
             PluginState::Running => "running",
             PluginState::Stopped => "stopped",
             PluginState::Failed => "failed",
         }
+    }
+
+    /// The state named `name` by [`PluginState::as_str`], if any.
+    pub fn from_name(name: &str) -> Option<PluginState> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
     }
 }
 
@@ -80,6 +93,24 @@ impl PluginName {
         }
     }
 
+    /// The plugin a file of the plugins directory is, by its name alone: the
+    /// one P1/D1 file-name filter, shared by the start-up scan, `ucs serve
+    /// --watch` and `ucs plugin check`. Only `*.py` files other than
+    /// `__init__.py` and dotfiles are plugin files (P1); their stem must be a
+    /// Python identifier (D1).
+    pub fn from_file_name(file_name: &str) -> Result<PluginName, NotAPluginFile> {
+        let stem = file_name
+            .strip_suffix(".py")
+            .filter(|_| file_name != "__init__.py" && !file_name.starts_with('.'))
+            .ok_or(NotAPluginFile::NotPluginFile)?;
+        // `parse` would strip a second `.py` (`x.py.py`): a stem with a dot
+        // is not an identifier, so refuse it here.
+        if stem.contains('.') {
+            return Err(NotAPluginFile::NotAnIdentifier);
+        }
+        PluginName::parse(stem).map_err(|_| NotAPluginFile::NotAnIdentifier)
+    }
+
     /// The name, which is also the module name and the file stem.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -90,6 +121,17 @@ impl std::fmt::Display for PluginName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Why a file of the plugins directory is not a plugin, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAPluginFile {
+    /// Not `*.py`, or `__init__.py`, or a dotfile (an editor's temporary
+    /// file such as `.#x.py`): the server never loads it (P1).
+    NotPluginFile,
+    /// A `*.py` file whose stem is not a Python identifier (`my-plugin.py`):
+    /// it would not import as a module, so the server skips it (D1).
+    NotAnIdentifier,
 }
 
 /// Loads and unloads plugins at runtime; the loader implements it.
@@ -128,5 +170,45 @@ mod tests {
                 "{bad:?} must be refused"
             );
         }
+    }
+
+    #[test]
+    fn p1_d1_one_filter_says_which_files_are_plugins() {
+        let file = |name: &str| PluginName::from_file_name(name).map(|n| n.to_string());
+        assert_eq!(file("example.py").as_deref(), Ok("example"));
+        assert_eq!(file("_x9.py").as_deref(), Ok("_x9"));
+        for skipped in [
+            "__init__.py",
+            ".example.py",
+            ".#example.py",
+            "example.py~",
+            "example.py.swp",
+            "example.py.tmp",
+            "example",
+            "4913",
+            "__pycache__",
+            ".py",
+        ] {
+            assert_eq!(
+                file(skipped),
+                Err(NotAPluginFile::NotPluginFile),
+                "{skipped}"
+            );
+        }
+        for misnamed in ["my-plugin.py", "x.py.py", "9lives.py", "a b.py"] {
+            assert_eq!(
+                file(misnamed),
+                Err(NotAPluginFile::NotAnIdentifier),
+                "{misnamed}"
+            );
+        }
+    }
+
+    #[test]
+    fn plugin_state_names_read_back() {
+        for state in PluginState::ALL {
+            assert_eq!(PluginState::from_name(state.as_str()), Some(state));
+        }
+        assert_eq!(PluginState::from_name("RUNNING"), None);
     }
 }

@@ -65,7 +65,7 @@ impl BenchServer {
     pub fn start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|err| format!("temp dir: {err}"))?;
         let core = Arc::new(Core::new(CoreConfig::default()));
-        core.directory
+        core.directory()
             .ensure_admin(ADMIN_PASSWORD)
             .map_err(|err| format!("admin: {err}"))?;
         let (admin_sid, _) = core
@@ -78,7 +78,7 @@ impl BenchServer {
             ("carol", "Carol White"),
         ] {
             let user = core
-                .directory
+                .directory()
                 .add(NewUser {
                     username: username.to_owned(),
                     displayname: displayname.to_owned(),

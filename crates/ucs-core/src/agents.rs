@@ -1,17 +1,18 @@
 //! The agent status pipeline: request -> the one status hook (SPEC H1-H6)
 //! -> commit -> events (D5).
 
-use std::any::Any;
 use std::borrow::Cow;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use crate::Core;
 use crate::audit::{AuditKind, AuditRecord};
 use crate::error::CoreError;
 use crate::events::EventPayload;
-use crate::registration::{Leftover, Owner, PluginFailure};
-use crate::turns::TurnRefused;
-use crate::users::{Agent, AgentStatus, UserId};
+use crate::registration::{
+    AllAgents, NotRemoved, Owner, PluginFailure, Registered, Registrable, RegistrationId,
+    RegistrationKind, Slots,
+};
+use crate::users::{Agent, AgentStatus, User, UserEdit, UserId};
 use crate::value::Value;
 
 /// The message of a block whose reason is empty (H5).
@@ -40,100 +41,81 @@ pub enum StatusVerdict {
 }
 
 /// Decides every agent status change before it happens (H2).
-pub trait StatusHook: Send + Sync {
+pub trait StatusHook: Registrable {
     /// `before` is the agent before the change; `status` and `reason` are
     /// what was requested.
     fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict;
-    /// What this is, for warnings.
-    fn describe(&self) -> String;
-    /// Lets a remover see what kind of hook it is.
-    fn as_any(&self) -> &dyn Any;
 }
 
-#[derive(Clone)]
-struct StatusHookRegistration {
-    owner: Owner,
-    hook: Arc<dyn StatusHook>,
-}
-
-/// The one status hook slot of the server (H1).
-#[derive(Default)]
+/// The one status hook slot of the server (H1), in the registry.
 pub struct StatusHookSlot {
-    slot: RwLock<Option<StatusHookRegistration>>,
+    slots: Slots<AllAgents, dyn StatusHook>,
+}
+
+impl Default for StatusHookSlot {
+    fn default() -> Self {
+        StatusHookSlot {
+            slots: Slots::new(RegistrationKind::StatusHook),
+        }
+    }
 }
 
 impl StatusHookSlot {
     /// Registers the hook; a second registration, by anyone, is a processing
     /// error (H1).
-    pub fn add(&self, owner: Owner, hook: Arc<dyn StatusHook>) -> Result<(), CoreError> {
-        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = slot.as_ref() {
-            return Err(CoreError::Processing(format!(
-                "a status hook is already registered by plugin '{}'",
-                existing.owner
-            )));
-        }
-        *slot = Some(StatusHookRegistration { owner, hook });
-        Ok(())
+    pub fn add(
+        &self,
+        owner: Owner,
+        hook: Arc<dyn StatusHook>,
+    ) -> Result<RegistrationId, CoreError> {
+        self.slots.add(AllAgents, owner, hook)
     }
 
-    /// Removes the hook if `owner` registered it. Returns false, and warns,
-    /// when there is none or another plugin owns it (H1).
+    /// Removes the hook if `owner` (this very version of the plugin)
+    /// registered it. Returns false, and warns, when there is none or
+    /// another plugin or version owns it (H1).
     pub fn remove(&self, owner: &Owner) -> bool {
-        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
-        match slot.as_ref() {
-            Some(existing) if existing.owner == *owner => {
-                *slot = None;
-                true
-            }
-            Some(existing) => {
+        match self.slots.remove_on_key(&AllAgents, owner) {
+            Ok(_) => true,
+            Err(NotRemoved::OwnedBy(holder)) if holder.is_plugin(owner.name()) => {
                 tracing::warn!(
                     plugin = %owner,
-                    "removeChangeStatusHook ignored: the status hook belongs to plugin '{}'",
-                    existing.owner
+                    "removeChangeStatusHook ignored: the status hook belongs to a newer load of \
+                     this plugin, not to the stopped version that asked"
                 );
                 false
             }
-            None => {
+            Err(NotRemoved::OwnedBy(holder)) => {
+                tracing::warn!(
+                    plugin = %owner,
+                    "removeChangeStatusHook ignored: the status hook belongs to plugin '{holder}'"
+                );
+                false
+            }
+            Err(NotRemoved::Absent) => {
                 tracing::warn!(plugin = %owner, "removeChangeStatusHook ignored: no status hook is registered");
                 false
             }
         }
     }
 
-    /// Removes the hook if `owner` left it registered (L4).
-    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
-        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
-        match slot.take() {
-            Some(existing) if existing.owner == *owner => vec![Leftover {
-                owner: existing.owner,
-                description: format!("status hook {}", existing.hook.describe()),
-            }],
-            other => {
-                *slot = other;
-                Vec::new()
-            }
-        }
-    }
-
-    /// The plugin that owns the hook, if any.
+    /// The plugin version that owns the hook, if any.
     pub fn owner(&self) -> Option<Owner> {
         self.current().map(|registration| registration.owner)
     }
 
-    /// Whether no hook is registered, without copying the registration.
-    fn is_empty(&self) -> bool {
-        self.slot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+    /// The slot itself, for the registry's walks (L4, reports).
+    pub fn slots(&self) -> &Slots<AllAgents, dyn StatusHook> {
+        &self.slots
     }
 
-    fn current(&self) -> Option<StatusHookRegistration> {
-        self.slot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Whether no hook is registered: one atomic load.
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn current(&self) -> Option<Registered<dyn StatusHook>> {
+        self.slots.first(&AllAgents)
     }
 }
 
@@ -183,19 +165,9 @@ impl Core {
             self.events.dispatch_through(committed);
             return Ok(after);
         }
-        let turn = self
-            .agent_turns
-            .take(agent_id)
-            .map_err(|refused| match refused {
-                TurnRefused::Reentrant => CoreError::Processing(format!(
-                    "agent {agent_id} is already changing status on this thread: a status hook \
-                 may not change the agent it is deciding on"
-                )),
-                TurnRefused::WouldDeadlock => CoreError::Processing(format!(
-                    "changing agent {agent_id} now would deadlock with another status change \
-                 waiting on this one"
-                )),
-            })?;
+        let turn = self.agent_turns.take(agent_id).map_err(|refused| {
+            CoreError::Processing(refused.message(&format!("agent {agent_id}")))
+        })?;
         let before = self.directory.agent(agent_id)?;
         let requested = status;
         let asked = || {
@@ -208,7 +180,7 @@ impl Core {
         let mut rewritten_by = None;
         let (status, reason) = match self.status_hook.current() {
             None => (status, Cow::Borrowed(reason)),
-            Some(registration) => match registration.hook.decide(&before, status, reason) {
+            Some(registration) => match registration.target.decide(&before, status, reason) {
                 StatusVerdict::LetThrough => (status, Cow::Borrowed(reason)),
                 StatusVerdict::Rewrite { status, reason } => {
                     rewritten_by = Some(registration.owner.clone());
@@ -236,7 +208,7 @@ impl Core {
                         plugin = %registration.owner,
                         agent = agent_id,
                         "status hook {} failed; applying the requested {} instead: {}",
-                        registration.hook.describe(),
+                        registration.callable,
                         status.name(),
                         failure.message
                     );
@@ -274,6 +246,39 @@ impl Core {
             ));
         }
         Ok(after)
+    }
+
+    /// Edits a user (all or nothing). Clearing `agent` on an agent that is
+    /// not OFFLINE first takes it OFFLINE through the status pipeline, so the
+    /// status hook decides (H2; a block fails the edit and changes nothing,
+    /// H5) and callbacks and streams see the `agent.status` event (E2, D5);
+    /// a change racing in between is reset by the edit with its own event.
+    pub fn edit_user(&self, edit: UserEdit) -> Result<User, CoreError> {
+        let result = self.edit_user_in_order(edit);
+        self.events.deliver_deferred();
+        result
+    }
+
+    fn edit_user_in_order(&self, edit: UserEdit) -> Result<User, CoreError> {
+        if edit.agent == Some(false)
+            && let Ok(agent) = self.directory.agent(edit.id)
+            && agent.status != AgentStatus::Offline
+        {
+            let after = self.set_agent_status(edit.id, AgentStatus::Offline, "")?;
+            if after.status != AgentStatus::Offline {
+                return Err(CoreError::Processing(format!(
+                    "agent {} must be OFFLINE before it stops being an agent, but the status \
+                     hook switched it to {} instead",
+                    edit.id,
+                    after.status.name()
+                )));
+            }
+        }
+        let (user, committed) = self.directory.edit_with(edit, |status, reason, after| {
+            self.commit_status_event(status, reason, after)
+        })?;
+        self.events.dispatch_through(committed);
+        Ok(user)
     }
 
     /// Numbers the status change in commit order; the payload is built only

@@ -6,10 +6,13 @@
 //! misbehaving plugin now, not a ledger. Each record is also published as an
 //! `audit.*` event, so the event stream shows it as it happens.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::users::UserId;
 use crate::value::Value;
 
 /// How many records the ring keeps unless configured.
@@ -54,6 +57,54 @@ impl AuditKind {
             AuditKind::PluginUnload => "audit.plugin_unload",
         }
     }
+
+    /// The kind whose event name is `name`, if it is an audit event; who
+    /// may see audit events is decided by this (issue 12 item 3).
+    pub fn from_event_name(name: &str) -> Option<AuditKind> {
+        Self::ALL.into_iter().find(|kind| kind.event_name() == name)
+    }
+}
+
+thread_local! {
+    /// The user whose API call this thread is running, if any: set by
+    /// [`act_as`] for the length of the call, read by [`AuditRecord::now`].
+    /// A thread-local because everything an API call causes (its hooks, the
+    /// plugin lifecycle, the audit records) runs on the calling thread, and
+    /// threading the user through every core signature would reach every
+    /// hook and slot for one field of the audit trail.
+    static ACTING_USER: Cell<Option<UserId>> = const { Cell::new(None) };
+}
+
+/// While alive, audit records made on this thread name `user_id` as the
+/// user whose call caused them; dropping it restores whoever acted before,
+/// so a plugin's nested API call under another session is attributed to that
+/// session only for its own length.
+#[must_use = "the user is recorded as acting only while the guard lives"]
+pub struct ActingUser {
+    /// Who acted on this thread before; restored on drop.
+    previous: Option<UserId>,
+    /// The guard restores a thread-local, so it must stay on its thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Records `user_id` as the user acting on this thread until the returned
+/// guard is dropped (the API does this around every call).
+pub fn act_as(user_id: UserId) -> ActingUser {
+    ActingUser {
+        previous: ACTING_USER.replace(Some(user_id)),
+        _not_send: PhantomData,
+    }
+}
+
+/// The user acting on this thread, if an API call is running on it.
+pub fn acting_user() -> Option<UserId> {
+    ACTING_USER.get()
+}
+
+impl Drop for ActingUser {
+    fn drop(&mut self) {
+        ACTING_USER.set(self.previous);
+    }
 }
 
 /// One thing a plugin did, or one thing done to a plugin.
@@ -65,6 +116,9 @@ pub struct AuditRecord {
     pub kind: AuditKind,
     /// The plugin concerned.
     pub plugin: String,
+    /// The user whose API call caused this; `None` when the server did it
+    /// on its own (the plugins loaded at start, a plugin's own thread).
+    pub user_id: Option<UserId>,
     /// What was asked, e.g. the requested status and reason.
     pub asked: Value,
     /// What happened, e.g. the status applied or the veto message.
@@ -72,7 +126,8 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// A record stamped with the current time.
+    /// A record stamped with the current time and the user acting on this
+    /// thread ([`act_as`]).
     pub fn now(kind: AuditKind, plugin: &str, asked: Value, outcome: Value) -> Self {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -82,6 +137,7 @@ impl AuditRecord {
             time_ms,
             kind,
             plugin: plugin.to_owned(),
+            user_id: acting_user(),
             asked,
             outcome,
         }
@@ -96,6 +152,7 @@ impl AuditRecord {
             ),
             ("kind", Value::from(self.kind.event_name())),
             ("plugin", Value::from(self.plugin.as_str())),
+            ("user_id", self.user_id.map_or(Value::Null, Value::Int)),
             ("asked", self.asked.clone()),
             ("outcome", self.outcome.clone()),
         ])
@@ -155,5 +212,32 @@ mod tests {
         }
         let plugins: Vec<_> = trail.list().into_iter().map(|r| r.plugin).collect();
         assert_eq!(plugins, ["b", "c"]);
+    }
+
+    #[test]
+    fn issue12_records_name_the_acting_user_and_nesting_restores_it() {
+        let user =
+            || AuditRecord::now(AuditKind::PluginLoad, "p", Value::Null, Value::Null).user_id;
+        assert_eq!(user(), None);
+        {
+            let _outer = act_as(1);
+            assert_eq!(user(), Some(1));
+            {
+                let _nested = act_as(7);
+                assert_eq!(user(), Some(7));
+            }
+            assert_eq!(user(), Some(1));
+        }
+        assert_eq!(user(), None);
+        assert_eq!(
+            std::thread::spawn(move || {
+                let _other_thread = act_as(3);
+                user()
+            })
+            .join()
+            .ok(),
+            Some(Some(3))
+        );
+        assert_eq!(user(), None);
     }
 }

@@ -23,7 +23,7 @@ pub enum CoreError {
     #[error("{0}")]
     Processing(String),
     /// Login failed. Deliberately says nothing about whether the user exists.
-    #[error("invalid username or password")]
+    #[error("wrong username or password")]
     BadCredentials,
     /// The session id is unknown, logged out or expired.
     #[error("unknown or expired session")]

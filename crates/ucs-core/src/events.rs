@@ -13,17 +13,19 @@
 //! another dispatcher stops waiting after [`EventBus::wait_limit`], so a
 //! callback that blocks can delay its events but never hang the server (L5).
 
-use std::any::Any;
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::collections::{BTreeSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::audit::{AuditKind, AuditRecord};
 use crate::error::CoreError;
-use crate::registration::{Leftover, Owner, PluginFailure, RegistrationId};
+use crate::registration::{
+    Owner, PluginFailure, Registered, Registrable, RegistrationId, RegistrationInfo,
+    RegistrationKind, Slots,
+};
 use crate::users::{Agent, AgentStatus};
 use crate::value::Value;
 
@@ -33,16 +35,16 @@ pub const EVENT_AGENT_STATUS: &str = "agent.status";
 pub const EVENT_SHARED_DATA: &str = "shared.data";
 /// Every event a callback may register for (E2: others are refused): the
 /// two of the plugin API and the audit trail's `audit.*` (issue 8).
-pub const KNOWN_EVENTS: [&str; 8] = [
-    EVENT_AGENT_STATUS,
-    EVENT_SHARED_DATA,
-    AuditKind::ALL[0].event_name(),
-    AuditKind::ALL[1].event_name(),
-    AuditKind::ALL[2].event_name(),
-    AuditKind::ALL[3].event_name(),
-    AuditKind::ALL[4].event_name(),
-    AuditKind::ALL[5].event_name(),
-];
+pub const KNOWN_EVENTS: [&str; 2 + AuditKind::ALL.len()] = {
+    let mut names = [EVENT_AGENT_STATUS; 2 + AuditKind::ALL.len()];
+    names[1] = EVENT_SHARED_DATA;
+    let mut index = 0;
+    while index < AuditKind::ALL.len() {
+        names[2 + index] = AuditKind::ALL[index].event_name();
+        index += 1;
+    }
+    names
+};
 
 /// How long a thread waits for another thread's callbacks before its own call
 /// returns anyway, unless configured.
@@ -122,13 +124,9 @@ impl Event {
 }
 
 /// A function called after each event of one name (E1).
-pub trait EventCallback: Send + Sync {
+pub trait EventCallback: Registrable {
     /// Reacts to `event`; a failure is logged and changes nothing (D5).
     fn on_event(&self, event: &Event) -> Result<(), PluginFailure>;
-    /// What this is, for warnings: e.g. the Python function's qualified name.
-    fn describe(&self) -> String;
-    /// Lets a remover compare it with its own kind of callback (E1 `==`).
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// Receives every event at commit, e.g. to feed an external stream.
@@ -141,17 +139,7 @@ pub trait EventSink: Send + Sync {
 }
 
 /// One registered callback.
-#[derive(Clone)]
-pub struct CallbackRegistration {
-    /// Used to remove exactly this registration.
-    pub id: RegistrationId,
-    /// Who registered it.
-    pub owner: Owner,
-    /// The event name.
-    pub event: &'static str,
-    /// The callback.
-    pub callback: Arc<dyn EventCallback>,
-}
+pub type CallbackRegistration = Registered<dyn EventCallback>;
 
 struct DispatchState {
     /// Committed events not yet taken by a dispatcher, in seq order.
@@ -174,13 +162,9 @@ impl DispatchState {
 
 /// Callbacks by event name, the commit-ordered queue and the sinks.
 pub struct EventBus {
-    /// Copy-on-write lists, so dispatch clones an `Arc` and lets the lock go
-    /// before any callback runs.
-    callbacks: RwLock<HashMap<&'static str, Arc<[CallbackRegistration]>>>,
-    /// How many callbacks `callbacks` holds in all, updated under its write
-    /// lock, so a commit with none registered (the common case) skips the
-    /// lock and the map lookup.
-    callback_count: AtomicUsize,
+    /// Callbacks by event name, copy-on-write, so dispatch clones an `Arc`
+    /// and lets the lock go before any callback runs.
+    callbacks: Slots<&'static str, dyn EventCallback>,
     dispatch: Mutex<DispatchState>,
     dispatched: Condvar,
     wait_limit: Duration,
@@ -199,12 +183,16 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Committed(Option<u64>);
 
+impl Committed {
+    /// No event to dispatch.
+    pub(crate) const NOTHING: Committed = Committed(None);
+}
+
 impl EventBus {
     /// A bus whose waiters give up after `wait_limit` (see the module doc).
     pub fn new(wait_limit: Duration) -> Self {
         EventBus {
-            callbacks: RwLock::new(HashMap::new()),
-            callback_count: AtomicUsize::new(0),
+            callbacks: Slots::new(RegistrationKind::Callback),
             dispatch: Mutex::new(DispatchState {
                 pending: VecDeque::new(),
                 in_progress: BTreeSet::new(),
@@ -242,23 +230,8 @@ impl EventBus {
         owner: Owner,
         callback: Arc<dyn EventCallback>,
     ) -> Result<RegistrationId, CoreError> {
-        let event = Self::known_event(event)?;
-        let id = RegistrationId::next();
-        let mut callbacks = self
-            .callbacks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let list = callbacks.entry(event).or_insert_with(|| Arc::from([]));
-        let mut updated = list.to_vec();
-        updated.push(CallbackRegistration {
-            id,
-            owner,
-            event,
-            callback,
-        });
-        *list = Arc::from(updated);
-        self.callback_count.fetch_add(1, Ordering::SeqCst);
-        Ok(id)
+        self.callbacks
+            .add(Self::known_event(event)?, owner, callback)
     }
 
     /// The callbacks registered for `event`, in registration order.
@@ -269,50 +242,18 @@ impl EventBus {
         let event = Self::known_event(event)?;
         Ok(self
             .callbacks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(event)
-            .cloned()
+            .snapshot(event)
             .unwrap_or_else(|| Arc::from([])))
     }
 
-    /// Removes the registration `id`; false if it was not registered.
-    pub fn remove_callback(&self, id: RegistrationId) -> bool {
-        self.retain(|registration| registration.id != id).len() == 1
+    /// Removes the registration `id`; `None` if it was not registered.
+    pub fn remove_callback(&self, id: RegistrationId) -> Option<RegistrationInfo> {
+        self.callbacks.remove(id)
     }
 
-    /// Removes everything `owner` registered and says what it was (L4).
-    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
-        self.retain(|registration| registration.owner != *owner)
-            .into_iter()
-            .map(|registration| Leftover {
-                owner: registration.owner,
-                description: format!(
-                    "callback for {} {}",
-                    registration.event,
-                    registration.callback.describe()
-                ),
-            })
-            .collect()
-    }
-
-    fn retain(&self, keep: impl Fn(&CallbackRegistration) -> bool) -> Vec<CallbackRegistration> {
-        let mut removed = Vec::new();
-        let mut callbacks = self
-            .callbacks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        for list in callbacks.values_mut() {
-            if list.iter().all(&keep) {
-                continue;
-            }
-            let (kept, gone): (Vec<_>, Vec<_>) = list.iter().cloned().partition(&keep);
-            removed.extend(gone);
-            *list = Arc::from(kept);
-        }
-        self.callback_count
-            .fetch_sub(removed.len(), Ordering::SeqCst);
-        removed
+    /// The callback slots, for the registry's walks (L4, reports).
+    pub fn slots(&self) -> &Slots<&'static str, dyn EventCallback> {
+        &self.callbacks
     }
 
     /// Adds a sink that sees every event from now on.
@@ -344,13 +285,7 @@ impl EventBus {
         build: impl FnOnce() -> EventPayload,
     ) -> Committed {
         let mut state = self.state();
-        let wanted = self.callback_count.load(Ordering::SeqCst) != 0
-            && self
-                .callbacks
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(name)
-                .is_some_and(|list| !list.is_empty());
+        let wanted = self.callbacks.snapshot(name).is_some();
         if !wanted && state.sinks.is_empty() {
             state.next_seq += 1;
             return Committed(None);
@@ -413,11 +348,16 @@ impl EventBus {
                 state.in_progress.insert(event.seq);
                 state.dispatcher = Some(me);
                 drop(state);
-                self.run_callbacks(&event);
+                {
+                    // Even if a callback panics, the bus must not stay
+                    // claimed by this thread: the guard gives it back.
+                    let _dispatching = Dispatching {
+                        bus: self,
+                        seq: event.seq,
+                    };
+                    self.run_callbacks(&event);
+                }
                 state = self.state();
-                state.in_progress.remove(&event.seq);
-                state.dispatcher = None;
-                self.dispatched.notify_all();
                 continue;
             }
             let now = Instant::now();
@@ -453,19 +393,57 @@ impl EventBus {
     }
 
     fn run_callbacks(&self, event: &Event) {
-        let Ok(registrations) = self.callbacks(event.name()) else {
+        let Some(registrations) = self.callbacks.snapshot(event.name()) else {
             return;
         };
         for registration in registrations.iter() {
-            if let Err(failure) = registration.callback.on_event(event) {
+            // A panic in a callback (a bug in Rust code it called) is that
+            // callback's failure, as an exception would be (D5): the other
+            // callbacks still run and the change stands.
+            let outcome = catch_unwind(AssertUnwindSafe(|| registration.target.on_event(event)))
+                .unwrap_or_else(|panic| {
+                    Err(PluginFailure::new(format!(
+                        "panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                });
+            if let Err(failure) = outcome {
                 tracing::error!(
                     plugin = %registration.owner,
                     event = event.name(),
                     "event callback {} failed; the change stands: {}",
-                    registration.callback.describe(),
+                    registration.callable,
                     failure.message
                 );
             }
         }
     }
+}
+
+/// The dispatcher's claim on the bus while it runs one event's callbacks;
+/// dropping it, on return or on unwind, frees the bus for the next
+/// dispatcher and wakes the waiters.
+#[must_use = "the bus is released when the guard drops"]
+struct Dispatching<'a> {
+    bus: &'a EventBus,
+    seq: u64,
+}
+
+impl Drop for Dispatching<'_> {
+    fn drop(&mut self) {
+        let mut state = self.bus.state();
+        state.in_progress.remove(&self.seq);
+        state.dispatcher = None;
+        drop(state);
+        self.bus.dispatched.notify_all();
+    }
+}
+
+/// The text a panic was raised with, if it was a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic")
 }

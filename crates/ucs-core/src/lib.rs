@@ -7,7 +7,10 @@
 //! - [`shared`]: shared data and its per-identificator hooks (S1-S4, D4).
 //! - [`events`]: callbacks in commit order (E1, E2, D5) and stream sinks.
 //! - [`value`]: the [`Value`] that crosses every boundary (D4).
-//! - [`registration`]: owners and ids, so a plugin's leftovers can be removed (L4).
+//! - [`registration`]: the one registry of everything plugins register,
+//!   [`Slots`] with owners, ids, kinds and metrics, so a plugin's leftovers
+//!   can be found and removed (L4).
+//! - [`metrics`]: each registration's numbers, time budget and breaker.
 //! - [`store`]: the [`Store`] trait that keeps users and shared data across
 //!   restarts; a write reaches it before memory and before the call returns.
 //!
@@ -19,6 +22,7 @@ pub mod agents;
 pub mod audit;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod registration;
 pub mod sessions;
 pub mod shared;
@@ -34,7 +38,10 @@ pub use agents::{BLOCKED_BY_HOOK, StatusHook, StatusHookSlot, StatusVerdict};
 pub use audit::{AuditKind, AuditRecord, AuditTrail};
 pub use error::{CoreError, FieldErrors};
 pub use events::{Event, EventBus, EventCallback, EventPayload, EventSink};
-pub use registration::{Leftover, Owner, PluginFailure, RegistrationId};
+pub use registration::{
+    AnySlots, Owner, PluginFailure, Registrable, RegistrationId, RegistrationInfo,
+    RegistrationKind, Slots,
+};
 pub use sessions::{Sessions, Sid};
 pub use shared::{SharedData, SharedDataHook, SharedVerdict};
 pub use store::{Store, StoreError, StoredState, StoredUser};
@@ -59,20 +66,22 @@ impl Default for CoreConfig {
     }
 }
 
-/// The whole domain state of one server.
+/// The whole domain state of one server. Built by [`Core::new`] (memory
+/// only) or [`CoreBuilder`]; its parts are reached through accessors, so
+/// nothing replaces one after construction.
 pub struct Core {
     /// Users and agents' statuses.
-    pub directory: Directory,
+    directory: Directory,
     /// Open sessions.
-    pub sessions: Sessions,
+    sessions: Sessions,
     /// Event callbacks and stream sinks.
-    pub events: EventBus,
+    events: EventBus,
     /// The one status hook (H1).
-    pub status_hook: StatusHookSlot,
+    status_hook: StatusHookSlot,
     /// Shared data and its hooks.
-    pub shared: SharedData,
+    shared: SharedData,
     /// Recent vetoes, rewrites and plugin lifecycle changes (issue 8).
-    pub audit: AuditTrail,
+    audit: AuditTrail,
     /// Serialises status changes per agent without a lock across the hook.
     agent_turns: turns::Turns<UserId>,
     /// Serialises sets per identificator without a lock across the hook.
@@ -100,17 +109,9 @@ impl Core {
         )
     }
 
-    /// The server state `store` holds: its users (every agent
-    /// `AGENT_OFFLINE`, no sessions) and shared data. Every later user change
-    /// and shared-data set is written to `store` before memory changes and
-    /// before the call returns; a write the store refuses fails the call
-    /// with [`CoreError::Storage`] and changes nothing.
-    pub fn with_store(config: CoreConfig, store: Arc<dyn Store>) -> Result<Self, CoreError> {
-        let stored = store.load()?;
-        let directory =
-            Directory::with_store(Arc::clone(&store), stored.users, stored.next_user_id)?;
-        let shared = SharedData::with_values(stored.shared);
-        Ok(Self::assemble(config, directory, shared, store))
+    /// A builder, for a core over a store or with other tunables.
+    pub fn builder() -> CoreBuilder {
+        CoreBuilder::default()
     }
 
     fn assemble(
@@ -170,11 +171,87 @@ impl Core {
         Ok(user)
     }
 
-    /// Removes every hook and callback `owner` left registered (L4).
-    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
-        let mut leftovers = self.events.remove_owned_by(owner);
-        leftovers.extend(self.status_hook.remove_owned_by(owner));
-        leftovers.extend(self.shared.remove_owned_by(owner));
-        leftovers
+    /// Users and agents' statuses.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Open sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Event callbacks and stream sinks.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The one status hook (H1).
+    pub fn status_hook(&self) -> &StatusHookSlot {
+        &self.status_hook
+    }
+
+    /// Shared data and its hooks.
+    pub fn shared(&self) -> &SharedData {
+        &self.shared
+    }
+
+    /// Recent vetoes, rewrites and plugin lifecycle changes.
+    pub fn audit(&self) -> &AuditTrail {
+        &self.audit
+    }
+
+    /// The core's registration slots, one per kind it holds (callbacks, the
+    /// status hook, shared-data hooks); the API adds its middleware slots.
+    pub fn slots(&self) -> [&dyn AnySlots; 3] {
+        [
+            self.events.slots(),
+            self.status_hook.slots(),
+            self.shared.slots(),
+        ]
+    }
+}
+
+/// Builds a [`Core`] over a store, with tunables other than the defaults.
+#[derive(Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CoreBuilder {
+    config: CoreConfig,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl CoreBuilder {
+    /// The tunables (idle timeout, callback wait limit).
+    pub fn config(mut self, config: CoreConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How long a session may stay unused.
+    pub fn session_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session_idle_timeout = timeout;
+        self
+    }
+
+    /// Keeps users and shared data in `store`: the core starts with what it
+    /// holds (every agent `AGENT_OFFLINE`, no sessions), and every later
+    /// user change and shared-data set is written to it before memory
+    /// changes and before the call returns; a write it refuses fails the
+    /// call with [`CoreError::Storage`] and changes nothing.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The core; fails only if the store cannot be read.
+    pub fn build(self) -> Result<Core, CoreError> {
+        let Some(store) = self.store else {
+            return Ok(Core::new(self.config));
+        };
+        let stored = store.load()?;
+        let directory =
+            Directory::with_store(Arc::clone(&store), stored.users, stored.next_user_id)?;
+        let shared = SharedData::with_values(stored.shared);
+        Ok(Core::assemble(self.config, directory, shared, store))
     }
 }

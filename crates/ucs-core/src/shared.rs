@@ -1,7 +1,6 @@
 //! Shared data: values by identificator, each with at most one change hook
 //! (SPEC S1-S4), and never-set identificators reading as `{}` (D4).
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -9,8 +8,10 @@ use crate::Core;
 use crate::audit::{AuditKind, AuditRecord};
 use crate::error::CoreError;
 use crate::events::EventPayload;
-use crate::registration::{Leftover, Owner, PluginFailure};
-use crate::turns::TurnRefused;
+use crate::registration::{
+    NotRemoved, Owner, PluginFailure, Registered, Registrable, RegistrationId, RegistrationKind,
+    Slots,
+};
 use crate::value::Value;
 
 /// What a shared-data hook decided (S2-S4).
@@ -28,29 +29,25 @@ pub enum SharedVerdict {
 }
 
 /// Called before shared data of one identificator changes (S2).
-pub trait SharedDataHook: Send + Sync {
+pub trait SharedDataHook: Registrable {
     /// Decides what to store, given the data before and the data requested.
     fn before_change(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict;
-    /// What this is, for warnings.
-    fn describe(&self) -> String;
-    /// Lets a remover see what kind of hook it is.
-    fn as_any(&self) -> &dyn Any;
-}
-
-#[derive(Clone)]
-struct SharedHookRegistration {
-    owner: Owner,
-    hook: Arc<dyn SharedDataHook>,
 }
 
 /// Shared data and its hooks.
 ///
-/// Both maps are behind std `RwLock`s held only for one map operation; hooks
-/// run after the lock is gone.
-#[derive(Default)]
+/// The values are behind a std `RwLock` held only for one map operation,
+/// the hooks in the registry's copy-on-write slots; hooks run after every
+/// lock is gone.
 pub struct SharedData {
     values: RwLock<HashMap<String, Value>>,
-    hooks: RwLock<HashMap<String, SharedHookRegistration>>,
+    hooks: Slots<String, dyn SharedDataHook>,
+}
+
+impl Default for SharedData {
+    fn default() -> Self {
+        Self::with_values([])
+    }
 }
 
 impl SharedData {
@@ -58,7 +55,7 @@ impl SharedData {
     pub(crate) fn with_values(values: impl IntoIterator<Item = (String, Value)>) -> Self {
         SharedData {
             values: RwLock::new(values.into_iter().collect()),
-            hooks: RwLock::default(),
+            hooks: Slots::new(RegistrationKind::SharedHook),
         }
     }
 
@@ -79,90 +76,45 @@ impl SharedData {
         identificator: &str,
         owner: Owner,
         hook: Arc<dyn SharedDataHook>,
-    ) -> Result<(), CoreError> {
-        let mut hooks = self.hooks.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = hooks.get(identificator) {
-            return Err(CoreError::Processing(format!(
-                "shared data '{identificator}' already has a change hook, registered by plugin '{}'",
-                existing.owner
-            )));
-        }
-        hooks.insert(
-            identificator.to_owned(),
-            SharedHookRegistration { owner, hook },
-        );
-        Ok(())
+    ) -> Result<RegistrationId, CoreError> {
+        self.hooks.add(identificator.to_owned(), owner, hook)
     }
 
-    /// Removes the hook of `identificator` (S1). Returns false, and warns,
-    /// when there is none or another plugin owns it.
+    /// Removes the hook of `identificator` if `owner` (this very version of
+    /// the plugin) registered it (S1). Returns false, and warns, when there
+    /// is none or another plugin or version owns it.
     pub fn remove_hook(&self, identificator: &str, owner: &Owner) -> bool {
-        let mut hooks = self.hooks.write().unwrap_or_else(PoisonError::into_inner);
-        match hooks.get(identificator) {
-            Some(existing) if existing.owner == *owner => {
-                hooks.remove(identificator);
-                true
-            }
-            Some(existing) => {
+        match self.hooks.remove_on_key(identificator, owner) {
+            Ok(_) => true,
+            Err(NotRemoved::OwnedBy(holder)) if holder.is_plugin(owner.name()) => {
                 tracing::warn!(
                     plugin = %owner,
-                    "removeChangeHook('{identificator}') ignored: the hook belongs to plugin '{}'",
-                    existing.owner
+                    "removeChangeHook('{identificator}') ignored: the hook belongs to a newer \
+                     load of this plugin, not to the stopped version that asked"
                 );
                 false
             }
-            None => {
+            Err(NotRemoved::OwnedBy(holder)) => {
+                tracing::warn!(
+                    plugin = %owner,
+                    "removeChangeHook('{identificator}') ignored: the hook belongs to plugin '{holder}'"
+                );
+                false
+            }
+            Err(NotRemoved::Absent) => {
                 tracing::warn!(plugin = %owner, "removeChangeHook('{identificator}') ignored: no hook is registered");
                 false
             }
         }
     }
 
-    /// Removes every hook `owner` left registered (L4).
-    pub fn remove_owned_by(&self, owner: &Owner) -> Vec<Leftover> {
-        let mut hooks = self.hooks.write().unwrap_or_else(PoisonError::into_inner);
-        let mine: Vec<String> = hooks
-            .iter()
-            .filter(|(_, registration)| registration.owner == *owner)
-            .map(|(identificator, _)| identificator.clone())
-            .collect();
-        mine.into_iter()
-            .filter_map(|identificator| {
-                hooks.remove(&identificator).map(|registration| Leftover {
-                    owner: registration.owner,
-                    description: format!(
-                        "shared data hook for '{identificator}' {}",
-                        registration.hook.describe()
-                    ),
-                })
-            })
-            .collect()
+    /// The hook slots, for the registry's walks (L4, reports).
+    pub fn slots(&self) -> &Slots<String, dyn SharedDataHook> {
+        &self.hooks
     }
 
-    /// The identificators whose hook `owner` registered, sorted, each with
-    /// the hook's description: what `ucs plugin check` reports, without
-    /// removing anything.
-    pub fn hooks_owned_by(&self, owner: &Owner) -> Vec<(String, String)> {
-        let mut mine: Vec<(String, String)> = self
-            .hooks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(_, registration)| registration.owner == *owner)
-            .map(|(identificator, registration)| {
-                (identificator.clone(), registration.hook.describe())
-            })
-            .collect();
-        mine.sort();
-        mine
-    }
-
-    fn hook(&self, identificator: &str) -> Option<SharedHookRegistration> {
-        self.hooks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(identificator)
-            .cloned()
+    fn hook(&self, identificator: &str) -> Option<Registered<dyn SharedDataHook>> {
+        self.hooks.first(identificator)
     }
 }
 
@@ -180,25 +132,21 @@ impl Core {
     }
 
     fn change_shared(&self, identificator: &str, data: Value) -> Result<Value, CoreError> {
-        let turn =
-            self.shared_turns
-                .take(identificator.to_owned())
-                .map_err(|refused| match refused {
-                    TurnRefused::Reentrant => CoreError::Processing(format!(
-                        "shared data '{identificator}' is already being set on this thread: its \
-                     hook may not set it again"
-                    )),
-                    TurnRefused::WouldDeadlock => CoreError::Processing(format!(
-                        "setting shared data '{identificator}' now would deadlock with another set \
-                     waiting on this one"
-                    )),
-                })?;
+        let turn = self
+            .shared_turns
+            .take(identificator.to_owned())
+            .map_err(|refused| {
+                CoreError::Processing(refused.message(&format!("shared data '{identificator}'")))
+            })?;
         let mut rewrite = None;
         let stored = match self.shared.hook(identificator) {
             None => data,
             Some(registration) => {
                 let old = self.shared.get(identificator);
-                match registration.hook.before_change(identificator, &old, &data) {
+                match registration
+                    .target
+                    .before_change(identificator, &old, &data)
+                {
                     SharedVerdict::Store(value) => {
                         if value != data {
                             rewrite = Some((registration.owner.clone(), data));
@@ -211,7 +159,7 @@ impl Core {
                             plugin = %registration.owner,
                             identificator,
                             "shared data hook {} failed; storing the requested data: {}",
-                            registration.hook.describe(),
+                            registration.callable,
                             failure.message
                         );
                         data

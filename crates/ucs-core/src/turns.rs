@@ -38,6 +38,22 @@ pub enum TurnRefused {
     WouldDeadlock,
 }
 
+impl TurnRefused {
+    /// The one wording of a refusal to change `subject` ("agent 3",
+    /// "shared data 'x'", "plugin 'p'"), as the caller's processing error.
+    pub fn message(self, subject: &str) -> String {
+        match self {
+            TurnRefused::Reentrant => format!(
+                "{subject} is already being changed by this very call chain: a hook, callback \
+                 or plugin step may not change the thing it is deciding on"
+            ),
+            TurnRefused::WouldDeadlock => format!(
+                "changing {subject} now would deadlock with another change waiting on this one"
+            ),
+        }
+    }
+}
+
 struct TurnState<K> {
     /// Which thread holds the turn on each busy key.
     holders: HashMap<K, ThreadId>,
@@ -55,6 +71,7 @@ pub struct Turns<K> {
 }
 
 /// Holds a turn until dropped.
+#[must_use = "the turn is given back as soon as the guard drops"]
 pub struct Turn<'a, K: Eq + Hash + Clone> {
     turns: &'a Turns<K>,
     key: K,

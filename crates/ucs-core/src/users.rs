@@ -372,8 +372,23 @@ impl Directory {
         Ok(user)
     }
 
-    /// Applies the fields of `edit` that are set, all or nothing.
+    /// Applies the fields of `edit` that are set, all or nothing, with no
+    /// status hook and no event: for stores and tests. The API edits users
+    /// through [`crate::Core::edit_user`], which takes an agent whose flag is
+    /// cleared OFFLINE through the status pipeline first.
     pub fn edit(&self, edit: UserEdit) -> Result<User, CoreError> {
+        self.edit_with(edit, |_, _, _| crate::events::Committed::NOTHING)
+            .map(|(user, _)| user)
+    }
+
+    /// [`Directory::edit`], calling `reset` under the write lock when the
+    /// edit stops an agent that is not OFFLINE from being an agent, so the
+    /// caller can number its `agent.status` event in commit order.
+    pub(crate) fn edit_with(
+        &self,
+        edit: UserEdit,
+        reset: impl FnOnce(AgentStatus, &str, &Agent) -> crate::events::Committed,
+    ) -> Result<(User, crate::events::Committed), CoreError> {
         let mut errors = FieldErrors::new();
         if let Some(username) = &edit.username {
             check_username(username, &mut errors);
@@ -422,17 +437,32 @@ impl Directory {
         if let Some(superuser) = edit.superuser {
             entry.user.superuser = superuser;
         }
+        let mut was = None;
         if let Some(agent) = edit.agent
             && agent != entry.user.agent
         {
+            if entry.status != AgentStatus::Offline {
+                was = Some((entry.status, std::mem::take(&mut entry.reason)));
+            }
             entry.user.agent = agent;
             entry.status = AgentStatus::Offline;
             entry.reason.clear();
         }
         self.store.update_user(&entry.stored())?;
+        let committed = match (&was, current.agent()) {
+            (Some((status, reason)), Some(before)) => {
+                let after = Agent {
+                    status: AgentStatus::Offline,
+                    reason: String::new(),
+                    ..before
+                };
+                reset(*status, reason, &after)
+            }
+            _ => crate::events::Committed::NOTHING,
+        };
         let user = entry.user.clone();
         *current = entry;
-        Ok(user)
+        Ok((user, committed))
     }
 
     /// Deletes a user; user 1 cannot be deleted.

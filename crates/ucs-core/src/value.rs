@@ -81,6 +81,20 @@ pub enum ValueError {
     /// A type with no JSON form (a set, an arbitrary object, ...).
     #[error("unsupported type {0}")]
     Unsupported(String),
+    /// A dict key the key decoder refused (e.g. a stored key without its tag).
+    #[error("bad dict key: {0}")]
+    BadKey(String),
+}
+
+/// Why JSON text is not a value.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The text is not JSON.
+    #[error("{0}")]
+    Syntax(#[source] serde_json::Error),
+    /// It is JSON, but not a value the server holds.
+    #[error("{0}")]
+    Value(#[source] ValueError),
 }
 
 /// The deepest nesting a value may have. Deep enough for any real payload,
@@ -115,10 +129,24 @@ impl Value {
     /// Converts parsed JSON, refusing integers that do not fit in 64 bits and
     /// nesting deeper than [`MAX_DEPTH`].
     pub fn from_json(json: &serde_json::Value) -> Result<Self, ValueError> {
-        Self::from_json_at(json, 0)
+        Self::from_json_keyed(json, &|key| Ok(MapKey::Str(key.to_owned())))
     }
 
-    fn from_json_at(json: &serde_json::Value, depth: usize) -> Result<Self, ValueError> {
+    /// [`Value::from_json`] with dict keys read by `key`, for encodings
+    /// that keep int keys apart from string keys (the store's tagged keys);
+    /// the one JSON reader of the server, with the same limits for all.
+    pub fn from_json_keyed(
+        json: &serde_json::Value,
+        key: &dyn Fn(&str) -> Result<MapKey, String>,
+    ) -> Result<Self, ValueError> {
+        Self::from_json_at(json, key, 0)
+    }
+
+    fn from_json_at(
+        json: &serde_json::Value,
+        key_of: &dyn Fn(&str) -> Result<MapKey, String>,
+        depth: usize,
+    ) -> Result<Self, ValueError> {
         if depth > MAX_DEPTH {
             return Err(ValueError::TooDeep);
         }
@@ -138,7 +166,7 @@ impl Value {
             serde_json::Value::Array(items) => Value::List(
                 items
                     .iter()
-                    .map(|item| Self::from_json_at(item, depth + 1))
+                    .map(|item| Self::from_json_at(item, key_of, depth + 1))
                     .collect::<Result<_, _>>()?,
             ),
             serde_json::Value::Object(fields) => Value::Map(
@@ -146,8 +174,8 @@ impl Value {
                     .iter()
                     .map(|(key, item)| {
                         Ok((
-                            MapKey::Str(key.clone()),
-                            Self::from_json_at(item, depth + 1)?,
+                            key_of(key).map_err(ValueError::BadKey)?,
+                            Self::from_json_at(item, key_of, depth + 1)?,
                         ))
                     })
                     .collect::<Result<_, ValueError>>()?,
@@ -156,9 +184,9 @@ impl Value {
     }
 
     /// Parses JSON text straight into a value.
-    pub fn parse_json(text: &str) -> Result<Self, String> {
-        let json: serde_json::Value = serde_json::from_str(text).map_err(|err| err.to_string())?;
-        Self::from_json(&json).map_err(|err| err.to_string())
+    pub fn parse_json(text: &str) -> Result<Self, ParseError> {
+        let json: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Syntax)?;
+        Self::from_json(&json).map_err(ParseError::Value)
     }
 
     /// The JSON text of this value; int keys become strings (D4).
@@ -296,7 +324,7 @@ mod tests {
     fn json_integers_beyond_64_bits_are_refused() {
         assert!(matches!(
             Value::parse_json("18446744073709551615"),
-            Err(message) if message.contains("64 bits")
+            Err(ParseError::Value(ValueError::IntegerOutOfRange(_)))
         ));
     }
 

@@ -1,7 +1,7 @@
 //! `ucs.v1.Api`: any API method by name (SPEC section 8, 9).
 
 use tonic::{Request, Response, Status};
-use ucs_api::{Api, ApiError};
+use ucs_api::{Api, ApiError, QuickCall};
 use ucs_core::Value;
 
 use crate::pb;
@@ -37,13 +37,13 @@ impl pb::api_server::Api for ApiService {
         if args_json.len() <= INLINE_ARGS_MAX {
             let params = parse_args(&args_json).map_err(crate::status::from_api_error)?;
             match self.api.call_if_quick(&sid, &method, params) {
-                Ok(result) => {
+                QuickCall::Answered(result) => {
                     let result = result.map_err(crate::status::from_api_error)?;
                     return Ok(Response::new(pb::CallResponse {
                         result_json: result.to_json_string(),
                     }));
                 }
-                Err(params) => {
+                QuickCall::NotQuick(params) => {
                     let api = self.api.clone();
                     let result = run_blocking(move || api.call(&sid, &method, params)).await?;
                     return Ok(Response::new(pb::CallResponse {

@@ -102,7 +102,7 @@ impl pb::auth_server::Auth for AuthService {
         // Closing a session is a map removal: no Python, no wait.
         self.api
             .core()
-            .sessions
+            .sessions()
             .close(&sid)
             .map_err(|err| crate::status::from_api_error(err.into()))?;
         Ok(Response::new(pb::LogoutResponse {}))

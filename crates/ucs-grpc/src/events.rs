@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use ucs_api::{Api, ApiError};
 use ucs_core::events::KNOWN_EVENTS;
-use ucs_core::{Event, EventSink, RegistrationId};
+use ucs_core::{AuditKind, Event, EventSink, RegistrationId, User};
 
 use crate::pb;
 
@@ -53,7 +53,7 @@ struct SinkRegistration {
 
 impl Drop for SinkRegistration {
     fn drop(&mut self) {
-        self.api.core().events.remove_sink(self.id);
+        self.api.core().events().remove_sink(self.id);
     }
 }
 
@@ -75,7 +75,7 @@ impl EventsService {
     /// The service over `api`; registers its sink with the core's event bus.
     pub fn new(api: Api) -> Self {
         let (sender, _) = broadcast::channel(EVENT_BUFFER);
-        let id = api.core().events.add_sink(Arc::new(BroadcastSink {
+        let id = api.core().events().add_sink(Arc::new(BroadcastSink {
             sender: sender.clone(),
         }));
         let (closing, _) = watch::channel(false);
@@ -93,8 +93,50 @@ impl EventsService {
     }
 }
 
+/// Which events one subscriber gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EventFilter {
+    /// The names asked for; empty means every event the subscriber may see.
+    names: BTreeSet<&'static str>,
+    /// Whether the subscriber may see `audit.*` events: only a superuser may,
+    /// as only a superuser may call `audit.list` (issue 12 item 3).
+    audit: bool,
+}
+
+impl EventFilter {
+    /// The filter of a subscriber who asked for `names`; asking for an audit
+    /// event without being a superuser is refused, and "all" then leaves
+    /// the audit events out.
+    fn new(names: Vec<String>, caller: &User) -> Result<Self, ApiError> {
+        let names = event_names(names)?;
+        if !caller.superuser
+            && let Some(audit) = names
+                .iter()
+                .find(|name| AuditKind::from_event_name(name).is_some())
+        {
+            return Err(ApiError::PermissionDenied(format!(
+                "user '{}' is not a superuser, so it may not subscribe to {audit}",
+                caller.username
+            )));
+        }
+        Ok(EventFilter {
+            names,
+            audit: caller.superuser,
+        })
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        let name = event.name();
+        if self.names.is_empty() {
+            self.audit || AuditKind::from_event_name(name).is_none()
+        } else {
+            self.names.contains(name)
+        }
+    }
+}
+
 /// The event names a subscriber asked for; empty means all.
-fn event_filter(names: Vec<String>) -> Result<BTreeSet<&'static str>, ApiError> {
+fn event_names(names: Vec<String>) -> Result<BTreeSet<&'static str>, ApiError> {
     names
         .iter()
         .map(|name| {
@@ -124,7 +166,7 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
 /// until it disconnects or the service closes.
 async fn forward(
     mut events: broadcast::Receiver<Arc<Event>>,
-    wanted: BTreeSet<&'static str>,
+    wanted: EventFilter,
     mut closing: watch::Receiver<bool>,
     stream: mpsc::Sender<Result<pb::Event, Status>>,
 ) {
@@ -144,7 +186,7 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if !wanted.is_empty() && !wanted.contains(event.name()) {
+        if !wanted.wants(&event) {
             continue;
         }
         let message = pb::Event {
@@ -169,11 +211,12 @@ impl pb::events_server::Events for EventsService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let pb::SubscribeRequest { sid, events } = request.into_inner();
         // Resolving a sid takes two short locks and runs no Python.
-        self.api
+        let caller = self
+            .api
             .core()
             .caller(&sid)
             .map_err(|err| crate::status::from_api_error(err.into()))?;
-        let wanted = event_filter(events).map_err(crate::status::from_api_error)?;
+        let wanted = EventFilter::new(events, &caller).map_err(crate::status::from_api_error)?;
         // Subscribe before answering, so every event committed after the
         // client sees the response headers reaches it.
         let receiver = self.sender.subscribe();
@@ -225,13 +268,13 @@ mod tests {
 
     #[test]
     fn an_empty_filter_is_all_and_unknown_names_are_invalid() {
-        assert!(event_filter(Vec::new()).unwrap().is_empty());
+        assert!(event_names(Vec::new()).unwrap().is_empty());
         assert_eq!(
-            event_filter(vec!["agent.status".into()]).unwrap(),
+            event_names(vec!["agent.status".into()]).unwrap(),
             BTreeSet::from(["agent.status"])
         );
         assert!(matches!(
-            event_filter(vec!["agent.status".into(), "nope".into()]),
+            event_names(vec!["agent.status".into(), "nope".into()]),
             Err(ApiError::InvalidInput(fields)) if fields.contains_key("events")
         ));
     }

@@ -54,12 +54,20 @@ impl Collector for ServerCollector {
             counter(count).encode(calls.encode_family(&labels)?)?;
         }
 
-        let sessions = self.api.core().sessions.count();
+        let sessions = self.api.core().sessions().count();
         let sessions_encoder =
             encoder.encode_descriptor("ucs_sessions", "Open sessions", None, MetricType::Gauge)?;
         gauge(sessions as u64).encode(sessions_encoder)?;
 
-        let registrations = self.api.metrics().all();
+        let registrations: Vec<_> = self
+            .api
+            .registrations()
+            .into_iter()
+            .map(|registration| {
+                let numbers = registration.metrics.snapshot();
+                (registration, numbers)
+            })
+            .collect();
         type Pick = fn(&ucs_api::metrics::MetricsSnapshot) -> u64;
         let series: [(&str, &str, MetricType, Pick); 7] = [
             (
@@ -107,12 +115,12 @@ impl Collector for ServerCollector {
         ];
         for (name, help, kind, pick) in series {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for (owner, label, numbers) in &registrations {
+            for (registration, numbers) in &registrations {
                 let labels = [
-                    ("plugin", owner.name().to_owned()),
-                    ("kind", label.kind.to_owned()),
-                    ("target", label.target.clone()),
-                    ("callable", label.callable.clone()),
+                    ("plugin", registration.owner.name().to_owned()),
+                    ("kind", registration.kind.label().to_owned()),
+                    ("target", registration.target.clone()),
+                    ("callable", registration.callable.to_string()),
                 ];
                 let value = pick(numbers);
                 match kind {

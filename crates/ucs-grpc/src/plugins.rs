@@ -1,7 +1,7 @@
 //! `ucs.v1.Plugins`: the API methods `plugins.*`, middleware included (P6).
 
 use tonic::{Request, Response, Status};
-use ucs_api::{Api, ApiError};
+use ucs_api::{Api, ApiError, PluginState};
 use ucs_core::Value;
 
 use crate::pb;
@@ -85,11 +85,12 @@ fn plugin_info(value: &Value) -> Result<pb::PluginInfo, Status> {
             .map(str::to_owned)
             .ok_or_else(|| malformed("plugin info", value))
     };
-    let state = match text("state")?.as_str() {
-        "running" => pb::PluginState::Running,
-        "stopped" => pb::PluginState::Stopped,
-        "failed" => pb::PluginState::Failed,
-        _ => pb::PluginState::Unspecified,
+    // The names are read back by the API's one table (`PluginState::as_str`).
+    let state = match PluginState::from_name(&text("state")?) {
+        Some(PluginState::Running) => pb::PluginState::Running,
+        Some(PluginState::Stopped) => pb::PluginState::Stopped,
+        Some(PluginState::Failed) => pb::PluginState::Failed,
+        None => pb::PluginState::Unspecified,
     };
     let registrations = match value.get("registrations") {
         None => Vec::new(),

@@ -16,7 +16,9 @@ pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the detai
 /// one field violation per field, for rich clients.
 pub fn from_api_error(error: ApiError) -> Status {
     match error {
-        ApiError::Unauthenticated => Status::unauthenticated(error.to_string()),
+        ApiError::Unauthenticated | ApiError::BadCredentials => {
+            Status::unauthenticated(error.to_string())
+        }
         ApiError::PermissionDenied(message) => Status::permission_denied(message),
         ApiError::InvalidInput(fields) => invalid_argument(&fields),
         ApiError::Processing(message) => Status::failed_precondition(message),
@@ -52,6 +54,7 @@ mod tests {
     fn each_api_error_has_its_section_9_code() {
         let cases = [
             (ApiError::Unauthenticated, Code::Unauthenticated),
+            (ApiError::BadCredentials, Code::Unauthenticated),
             (
                 ApiError::PermissionDenied("no".into()),
                 Code::PermissionDenied,

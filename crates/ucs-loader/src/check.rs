@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ucs_api::plugins::NotAPluginFile;
 use ucs_api::{Api, PluginName};
-use ucs_core::{Core, Owner};
-use ucs_pybridge::{Constructed, LoadStep};
+use ucs_core::{Core, Owner, RegistrationInfo};
+use ucs_pybridge::{Constructed, LoadStep, StopReport, ThreadEnd};
 
 use crate::{LoaderConfig, PluginHost};
 
@@ -90,30 +91,6 @@ pub enum ThreadCheck {
     Unknown,
 }
 
-/// The kind of slot a registration is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistrationKind {
-    /// An event callback; the key is the event name (E1).
-    Callback,
-    /// The status hook; the key is empty (H1).
-    StatusHook,
-    /// A shared-data hook; the key is the identificator (S1).
-    SharedHook,
-    /// A middleware; the key is the method (M1).
-    Middleware,
-}
-
-/// One thing a plugin has registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    /// Which slot.
-    pub kind: RegistrationKind,
-    /// The event, identificator or method; empty for the status hook.
-    pub key: String,
-    /// The callable, e.g. `Example.agent_status_changed()`.
-    pub description: String,
-}
-
 /// How bad a finding is. Both make `ucs plugin check` exit 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -154,10 +131,10 @@ pub struct CheckReport {
     /// For a Thread plugin, whether it ended after `stop` (L3).
     pub thread: ThreadCheck,
     /// What the plugin had registered once started.
-    pub registered: Vec<Registration>,
+    pub registered: Vec<RegistrationInfo>,
     /// What was still registered after `stop` (and the thread join): what
     /// the server would remove with a warning on unload (P7, L4).
-    pub left_registered: Vec<Registration>,
+    pub left_registered: Vec<RegistrationInfo>,
 }
 
 impl CheckReport {
@@ -217,29 +194,10 @@ impl CheckReport {
         }
         for leak in &self.left_registered {
             findings.push(warning(format!(
-                "stop() left {} registered; unregister it in stop() (P7)",
-                leak.label()
+                "stop() left {leak} registered; unregister it in stop() (P7)"
             )));
         }
         findings
-    }
-}
-
-impl Registration {
-    /// E.g. `callback for agent.status Example.changed()`, as findings say it.
-    pub fn label(&self) -> String {
-        match self.kind {
-            RegistrationKind::Callback => {
-                format!("callback for {} {}", self.key, self.description)
-            }
-            RegistrationKind::StatusHook => "status hook".to_owned(),
-            RegistrationKind::SharedHook => {
-                format!("shared data hook for '{}' {}", self.key, self.description)
-            }
-            RegistrationKind::Middleware => {
-                format!("middleware for {} {}", self.key, self.description)
-            }
-        }
     }
 }
 
@@ -265,20 +223,16 @@ pub fn check_plugin_file(file: &Path, config: &CheckConfig) -> Result<CheckRepor
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name = match file_name
-        .strip_suffix(".py")
-        .map(PluginName::parse)
-        .transpose()
-    {
-        Ok(Some(name)) if file_name != "__init__.py" => name,
-        Ok(_) => {
+    let name = match PluginName::from_file_name(&file_name) {
+        Ok(name) => name,
+        Err(NotAPluginFile::NotPluginFile) => {
             report.import = Step::Failed(format!(
                 "'{file_name}' is not a plugin file: the server loads only *.py files other \
                  than __init__.py (P1)"
             ));
             return Ok(report);
         }
-        Err(_) => {
+        Err(NotAPluginFile::NotAnIdentifier) => {
             report.import = Step::Failed(format!(
                 "'{file_name}' is not a Python identifier followed by .py; the server skips \
                  it (D1): rename it"
@@ -403,7 +357,7 @@ fn run_lifecycle(
                     report.import = Step::Ran;
                     report.plugin_variable = failed;
                 }
-                LoadStep::Constructor | LoadStep::Start => {
+                LoadStep::Constructor => {
                     report.import = Step::Ran;
                     report.plugin_variable = Step::Ran;
                     report.constructor = failed;
@@ -444,20 +398,21 @@ fn run_lifecycle(
     let has_stop = instance.has_method("stop");
     let stopped =
         ucs_pybridge::stop_plugin(instance, config.stop_timeout, config.thread_join_timeout);
-    report.stop = if stopped.stop_timed_out {
-        Step::TimedOut(config.stop_timeout)
-    } else if let Some(error) = stopped.stop_error {
-        Step::Failed(error)
-    } else if has_stop {
-        Step::Ran
-    } else {
-        Step::Absent
-    };
-    report.thread = match (stopped.stop_timed_out, stopped.is_thread) {
-        (true, _) => ThreadCheck::Unknown,
-        (false, false) => ThreadCheck::NotAThread,
-        (false, true) if stopped.thread_still_alive => ThreadCheck::StillRunning,
-        (false, true) => ThreadCheck::Ended,
+    (report.stop, report.thread) = match stopped {
+        StopReport::Returned { stop, thread } => (
+            match stop {
+                Err(error) => Step::Failed(error),
+                Ok(()) if has_stop => Step::Ran,
+                Ok(()) => Step::Absent,
+            },
+            match thread {
+                ThreadEnd::NotAThread => ThreadCheck::NotAThread,
+                ThreadEnd::Ended => ThreadCheck::Ended,
+                ThreadEnd::StillRunning(_) => ThreadCheck::StillRunning,
+            },
+        ),
+        StopReport::TimedOut(after) => (Step::TimedOut(after), ThreadCheck::Unknown),
+        StopReport::NotRun(reason) => (Step::Failed(reason), ThreadCheck::Unknown),
     };
     // Inspected after the join, as unload does: a thread that unregisters
     // on its way out has not leaked.
@@ -466,52 +421,8 @@ fn run_lifecycle(
 }
 
 /// Everything `owner` has registered now, without removing anything.
-fn registrations_of(api: &Api, owner: &Owner) -> Vec<Registration> {
-    let core = api.core();
-    let mut found = Vec::new();
-    for event in ucs_core::events::KNOWN_EVENTS {
-        let Ok(callbacks) = core.events.callbacks(event) else {
-            continue;
-        };
-        found.extend(
-            callbacks
-                .iter()
-                .filter(|registration| registration.owner == *owner)
-                .map(|registration| Registration {
-                    kind: RegistrationKind::Callback,
-                    key: event.to_owned(),
-                    description: registration.callback.describe(),
-                }),
-        );
-    }
-    if core.status_hook.owner().as_ref() == Some(owner) {
-        found.push(Registration {
-            kind: RegistrationKind::StatusHook,
-            key: String::new(),
-            description: String::new(),
-        });
-    }
-    found.extend(core.shared.hooks_owned_by(owner).into_iter().map(
-        |(identificator, description)| Registration {
-            kind: RegistrationKind::SharedHook,
-            key: identificator,
-            description,
-        },
-    ));
-    for method in api.method_names() {
-        let Ok(chain) = api.middlewares(method) else {
-            continue;
-        };
-        found.extend(
-            chain
-                .iter()
-                .filter(|registration| registration.owner == *owner)
-                .map(|registration| Registration {
-                    kind: RegistrationKind::Middleware,
-                    key: method.to_owned(),
-                    description: registration.middleware.describe(),
-                }),
-        );
-    }
+fn registrations_of(api: &Api, owner: &Owner) -> Vec<RegistrationInfo> {
+    let mut found = api.registrations();
+    found.retain(|registration| registration.owner == *owner);
     found
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use ucs_api::plugins::NotAPluginFile;
 use ucs_api::{Api, ApiError, PluginControl, PluginInfo, PluginName, PluginState};
 use ucs_core::turns::{TurnRefused, Turns};
 use ucs_core::{AuditKind, AuditRecord, Owner, Value};
@@ -67,16 +68,88 @@ pub enum LoaderError {
     },
 }
 
-/// One plugin the host knows about.
-struct PluginRecord {
-    info: PluginInfo,
-    /// The live instance while RUNNING.
-    instance: Option<PluginInstance>,
-    /// When it last loaded, for reverse-order shutdown (L3).
+/// One plugin file the host has tried to load, in the state it is in. Each
+/// state holds what it has and nothing else: only a running plugin has an
+/// instance, a source and a load order, so "RUNNING without an instance"
+/// cannot be written down.
+enum PluginRecord {
+    /// Loaded and started.
+    Running(Running),
+    /// Its instance was taken to be stopped (unload, reload, shutdown); it is
+    /// listed as running until `stop` has returned.
+    Stopping {
+        /// The class of the version being stopped.
+        class_name: String,
+    },
+    /// Unloaded.
+    Stopped {
+        /// The class of the version that ran.
+        class_name: String,
+        /// What went wrong while stopping (L2, L3); empty if nothing.
+        error: String,
+    },
+    /// Import, constructor or `start` failed (L1).
+    Failed {
+        /// The class name if known.
+        class_name: String,
+        /// The error with its traceback.
+        error: String,
+    },
+    /// The file has no `UCS_PLUGIN` (P2): a helper module, not a plugin, so
+    /// it is not listed even though its name passes the file filter.
+    NotAPlugin,
+}
+
+/// What a running plugin has.
+struct Running {
+    /// The live instance.
+    instance: PluginInstance,
+    /// The source text of this version, kept so a reload whose new version
+    /// fails can bring exactly this one back.
+    source: Arc<str>,
+    /// When it loaded, for reverse-order shutdown (L3).
     load_order: u64,
-    /// The source text of the running version, kept so a reload whose new
-    /// version fails can bring exactly this one back.
-    source: Option<Arc<str>>,
+    /// Why the last reload failed while this version kept running; empty if
+    /// it did not.
+    last_error: String,
+}
+
+impl PluginRecord {
+    /// What `plugins.list` shows of it; `None` for a file that is no plugin.
+    fn info(&self, name: &str, path: &Path) -> Option<PluginInfo> {
+        let (class_name, state, error) = match self {
+            PluginRecord::Running(running) => (
+                running.instance.class_name.as_str(),
+                PluginState::Running,
+                running.last_error.as_str(),
+            ),
+            PluginRecord::Stopping { class_name } => {
+                (class_name.as_str(), PluginState::Running, "")
+            }
+            PluginRecord::Stopped { class_name, error } => {
+                (class_name.as_str(), PluginState::Stopped, error.as_str())
+            }
+            PluginRecord::Failed { class_name, error } => {
+                (class_name.as_str(), PluginState::Failed, error.as_str())
+            }
+            PluginRecord::NotAPlugin => return None,
+        };
+        Some(PluginInfo {
+            name: name.to_owned(),
+            class_name: class_name.to_owned(),
+            state,
+            error: error.to_owned(),
+            path: path.to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// What the plugins directory holds, by file name (P1, D1).
+struct PluginFiles {
+    /// The plugin files, sorted by name.
+    names: Vec<PluginName>,
+    /// `*.py` files skipped because their stem is not an identifier (D1).
+    misnamed: Vec<String>,
 }
 
 /// Why one version of a plugin did not start.
@@ -118,7 +191,11 @@ impl PluginHost {
         });
         let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
         host.api.set_plugin_control(control);
-        for name in host.discover()? {
+        let files = host.discover()?;
+        for file in &files.misnamed {
+            tracing::warn!("skipping {file}: a plugin file name must be a Python identifier");
+        }
+        for name in files.names {
             let loaded = host.load_audited(&name);
             host.api.core().deliver_deferred_events();
             match loaded {
@@ -134,29 +211,29 @@ impl PluginHost {
 
     /// The plugin files of the directory (P1): `*.py` except `__init__.py`
     /// and dotfiles, not recursive, sorted by name.
-    fn discover(&self) -> Result<Vec<PluginName>, LoaderError> {
+    fn discover(&self) -> Result<PluginFiles, LoaderError> {
         let dir = &self.config.plugins_dir;
         let entries = std::fs::read_dir(dir).map_err(|source| LoaderError::PluginsDir {
             path: dir.clone(),
             source,
         })?;
+        let mut misnamed = Vec::new();
         let mut names: Vec<PluginName> = entries
             .filter_map(Result::ok)
             .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
             .filter_map(|entry| entry.file_name().into_string().ok())
-            .filter(|file| file.ends_with(".py") && file != "__init__.py" && !file.starts_with('.'))
-            .filter_map(|file| match PluginName::parse(&file) {
+            .filter_map(|file| match PluginName::from_file_name(&file) {
                 Ok(name) => Some(name),
-                Err(_) => {
-                    tracing::warn!(
-                        "skipping {file}: a plugin file name must be a Python identifier"
-                    );
+                Err(NotAPluginFile::NotPluginFile) => None,
+                Err(NotAPluginFile::NotAnIdentifier) => {
+                    misnamed.push(file);
                     None
                 }
             })
             .collect();
         names.sort();
-        Ok(names)
+        misnamed.sort();
+        Ok(PluginFiles { names, misnamed })
     }
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<String, PluginRecord>> {
@@ -187,16 +264,13 @@ impl PluginHost {
     /// reload with its outcome, once no plugin turn is held (the audit event
     /// may run callbacks that load plugins).
     fn load_audited(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
-        let was_running = self
-            .records()
-            .get(name.as_str())
-            .is_some_and(|record| record.instance.is_some());
+        let was_running = matches!(
+            self.records().get(name.as_str()),
+            Some(PluginRecord::Running(_))
+        );
         let result = self.load_named(name);
         // Only plugins are audited: a helper module or a missing file is not.
-        let known = self
-            .records()
-            .get(name.as_str())
-            .map(|record| record.info.clone());
+        let known = self.info_of(name);
         if let Some(info) = known {
             let kind = if was_running {
                 AuditKind::PluginReload
@@ -248,15 +322,11 @@ impl PluginHost {
             })?
             .into();
         let _turn = self.take_turn(name)?;
-        let running = self.records().get_mut(name.as_str()).and_then(|record| {
-            let instance = record.instance.take()?;
-            Some((instance, record.source.clone()))
-        });
-        let previous_source = match running {
-            Some((instance, previous_source)) => {
+        let previous_source = match self.take_running(name) {
+            Some(running) => {
                 tracing::info!(plugin = %name, "reloading: stopping the running version");
-                self.stop_instance(name, instance);
-                previous_source
+                self.stop_instance(name, running.instance);
+                Some(running.source)
             }
             None => None,
         };
@@ -270,7 +340,8 @@ impl PluginHost {
                 );
                 match previous_source {
                     None => {
-                        self.records().remove(name.as_str());
+                        self.records()
+                            .insert(name.to_string(), PluginRecord::NotAPlugin);
                         tracing::debug!(plugin = %name, "{message}; skipped");
                         return Err(ApiError::Processing(message));
                     }
@@ -287,8 +358,10 @@ impl PluginHost {
                         plugin = %name,
                         "reload failed; the previous version was brought back and keeps running"
                     );
-                    if let Some(record) = self.records().get_mut(name.as_str()) {
-                        record.info.error = format!("reload failed: {error}");
+                    if let Some(PluginRecord::Running(running)) =
+                        self.records().get_mut(name.as_str())
+                    {
+                        running.last_error = format!("reload failed: {error}");
                     }
                     return Err(ApiError::Processing(format!(
                         "plugin '{name}' failed to reload; the previous version keeps running: {error}"
@@ -308,17 +381,9 @@ impl PluginHost {
         }
         self.records().insert(
             name.to_string(),
-            PluginRecord {
-                info: PluginInfo {
-                    name: name.to_string(),
-                    class_name,
-                    state: PluginState::Failed,
-                    error: error.clone(),
-                    path: path.to_string_lossy().into_owned(),
-                },
-                instance: None,
-                load_order: 0,
-                source: None,
+            PluginRecord::Failed {
+                class_name,
+                error: error.clone(),
             },
         );
         Err(ApiError::Processing(format!(
@@ -334,7 +399,13 @@ impl PluginHost {
         path: &Path,
         source: &Arc<str>,
     ) -> Result<PluginInfo, VersionFailed> {
-        let owner = Owner::new(name.as_str());
+        // Every load is a new owner: a late call of an older version (a
+        // stuck `stop()` finishing after the reload) cannot touch what this
+        // one registers.
+        let owner = Owner::versioned(
+            name.as_str(),
+            self.next_load_order.fetch_add(1, Ordering::Relaxed),
+        );
         let outcome = ucs_pybridge::load_plugin_source(
             &self.api,
             &owner,
@@ -345,32 +416,26 @@ impl PluginHost {
         );
         let failed = |class_name: String, error: String| {
             // L1: what it registered before failing goes, quietly: the
-            // failure itself is the news.
+            // failure itself is the news. Retired first, so a thread it
+            // started cannot register anything afterwards.
+            owner.retire();
             for leftover in self.api.remove_owned_by(&owner) {
-                tracing::debug!(plugin = %name, "removed after failed load: {}", leftover.description);
+                tracing::debug!(plugin = %name, "removed after failed load: {leftover}");
             }
             ucs_pybridge::forget_module(name.as_str());
             VersionFailed::Failed { class_name, error }
         };
         match outcome {
             LoadOutcome::Started(instance) => {
-                let info = PluginInfo {
-                    name: name.to_string(),
-                    class_name: instance.class_name.clone(),
-                    state: PluginState::Running,
-                    error: String::new(),
-                    path: path.to_string_lossy().into_owned(),
-                };
-                self.records().insert(
-                    name.to_string(),
-                    PluginRecord {
-                        info: info.clone(),
-                        instance: Some(instance),
-                        load_order: self.next_load_order.fetch_add(1, Ordering::Relaxed),
-                        source: Some(Arc::clone(source)),
-                    },
-                );
-                Ok(info)
+                let record = PluginRecord::Running(Running {
+                    instance,
+                    source: Arc::clone(source),
+                    load_order: owner.generation(),
+                    last_error: String::new(),
+                });
+                let info = record.info(name.as_str(), path);
+                self.records().insert(name.to_string(), record);
+                info.ok_or(VersionFailed::NotAPlugin)
             }
             LoadOutcome::NoPluginVariable => Err(VersionFailed::NotAPlugin),
             LoadOutcome::Failed { class_name, error } => Err(failed(class_name, error)),
@@ -395,48 +460,78 @@ impl PluginHost {
         stop_timeout: Duration,
         join_timeout: Duration,
     ) {
+        let owner = instance.owner().clone();
+        let class_name = instance.class_name.clone();
         let report = ucs_pybridge::stop_plugin(instance, stop_timeout, join_timeout);
+        // From here on this version registers nothing more: a `stop()` or
+        // thread still running later can neither add a registration that no
+        // unload would remove nor, being an old owner, remove the next
+        // version's.
+        owner.retire();
         let mut errors = Vec::new();
-        if let Some(error) = report.stop_error {
+        if let Some(error) = report.stop_error() {
             tracing::error!(plugin = %name, "stop() raised; unloading anyway: {error}");
             errors.push(format!("stop() raised: {error}"));
         }
-        if let Some(stuck) = report.stuck {
+        if let Some(stuck) = report.stuck() {
             tracing::warn!(plugin = %name, "plugin is stuck: {stuck}");
             errors.push(format!("stuck: {stuck}"));
         }
-        for leftover in self.api.remove_owned_by(&Owner::new(name.as_str())) {
+        for leftover in self.api.remove_owned_by(&owner) {
             tracing::warn!(
                 plugin = %name,
-                "plugin left {} registered after stop(); removed it",
-                leftover.description
+                "plugin left {leftover} registered after stop(); removed it"
             );
         }
         ucs_pybridge::forget_module(name.as_str());
-        if let Some(record) = self.records().get_mut(name.as_str()) {
-            record.info.state = PluginState::Stopped;
-            record.info.error = errors.join("\n");
+        self.records().insert(
+            name.to_string(),
+            PluginRecord::Stopped {
+                class_name,
+                error: errors.join("\n"),
+            },
+        );
+    }
+
+    /// Takes the running version of `name` out of its record to stop it,
+    /// leaving it listed as running until it has stopped; `None` if it is
+    /// not running (or another caller took it first).
+    fn take_running(&self, name: &PluginName) -> Option<Running> {
+        let mut records = self.records();
+        let record = records.get_mut(name.as_str())?;
+        let PluginRecord::Running(running) = record else {
+            return None;
+        };
+        let class_name = running.instance.class_name.clone();
+        match std::mem::replace(record, PluginRecord::Stopping { class_name }) {
+            PluginRecord::Running(running) => Some(running),
+            // Matched as running just above, under the same lock.
+            other => {
+                *record = other;
+                None
+            }
         }
+    }
+
+    /// What `plugins.list` shows of `name`, if it is a plugin the host knows.
+    fn info_of(&self, name: &PluginName) -> Option<PluginInfo> {
+        self.records()
+            .get(name.as_str())
+            .and_then(|record| record.info(name.as_str(), &self.path_of(name)))
     }
 
     /// Stops and unloads `name` (P6); a plugin that is not loaded is a
     /// processing error (D1).
     fn unload_named(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
         let _turn = self.take_turn(name)?;
-        let instance = self
-            .records()
-            .get_mut(name.as_str())
-            .and_then(|record| record.instance.take());
-        let Some(instance) = instance else {
+        let Some(running) = self.take_running(name) else {
             return Err(ApiError::Processing(format!(
                 "plugin '{name}' is not loaded"
             )));
         };
-        self.stop_instance(name, instance);
+        self.stop_instance(name, running.instance);
         tracing::info!(plugin = %name, "plugin unloaded");
-        self.records()
-            .get(name.as_str())
-            .map(|record| record.info.clone())
+        self.info_of(name)
             .ok_or_else(|| ApiError::Internal(format!("plugin '{name}' vanished while unloading")))
     }
 
@@ -448,8 +543,10 @@ impl PluginHost {
         let mut running: Vec<(u64, String)> = self
             .records()
             .iter()
-            .filter(|(_, record)| record.instance.is_some())
-            .map(|(name, record)| (record.load_order, name.clone()))
+            .filter_map(|(name, record)| match record {
+                PluginRecord::Running(running) => Some((running.load_order, name.clone())),
+                _ => None,
+            })
             .collect();
         running.sort_unstable_by(|a, b| b.cmp(a));
         for (_, name) in running {
@@ -457,11 +554,7 @@ impl PluginHost {
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let instance = self
-                .records()
-                .get_mut(name.as_str())
-                .and_then(|record| record.instance.take());
-            let Some(instance) = instance else {
+            let Some(Running { instance, .. }) = self.take_running(&name) else {
                 continue;
             };
             if remaining.is_zero() {
@@ -501,11 +594,43 @@ fn within_deadline(
 }
 
 impl PluginControl for PluginHost {
+    /// The plugins loaded, failed or stopped, and every other plugin file
+    /// of the directory as STOPPED with no error: one the server has not
+    /// tried to load yet, e.g. dropped in after start. A file found to have
+    /// no `UCS_PLUGIN` is a helper module, not a plugin, and is left out.
     fn list(&self) -> Vec<PluginInfo> {
-        self.records()
-            .values()
-            .map(|record| record.info.clone())
-            .collect()
+        // The directory is read before the records are locked: no lock
+        // across I/O. A directory that cannot be read lists what is known.
+        let files = match self.discover() {
+            Ok(files) => files.names,
+            Err(err) => {
+                tracing::warn!("plugins.list lists only known plugins: {err}");
+                Vec::new()
+            }
+        };
+        let records = self.records();
+        let mut listed: BTreeMap<String, PluginInfo> = records
+            .iter()
+            .filter_map(|(name, record)| {
+                let path = self.config.plugins_dir.join(format!("{name}.py"));
+                Some((name.clone(), record.info(name, &path)?))
+            })
+            .collect();
+        for name in files {
+            if !records.contains_key(name.as_str()) {
+                listed.insert(
+                    name.to_string(),
+                    PluginInfo {
+                        name: name.to_string(),
+                        class_name: String::new(),
+                        state: PluginState::Stopped,
+                        error: String::new(),
+                        path: self.path_of(&name).to_string_lossy().into_owned(),
+                    },
+                );
+            }
+        }
+        listed.into_values().collect()
     }
 
     fn load(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {

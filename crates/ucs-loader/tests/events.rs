@@ -247,7 +247,7 @@ UCS_PLUGIN = 'D5Order'
 "#);
     let server = TestServer::start(&[("d5_order.py", &plugin)]);
     let sink = Arc::new(CommitOrder(Mutex::new(Vec::new())));
-    server.core.events.add_sink(sink.clone());
+    server.core.events().add_sink(sink.clone());
     let agents: Vec<i64> = (0..4)
         .map(|n| server.add_agent(&format!("d5_order_{n}")))
         .collect();

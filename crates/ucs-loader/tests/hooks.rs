@@ -583,3 +583,61 @@ UCS_PLUGIN = 'Named'
     server.set_status(agent, busy, "").unwrap();
     assert_eq!(status_of(&server, agent), (busy, String::new()));
 }
+
+/// Issue 12, defect 6, through a real Python hook and callback and the API
+/// method `config.users.edit`: clearing `agent` takes the agent OFFLINE
+/// through the hook (H2) with an `agent.status` event (E2); a hook that
+/// blocks it (H5) fails the edit, which changes nothing.
+#[test]
+fn h2_e2_clearing_the_agent_flag_through_the_api_runs_the_hook_and_the_callback() {
+    let plugin = py(r#"
+UCS_PLUGIN = 'FlagGuard'
+
+
+class FlagGuard:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+        ucs.addCallback(events.EVENT_AGENT_STATUS, self.changed)
+
+    def hook(self, agent, status, reason):
+        if agent.username == 'fgstays' and status == constants.AGENT_OFFLINE:
+            return None, 'fgstays stays'
+        return status, reason
+
+    def changed(self, agent, args):
+        record(self.ucs, 'fg_events', [agent['id'], agent['status'], args['previous_status']])
+"#);
+    let server = TestServer::start(&[("fg_guard.py", &plugin)]);
+    let goes = server.add_agent("fggoes");
+    let stays = server.add_agent("fgstays");
+    for agent in [goes, stays] {
+        server.set_status(agent, 1, "").unwrap();
+    }
+    let edit = |id: i64| {
+        server.call(
+            "config.users.edit",
+            vec![json(&format!(r#"{{"id": {id}, "agent": false}}"#))],
+        )
+    };
+
+    let edited = edit(goes).expect("the edit goes through");
+    assert_eq!(field(&edited, "agent"), &Value::Bool(false));
+    let events = || server.shared("fg_events");
+    assert_eq!(
+        events(),
+        json(&format!(
+            "[[{goes}, 1, 0], [{stays}, 1, 0], [{goes}, 0, 1]]"
+        )),
+        "the wallboard sees the agent go OFFLINE"
+    );
+
+    let refused = edit(stays);
+    assert_eq!(refused, Err(ApiError::Processing("fgstays stays".into())));
+    assert!(server.core.directory().get(stays).unwrap().agent);
+    assert_eq!(status_of(&server, stays).0, 1);
+    assert!(
+        matches!(events(), Value::List(seen) if seen.len() == 3),
+        "no event for the refused edit"
+    );
+}

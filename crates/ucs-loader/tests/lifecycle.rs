@@ -105,6 +105,66 @@ class NotAPlugin:
     assert!(log_records_of("p2_helper", &["ERROR"]).is_empty());
 }
 
+/// Issue 12 item 5: `plugins.list` lists what it says it lists, "loaded,
+/// failed or found in the directory". A plugin file dropped in after start is
+/// STOPPED with no error until loaded, and STOPPED again once unloaded; a file
+/// found to have no `UCS_PLUGIN` (P2), `__init__.py`, dotfiles and misnamed
+/// files (P1, D1) stay out.
+#[test]
+fn issue12_plugins_list_shows_plugin_files_not_loaded_yet_as_stopped() {
+    let helper = "# No UCS_PLUGIN: a helper, not a plugin.\nX = 1\n";
+    let server = TestServer::start(&[
+        ("i5_running.py", &recording_plugin()),
+        ("i5_helper.py", helper),
+    ]);
+    let listed = |server: &TestServer| -> Vec<(String, String, String)> {
+        let Value::List(items) = server.call("plugins.list", vec![]).unwrap() else {
+            panic!("plugins.list is a list");
+        };
+        items
+            .iter()
+            .map(|info| {
+                let text = |key| field(info, key).as_str().unwrap().to_owned();
+                (text("name"), text("state"), text("error"))
+            })
+            .collect()
+    };
+    let entry = |name: &str, state: &str| (name.to_owned(), state.to_owned(), String::new());
+    assert_eq!(listed(&server), [entry("i5_running", "running")]);
+
+    for file in [
+        "i5_newone.py",
+        "__init__.py",
+        ".i5_hidden.py",
+        "i5-misnamed.py",
+    ] {
+        server.write_plugin(file, &recording_plugin());
+    }
+    assert_eq!(
+        listed(&server),
+        [
+            entry("i5_newone", "stopped"),
+            entry("i5_running", "running")
+        ]
+    );
+    let info = server.plugin("i5_newone").unwrap();
+    assert_eq!(info.path, server.path("i5_newone.py").to_string_lossy());
+
+    server.load("i5_newone").unwrap();
+    assert_eq!(server.state_of("i5_newone"), PluginState::Running);
+    server.unload("i5_newone").unwrap();
+    assert_eq!(
+        listed(&server),
+        [
+            entry("i5_newone", "stopped"),
+            entry("i5_running", "running")
+        ]
+    );
+    // Deleted: no longer found in the directory, but still known as unloaded.
+    std::fs::remove_file(server.path("i5_newone.py")).unwrap();
+    assert_eq!(server.state_of("i5_newone"), PluginState::Stopped);
+}
+
 #[test]
 fn p3_class_named_by_ucs_plugin_is_constructed_with_the_ucs_object() {
     let plugin = py(r#"
@@ -342,7 +402,7 @@ fn assert_leftover_warnings(plugin: &str, times: usize) {
         "callback for agent.status Leaky.on_status()",
         "status hook Leaky.status_hook()",
         "shared data hook for 'leaky_data' Leaky.shared_hook()",
-        "middleware on shared.get Leaky.middleware()",
+        "middleware for shared.get Leaky.middleware()",
     ] {
         let warnings = log_records_of(plugin, &["WARN", what, "removed it"]);
         assert_eq!(warnings.len(), times, "{what}: {warnings:#?}");

@@ -173,7 +173,7 @@ UCS_PLUGIN = 'M3Plugin'
         server.call("config.users.delete", vec![Value::Int(bob)]),
         Err(ApiError::PermissionDenied("m3 forbids removal".to_owned()))
     );
-    assert!(server.core.directory.get(bob).is_some(), "not deleted");
+    assert!(server.core.directory().get(bob).is_some(), "not deleted");
     assert_eq!(
         server.call("agents.list", vec![]),
         Err(ApiError::Processing("m3 is busy".to_owned()))

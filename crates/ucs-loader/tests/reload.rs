@@ -135,7 +135,7 @@ fn a_first_load_that_fails_still_ends_failed() {
 fn audit_kinds(server: &TestServer) -> Vec<(String, String)> {
     server
         .core
-        .audit
+        .audit()
         .list()
         .into_iter()
         .map(|record| (record.kind.event_name().to_owned(), record.plugin))
@@ -194,7 +194,7 @@ class Rewriter:
     );
     let rewrite = server
         .core
-        .audit
+        .audit()
         .list()
         .into_iter()
         .find(|record| record.kind.event_name() == "audit.status_rewrite")
@@ -210,7 +210,7 @@ fn a_failed_reload_is_audited_with_its_error() {
     assert!(server.load("au_failing").is_err());
     let reload = server
         .core
-        .audit
+        .audit()
         .list()
         .into_iter()
         .find(|record| {
@@ -222,4 +222,147 @@ fn a_failed_reload_is_audited_with_its_error() {
         panic!("{reload:?}");
     };
     assert!(error.contains("SyntaxError"), "{error}");
+}
+
+/// Version 1 of a plugin whose `stop()` is stuck past the stop timeout, then
+/// unregisters the status hook and registers a callback: what a late old
+/// version does after the reload has already brought version 2 up.
+const STUCK_STOP_V1: &str = r#"
+import time
+from events import EVENT_AGENT_STATUS
+
+UCS_PLUGIN = 'Stale'
+
+
+class Stale:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def hook(self, agent, status, reason):
+        return status, 'v1'
+
+    def stop(self):
+        time.sleep(0.6)
+        self.ucs.agents.removeChangeStatusHook()
+        try:
+            self.ucs.addCallback(EVENT_AGENT_STATUS, self.changed)
+            late = 'registered'
+        except Exception as err:
+            late = 'refused: %s' % err
+        self.ucs.api.shared.set(self.ucs.sid, 'stale_late', late)
+
+    def changed(self, agent, args):
+        pass
+"#;
+
+#[test]
+fn issue12_a_stale_stop_of_the_old_version_cannot_touch_the_new_versions_registrations() {
+    let server = TestServer::start_with(&[("stale.py", STUCK_STOP_V1)], |config| {
+        config.stop_timeout = std::time::Duration::from_millis(100);
+        config.thread_join_timeout = std::time::Duration::from_millis(100);
+    });
+    let agent = server.add_agent("staleagent");
+    assert_eq!(reason_after_change(&server, agent, 1), Value::from("v1"));
+
+    server.write_plugin("stale.py", &versioned("v2").replace("Versioned", "Stale"));
+    server
+        .load("stale")
+        .expect("the reload goes on after the stuck stop() times out");
+    // Let the old stop() finish its sleep and make its late calls.
+    assert!(
+        common::wait_for(std::time::Duration::from_secs(5), || {
+            server.shared("stale_late") != Value::empty_map()
+        }),
+        "the old stop() never finished"
+    );
+    let late = server.shared("stale_late");
+    assert!(
+        matches!(&late, Value::Str(text) if text.starts_with("refused") && text.contains("was stopped")),
+        "a stopped version must not register anything: {late:?}"
+    );
+    assert!(
+        !common::log_records_of("stale", &["removeChangeStatusHook ignored", "newer load"])
+            .is_empty(),
+        "the old version's late removeChangeStatusHook() is ignored with a warning"
+    );
+    assert_eq!(
+        reason_after_change(&server, agent, 3),
+        Value::from("v2"),
+        "the new version's hook must still decide"
+    );
+    let registrations = server.api.registrations_of_plugin("stale");
+    let kinds: Vec<String> = registrations.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        kinds,
+        ["status hook Stale.hook()"],
+        "only the new version's hook; the old version's late callback was refused"
+    );
+    assert!(
+        registrations[0].owner.generation() > 0,
+        "a loaded plugin's owner carries its load generation"
+    );
+}
+
+/// Issue 12 item 3: each audit record names the user whose call caused it,
+/// in the record and in the value `audit.list` and the `audit.*` events show:
+/// an agent whose own change a Python hook vetoes, the admin who reloads and
+/// unloads a plugin, and nobody for the load the server did at start.
+#[test]
+fn issue12_audit_records_name_the_user_whose_call_caused_them() {
+    let vetoer = r#"
+UCS_PLUGIN = 'Vetoer'
+
+
+class Vetoer:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+
+    def hook(self, agent, status, reason):
+        raise error.ProcessingError('no lunch today')
+"#;
+    let server = TestServer::start(&[("au_vetoer.py", &common::py(vetoer))]);
+    let agent = server.add_agent("auvetoed");
+    let agent_sid = server.login("auvetoed");
+    let vetoed = server.api.call(
+        &agent_sid,
+        "agents.setStatus",
+        vec![Value::Int(agent), Value::Int(2), Value::from("Lunch")],
+    );
+    assert_eq!(vetoed, Err(ApiError::Processing("no lunch today".into())));
+    server.load("au_vetoer").unwrap();
+    server.unload("au_vetoer").unwrap();
+
+    let users: Vec<(String, Option<i64>)> = server
+        .core
+        .audit()
+        .list()
+        .into_iter()
+        .filter(|record| record.plugin == "au_vetoer")
+        .map(|record| (record.kind.event_name().to_owned(), record.user_id))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("audit.plugin_load".to_owned(), None),
+            ("audit.status_veto".to_owned(), Some(agent)),
+            ("audit.plugin_reload".to_owned(), Some(1)),
+            ("audit.plugin_unload".to_owned(), Some(1)),
+        ]
+    );
+    let listed = server.call("audit.list", Vec::new()).unwrap();
+    let Value::List(listed) = listed else {
+        panic!("{listed:?}");
+    };
+    let veto = listed
+        .iter()
+        .find(|record| field(record, "kind") == &Value::from("audit.status_veto"))
+        .unwrap();
+    assert_eq!(field(veto, "user_id"), &Value::Int(agent));
+    // The scope ended with the calls: nothing is attributed to anyone now.
+    assert_eq!(ucs_core::audit::acting_user(), None);
 }

@@ -14,12 +14,10 @@ use quanta::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use ucs_api::{
-    ApiError, CallOutcome, HookPolicy, Middleware, Next, RegistrationLabel, RegistrationMetrics,
-};
+use ucs_api::{ApiError, CallOutcome, HookPolicy, Middleware, Next, RegistrationMetrics};
 use ucs_core::{
-    Agent, AgentStatus, Event, EventCallback, EventPayload, Owner, PluginFailure, SharedDataHook,
-    SharedVerdict, StatusHook, StatusVerdict, Value,
+    Agent, AgentStatus, Event, EventCallback, EventPayload, Owner, PluginFailure, Registrable,
+    SharedDataHook, SharedVerdict, StatusHook, StatusVerdict, Value,
 };
 
 use crate::convert::{py_to_value, type_name, value_to_py};
@@ -32,8 +30,9 @@ pub struct PyCallable {
     callable: Py<PyAny>,
     owner: Owner,
     name: String,
-    /// Calls, errors, overruns, latency and the breaker of this registration.
-    pub metrics: Arc<RegistrationMetrics>,
+    /// Calls, errors, overruns, latency and the breaker of this
+    /// registration; the registry reports the same numbers.
+    metrics: Arc<RegistrationMetrics>,
     policy: HookPolicy,
 }
 
@@ -51,15 +50,6 @@ impl PyCallable {
             name,
             metrics: Arc::new(RegistrationMetrics::new()),
             policy,
-        }
-    }
-
-    /// The label reports show for this registration on `target`.
-    pub fn label(&self, kind: &'static str, target: &str) -> RegistrationLabel {
-        RegistrationLabel {
-            kind,
-            target: target.to_owned(),
-            callable: self.describe(),
         }
     }
 
@@ -144,13 +134,19 @@ impl StatusHook for PyStatusHook {
             },
         )
     }
+}
 
+impl Registrable for PyStatusHook {
     fn describe(&self) -> String {
         self.0.describe()
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn metrics(&self) -> Option<Arc<RegistrationMetrics>> {
+        Some(Arc::clone(&self.0.metrics))
     }
 }
 
@@ -251,13 +247,19 @@ impl SharedDataHook for PySharedHook {
             },
         )
     }
+}
 
+impl Registrable for PySharedHook {
     fn describe(&self) -> String {
         self.0.describe()
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn metrics(&self) -> Option<Arc<RegistrationMetrics>> {
+        Some(Arc::clone(&self.0.metrics))
     }
 }
 
@@ -304,13 +306,19 @@ impl EventCallback for PyEventCallback {
             },
         )
     }
+}
 
+impl Registrable for PyEventCallback {
     fn describe(&self) -> String {
         self.0.describe()
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn metrics(&self) -> Option<Arc<RegistrationMetrics>> {
+        Some(Arc::clone(&self.0.metrics))
     }
 }
 
@@ -359,13 +367,19 @@ impl Middleware for PyMiddleware {
             || self.call_in_python(next, &args),
         )
     }
+}
 
+impl Registrable for PyMiddleware {
     fn describe(&self) -> String {
         self.0.describe()
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn metrics(&self) -> Option<Arc<RegistrationMetrics>> {
+        Some(Arc::clone(&self.0.metrics))
     }
 }
 

@@ -66,7 +66,7 @@ pub fn api_error_to_py(py: Python<'_>, error: ApiError) -> PyErr {
             }
             InvalidDataInput::new_err((dict.unbind(),))
         }
-        ApiError::Unauthenticated | ApiError::PermissionDenied(_) => {
+        ApiError::Unauthenticated | ApiError::BadCredentials | ApiError::PermissionDenied(_) => {
             PermissionDenied::new_err(error.to_string())
         }
         ApiError::UnknownMethod(_) => PyAttributeError::new_err(error.to_string()),

@@ -23,7 +23,7 @@ pub mod thread_state;
 pub mod ucs_object;
 
 pub use plugin::{
-    Constructed, LoadOutcome, LoadStep, PluginInstance, StopReport, construct_plugin,
+    Constructed, LoadOutcome, LoadStep, PluginInstance, StopReport, ThreadEnd, construct_plugin,
     forget_module, load_plugin_source, start_plugin, stop_plugin,
 };
 

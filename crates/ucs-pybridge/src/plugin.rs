@@ -27,6 +27,8 @@ pub struct PluginInstance {
     instance: Py<PyAny>,
     /// The class name, for `plugins.list`.
     pub class_name: String,
+    /// The version of the plugin its `ucs` object registers as.
+    owner: Owner,
 }
 
 /// What importing and starting a plugin file gave.
@@ -44,19 +46,67 @@ pub enum LoadOutcome {
     },
 }
 
-/// What stopping a plugin gave (P5, L2, L3).
-#[derive(Debug, Default)]
-pub struct StopReport {
-    /// `stop` raised: its traceback (L2).
-    pub stop_error: Option<String>,
-    /// `stop` did not return, or the plugin's thread did not end, in time (L3).
-    pub stuck: Option<String>,
-    /// `stop` did not return in time; the other fields are then unknown.
-    pub stop_timed_out: bool,
-    /// The plugin is a `threading.Thread` (a checker reports whether it ended).
-    pub is_thread: bool,
-    /// A Thread plugin whose thread was still alive after the join timeout.
-    pub thread_still_alive: bool,
+/// What stopping a plugin gave (P5, L2, L3). Whether `stop` raised and how
+/// the thread ended are known only if `stop` returned, so they live in that
+/// variant alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReport {
+    /// `stop` returned (or the plugin has none) and a Thread plugin was
+    /// joined.
+    Returned {
+        /// `Err` with the traceback if `stop` raised (L2).
+        stop: Result<(), String>,
+        /// How a Thread plugin's thread ended.
+        thread: ThreadEnd,
+    },
+    /// `stop` had not returned after this long: the plugin is unloaded anyway
+    /// and its code may still be running (L3).
+    TimedOut(Duration),
+    /// `stop` could not be run at all: why.
+    NotRun(String),
+}
+
+/// How a plugin's own thread ended after `stop` (L3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadEnd {
+    /// The plugin is not a `threading.Thread`.
+    NotAThread,
+    /// Its thread ended, never ran, or is the thread that asked for the stop
+    /// (it ends once that call returns).
+    Ended,
+    /// Its thread was still alive after being joined for this long.
+    StillRunning(Duration),
+}
+
+impl StopReport {
+    /// The traceback of a `stop` that raised (L2).
+    pub fn stop_error(&self) -> Option<&str> {
+        match self {
+            StopReport::Returned {
+                stop: Err(error), ..
+            } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Why the plugin is stuck, if it is: `stop` did not return or could not
+    /// run, or its thread did not end, in time (L3).
+    pub fn stuck(&self) -> Option<String> {
+        match self {
+            StopReport::Returned {
+                thread: ThreadEnd::StillRunning(join_timeout),
+                ..
+            } => Some(format!(
+                "its thread did not end within {join_timeout:?} after stop(); it keeps running"
+            )),
+            StopReport::Returned { .. } => None,
+            StopReport::TimedOut(stop_timeout) => Some(format!(
+                "stop() did not return within {stop_timeout:?}; the plugin is unloaded anyway and \
+                 its code may still be running"
+            )),
+            StopReport::NotRun(reason) => Some(reason.clone()),
+        }
+    }
 }
 
 /// Which step of loading a plugin failed, so `ucs plugin check` can say
@@ -69,8 +119,6 @@ pub enum LoadStep {
     PluginVariable,
     /// Calling the class with the `ucs` object (P3).
     Constructor,
-    /// Calling `start` (P4).
-    Start,
 }
 
 /// What importing a plugin file and constructing its class gave; `start`
@@ -199,6 +247,7 @@ fn construct(
             Ok(instance) => Constructed::Instance(PluginInstance {
                 instance: instance.unbind(),
                 class_name,
+                owner: owner.clone(),
             }),
             Err(err) => failed(
                 LoadStep::Constructor,
@@ -232,7 +281,14 @@ impl PluginInstance {
         Python::attach(|py| PluginInstance {
             instance: self.instance.clone_ref(py),
             class_name: self.class_name.clone(),
+            owner: self.owner.clone(),
         })
+    }
+
+    /// The version of the plugin this instance registers as: what its
+    /// unload removes (L4) and retires.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// Whether the instance has a method `name` (`start`, `stop`), for a
@@ -375,23 +431,13 @@ pub fn stop_plugin(
             Python::attach(|_| drop(plugin));
         });
     if let Err(err) = spawned {
-        return StopReport {
-            stuck: Some(format!(
-                "could not start a thread to stop the plugin: {err}"
-            )),
-            ..StopReport::default()
-        };
+        return StopReport::NotRun(format!(
+            "could not start a thread to stop the plugin: {err}"
+        ));
     }
     match report.recv_timeout(stop_timeout + join_timeout.unwrap_or_default()) {
         Ok(report) => report,
-        Err(_) => StopReport {
-            stuck: Some(format!(
-                "stop() did not return within {stop_timeout:?}; the plugin is unloaded anyway and \
-                 its code may still be running"
-            )),
-            stop_timed_out: true,
-            ..StopReport::default()
-        },
+        Err(_) => StopReport::TimedOut(stop_timeout),
     }
 }
 
@@ -412,37 +458,36 @@ fn stop_and_join(
     join_timeout: Option<Duration>,
 ) -> StopReport {
     let instance = plugin.instance.bind(py);
-    let mut report = StopReport::default();
-    if let Ok(stop) = instance.getattr("stop")
-        && let Err(err) = stop.call0()
-    {
-        report.stop_error = Some(format_traceback(py, &err));
-    }
+    let stop = match instance.getattr("stop") {
+        Ok(stop) => stop
+            .call0()
+            .map(drop)
+            .map_err(|err| format_traceback(py, &err)),
+        Err(_) => Ok(()),
+    };
     let is_thread = py
         .import("threading")
         .and_then(|threading| threading.getattr("Thread"))
         .and_then(|thread| instance.is_instance(&thread))
         .unwrap_or(false);
-    report.is_thread = is_thread;
-    if is_thread {
-        let started = instance
+    let is_alive = || {
+        instance
             .call_method0("is_alive")
             .and_then(|alive| alive.is_truthy())
-            .unwrap_or(false);
-        if let Some(join_timeout) = join_timeout.filter(|_| started) {
+            .unwrap_or(false)
+    };
+    let thread = match join_timeout {
+        _ if !is_thread => ThreadEnd::NotAThread,
+        Some(join_timeout) if is_alive() => {
             // Thread.join waits with the GIL released.
             let _ = instance.call_method1("join", (join_timeout.as_secs_f64(),));
-            let still_alive = instance
-                .call_method0("is_alive")
-                .and_then(|alive| alive.is_truthy())
-                .unwrap_or(false);
-            report.thread_still_alive = still_alive;
-            if still_alive {
-                report.stuck = Some(format!(
-                    "its thread did not end within {join_timeout:?} after stop(); it keeps running"
-                ));
+            if is_alive() {
+                ThreadEnd::StillRunning(join_timeout)
+            } else {
+                ThreadEnd::Ended
             }
         }
-    }
-    report
+        _ => ThreadEnd::Ended,
+    };
+    StopReport::Returned { stop, thread }
 }

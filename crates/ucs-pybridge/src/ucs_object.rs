@@ -33,20 +33,7 @@ struct PluginContext {
 impl PluginContext {
     /// Wraps a callable of this plugin, measured under the server's policy.
     fn callable(&self, callable: &Bound<'_, PyAny>) -> PyCallable {
-        PyCallable::new(callable, self.owner.clone(), *self.api.metrics().policy())
-    }
-
-    /// What to run once the registration of `adapter` succeeded: from then
-    /// on its numbers appear in `plugins.list` (issue 8).
-    fn tracking<'a>(
-        &'a self,
-        adapter: &PyCallable,
-        kind: &'static str,
-        target: &str,
-    ) -> impl FnOnce() + Send + 'a {
-        let label = adapter.label(kind, target);
-        let metrics = Arc::clone(&adapter.metrics);
-        move || self.api.metrics().track(&self.owner, label, metrics)
+        PyCallable::new(callable, self.owner.clone(), *self.api.policy())
     }
 
     fn core_error(&self, py: Python<'_>, error: CoreError) -> PyErr {
@@ -106,14 +93,13 @@ impl PyUcs {
     ) -> PyResult<()> {
         let context = &self.context;
         let adapter = Arc::new(PyEventCallback(context.callable(callback)));
-        let tracked = context.tracking(&adapter.0, "callback", event);
         py.detach(|| {
             context
                 .api
                 .core()
-                .events
+                .events()
                 .add_callback(event, context.owner.clone(), adapter)
-                .map(|_| tracked())
+                .map(drop)
         })
         .map_err(|err| context.core_error(py, err))
     }
@@ -127,13 +113,13 @@ impl PyUcs {
         callback: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let context = &self.context;
-        let events = &context.api.core().events;
+        let events = &context.api.core().events();
         let registrations = py
             .detach(|| events.callbacks(event))
             .map_err(|err| context.core_error(py, err))?;
         // Compare with no server lock held: `==` may run Python.
         let found = registrations.iter().find(|registration| {
-            as_callable(registration.callback.as_any())
+            as_callable(registration.target.as_any())
                 .is_some_and(|adapter| adapter.equals(callback))
         });
         match found {
@@ -156,7 +142,7 @@ impl PyUcs {
         let context = &self.context;
         py.detach(|| {
             let mut sid = context.sid.lock().unwrap_or_else(PoisonError::into_inner);
-            let sessions = &context.api.core().sessions;
+            let sessions = &context.api.core().sessions();
             if let Some(open) = sid.as_ref()
                 && sessions.resolve(open).is_ok()
             {
@@ -253,7 +239,7 @@ impl PyAgents {
     /// Every agent as a dict.
     #[pyo3(name = "getAgents")]
     fn get_agents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let agents = py.detach(|| self.0.api.core().directory.agents());
+        let agents = py.detach(|| self.0.api.core().directory().agents());
         let list = PyList::empty(py);
         for agent in &agents {
             list.append(value_to_py(py, &agent.to_value())?)?;
@@ -266,14 +252,13 @@ impl PyAgents {
     fn add_change_status_hook(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let context = &self.0;
         let hook = Arc::new(PyStatusHook(context.callable(callback)));
-        let tracked = context.tracking(&hook.0, "status_hook", "agents");
         py.detach(|| {
             context
                 .api
                 .core()
-                .status_hook
+                .status_hook()
                 .add(context.owner.clone(), hook)
-                .map(|()| tracked())
+                .map(drop)
         })
         .map_err(|err| context.core_error(py, err))
     }
@@ -282,7 +267,7 @@ impl PyAgents {
     #[pyo3(name = "removeChangeStatusHook")]
     fn remove_change_status_hook(&self, py: Python<'_>) {
         let context = &self.0;
-        py.detach(|| context.api.core().status_hook.remove(&context.owner));
+        py.detach(|| context.api.core().status_hook().remove(&context.owner));
     }
 }
 
@@ -294,7 +279,7 @@ pub struct PyShared(Arc<PluginContext>);
 impl PyShared {
     /// The data stored under `identificator`; `{}` if never set (D4).
     fn get<'py>(&self, py: Python<'py>, identificator: &str) -> PyResult<Bound<'py, PyAny>> {
-        let value = py.detach(|| self.0.api.core().shared.get(identificator));
+        let value = py.detach(|| self.0.api.core().shared().get(identificator));
         value_to_py(py, &value)
     }
 
@@ -308,14 +293,13 @@ impl PyShared {
     ) -> PyResult<()> {
         let context = &self.0;
         let hook = Arc::new(PySharedHook(context.callable(callback)));
-        let tracked = context.tracking(&hook.0, "shared_hook", identificator);
         py.detach(|| {
             context
                 .api
                 .core()
-                .shared
+                .shared()
                 .add_hook(identificator, context.owner.clone(), hook)
-                .map(|()| tracked())
+                .map(drop)
         })
         .map_err(|err| context.core_error(py, err))
     }
@@ -328,7 +312,7 @@ impl PyShared {
             context
                 .api
                 .core()
-                .shared
+                .shared()
                 .remove_hook(identificator, &context.owner)
         });
     }
@@ -343,7 +327,7 @@ impl PyTree {
     /// `{user_id: field}` for every user, e.g. `getUsers('username')`.
     #[pyo3(name = "getUsers")]
     fn get_users<'py>(&self, py: Python<'py>, field: &str) -> PyResult<Bound<'py, PyDict>> {
-        let users = py.detach(|| self.0.api.core().directory.list());
+        let users = py.detach(|| self.0.api.core().directory().list());
         let dict = PyDict::new(py);
         for user in &users {
             let value = user.field(field).ok_or_else(|| {
@@ -375,12 +359,11 @@ impl PyApi {
     ) -> PyResult<()> {
         let context = &self.0;
         let adapter = Arc::new(PyMiddleware(context.callable(middleware)));
-        let tracked = context.tracking(&adapter.0, "middleware", method);
         py.detach(|| {
             context
                 .api
                 .add_middleware(method, context.owner.clone(), adapter)
-                .map(|_| tracked())
+                .map(drop)
         })
         .map_err(|err| api_error_to_py(py, err))
     }
@@ -398,7 +381,7 @@ impl PyApi {
             .detach(|| context.api.middlewares(method))
             .map_err(|err| api_error_to_py(py, err))?;
         let found = registrations.iter().find(|registration| {
-            as_callable(registration.middleware.as_any())
+            as_callable(registration.target.as_any())
                 .is_some_and(|adapter| adapter.equals(middleware))
         });
         match found {

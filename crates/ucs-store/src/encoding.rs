@@ -10,7 +10,8 @@
 //! tags add no nesting, so any value the core accepts fits `serde_json`'s
 //! recursion limit.
 
-use ucs_core::{Map, MapKey, Value};
+use ucs_core::value::ParseError;
+use ucs_core::{MapKey, Value};
 
 /// The tag of an int dict key.
 const INT_KEY: &str = "i:";
@@ -23,10 +24,11 @@ pub(crate) fn encode(value: &Value) -> Result<String, String> {
     serde_json::to_string(&json).map_err(|err| err.to_string())
 }
 
-/// The value whose stored JSON text is `text`.
-pub(crate) fn decode(text: &str) -> Result<Value, String> {
-    let json: serde_json::Value = serde_json::from_str(text).map_err(|err| err.to_string())?;
-    from_json(&json)
+/// The value whose stored JSON text is `text`, read by the core's one JSON
+/// reader, with its depth and integer limits.
+pub(crate) fn decode(text: &str) -> Result<Value, ParseError> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Syntax)?;
+    Value::from_json_keyed(&json, &decode_key).map_err(ParseError::Value)
 }
 
 fn to_json(value: &Value) -> Result<serde_json::Value, String> {
@@ -56,35 +58,6 @@ fn to_json(value: &Value) -> Result<serde_json::Value, String> {
     })
 }
 
-fn from_json(json: &serde_json::Value) -> Result<Value, String> {
-    Ok(match json {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(flag) => Value::Bool(*flag),
-        serde_json::Value::Number(number) => {
-            if let Some(int) = number.as_i64() {
-                Value::Int(int)
-            } else if number.is_f64() {
-                let float = number
-                    .as_f64()
-                    .ok_or_else(|| format!("bad number {number}"))?;
-                Value::float(float).map_err(|err| err.to_string())?
-            } else {
-                return Err(format!("integer {number} does not fit in 64 bits"));
-            }
-        }
-        serde_json::Value::String(text) => Value::Str(text.clone()),
-        serde_json::Value::Array(items) => {
-            Value::List(items.iter().map(from_json).collect::<Result<_, _>>()?)
-        }
-        serde_json::Value::Object(fields) => Value::Map(
-            fields
-                .iter()
-                .map(|(key, item)| Ok((decode_key(key)?, from_json(item)?)))
-                .collect::<Result<Map, String>>()?,
-        ),
-    })
-}
-
 fn decode_key(key: &str) -> Result<MapKey, String> {
     if let Some(int) = key.strip_prefix(INT_KEY) {
         int.parse()
@@ -100,6 +73,7 @@ fn decode_key(key: &str) -> Result<MapKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ucs_core::Map;
 
     fn check(value: Value, stored: &str) {
         assert_eq!(encode(&value).unwrap(), stored);
@@ -142,8 +116,28 @@ mod tests {
 
     #[test]
     fn untagged_keys_and_non_finite_floats_are_refused() {
-        assert!(decode(r#"{"2":1}"#).unwrap_err().contains("no type tag"));
-        assert!(decode(r#"{"i:x":1}"#).unwrap_err().contains("tagged int"));
+        assert!(
+            decode(r#"{"2":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("no type tag")
+        );
+        assert!(
+            decode(r#"{"i:x":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("tagged int")
+        );
         assert!(encode(&Value::Float(f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn issue12_stored_values_have_the_cores_depth_limit() {
+        let depth = ucs_core::value::MAX_DEPTH + 2;
+        let deep = "[".repeat(depth) + &"]".repeat(depth);
+        assert!(matches!(
+            decode(&deep),
+            Err(ParseError::Value(ucs_core::value::ValueError::TooDeep))
+        ));
     }
 }

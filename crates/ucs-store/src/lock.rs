@@ -19,6 +19,7 @@ pub const LOCK_FILE: &str = "ucs.lock";
 
 /// Holds the data dir's lock until dropped.
 #[derive(Debug)]
+#[must_use = "the data dir is locked only while this guard lives"]
 pub(crate) struct DataDirLock {
     /// The locked file; closing it releases the lock.
     _file: File,

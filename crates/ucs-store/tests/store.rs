@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use ucs_core::{
-    AgentStatus, Core, CoreConfig, CoreError, Map, MapKey, NewUser, Store, StoreError, StoredUser,
-    User, UserEdit, Value,
+    AgentStatus, Core, CoreError, Map, MapKey, NewUser, Store, StoreError, StoredUser, User,
+    UserEdit, Value,
 };
 use ucs_store::{DATABASE_FILE, SCHEMA_VERSION, SqliteStore};
 
@@ -31,7 +31,10 @@ fn check_open_fails(dir: &Path, expected: &[&str]) -> StoreError {
 }
 
 fn core_on(dir: &Path) -> Core {
-    Core::with_store(CoreConfig::default(), Arc::new(open(dir))).expect("the core loads")
+    Core::builder()
+        .store(Arc::new(open(dir)))
+        .build()
+        .expect("the core loads")
 }
 
 fn stored(id: i64, username: &str, superuser: bool, agent: bool) -> StoredUser {
@@ -287,13 +290,13 @@ fn the_database_is_in_wal_mode_with_full_sync() {
 fn core_writes_persist_and_logins_work_after_a_restart() {
     let dir = data_dir();
     let core = core_on(dir.path());
-    core.directory.ensure_admin("adminpass").unwrap();
-    let alice = core.directory.add(agent("alice")).unwrap();
-    let bob = core.directory.add(agent("bob")).unwrap();
+    core.directory().ensure_admin("adminpass").unwrap();
+    let alice = core.directory().add(agent("alice")).unwrap();
+    let bob = core.directory().add(agent("bob")).unwrap();
     core.set_agent_status(alice.id, AgentStatus::Ready, "")
         .unwrap();
     let alice = core
-        .directory
+        .directory()
         .edit(UserEdit {
             id: alice.id,
             displayname: Some("Alice".to_owned()),
@@ -320,12 +323,12 @@ fn core_writes_persist_and_logins_work_after_a_restart() {
     // Sessions and runtime statuses are not kept.
     assert_eq!(core.caller(&sid).unwrap_err(), CoreError::Unauthenticated);
     assert_eq!(
-        core.directory.agent(alice.id).unwrap().status,
+        core.directory().agent(alice.id).unwrap().status,
         AgentStatus::Offline
     );
-    assert_eq!(core.shared.get("counts"), counts());
+    assert_eq!(core.shared().get("counts"), counts());
     // Bob's id stays taken.
-    assert_eq!(core.directory.add(agent("carol")).unwrap().id, bob.id + 1);
+    assert_eq!(core.directory().add(agent("carol")).unwrap().id, bob.id + 1);
 }
 
 /// Makes every write to `table` fail inside SQLite, through a second
@@ -362,14 +365,14 @@ fn a_refused_write_leaves_memory_and_the_database_unchanged() {
     let dir = data_dir();
     let database: PathBuf = dir.path().join(DATABASE_FILE);
     let core = core_on(dir.path());
-    core.directory.ensure_admin("adminpass").unwrap();
-    let alice = core.directory.add(agent("alice")).unwrap();
+    core.directory().ensure_admin("adminpass").unwrap();
+    let alice = core.directory().add(agent("alice")).unwrap();
     core.set_shared("greeting", Value::from("hello")).unwrap();
 
     let side = refuse_writes(&database, "users");
-    assert_storage_error(core.directory.add(agent("bob")).unwrap_err());
+    assert_storage_error(core.directory().add(agent("bob")).unwrap_err());
     assert_storage_error(
-        core.directory
+        core.directory()
             .edit(UserEdit {
                 id: alice.id,
                 password: Some("other-password".to_owned()),
@@ -384,17 +387,17 @@ fn a_refused_write_leaves_memory_and_the_database_unchanged() {
     assert_storage_error(core.set_shared("new", Value::Int(1)).unwrap_err());
 
     let check = |core: &Core| {
-        assert_eq!(core.directory.list().len(), 2);
+        assert_eq!(core.directory().list().len(), 2);
         assert_eq!(core.login("alice", "password1").unwrap().1, alice);
-        assert_eq!(core.shared.get("greeting"), Value::from("hello"));
-        assert_eq!(core.shared.get("new"), Value::empty_map());
+        assert_eq!(core.shared().get("greeting"), Value::from("hello"));
+        assert_eq!(core.shared().get("new"), Value::empty_map());
     };
     check(&core);
     drop(core);
     let core = core_on(dir.path());
     check(&core);
     // The failed add took no id.
-    assert_eq!(core.directory.add(agent("bob")).unwrap().id, alice.id + 1);
+    assert_eq!(core.directory().add(agent("bob")).unwrap().id, alice.id + 1);
 }
 
 #[test]
@@ -405,7 +408,7 @@ fn concurrent_writes_reach_the_store_in_memory_order() {
         .map(|worker| {
             let core = Arc::clone(&core);
             std::thread::spawn(move || {
-                core.directory
+                core.directory()
                     .add(agent(&format!("agent{worker}")))
                     .unwrap();
                 for round in 0..25 {
@@ -423,19 +426,19 @@ fn concurrent_writes_reach_the_store_in_memory_order() {
         worker.join().unwrap();
     }
     let in_memory = (
-        core.directory.list(),
-        core.shared.get("last"),
+        core.directory().list(),
+        core.shared().get("last"),
         (0..4)
-            .map(|worker| core.shared.get(&format!("mine{worker}")))
+            .map(|worker| core.shared().get(&format!("mine{worker}")))
             .collect::<Vec<_>>(),
     );
     drop(core);
     let core = core_on(dir.path());
     let reloaded = (
-        core.directory.list(),
-        core.shared.get("last"),
+        core.directory().list(),
+        core.shared().get("last"),
         (0..4)
-            .map(|worker| core.shared.get(&format!("mine{worker}")))
+            .map(|worker| core.shared().get(&format!("mine{worker}")))
             .collect::<Vec<_>>(),
     );
     assert_eq!(reloaded, in_memory);

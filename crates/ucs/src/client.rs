@@ -313,12 +313,14 @@ async fn stream_events(
 }
 
 fn state_name(info: &pb::PluginInfo) -> &'static str {
-    match info.state() {
-        pb::PluginState::Unspecified => "unknown",
-        pb::PluginState::Running => "running",
-        pb::PluginState::Stopped => "stopped",
-        pb::PluginState::Failed => "failed",
-    }
+    // The API's one table of names (`PluginState::as_str`), not a copy.
+    let state = match info.state() {
+        pb::PluginState::Unspecified => return "unknown",
+        pb::PluginState::Running => ucs_api::PluginState::Running,
+        pb::PluginState::Stopped => ucs_api::PluginState::Stopped,
+        pb::PluginState::Failed => ucs_api::PluginState::Failed,
+    };
+    state.as_str()
 }
 
 fn print_plugins(plugins: &[pb::PluginInfo], as_json: bool) -> Result<(), Failure> {

@@ -8,10 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
-use ucs_loader::check::{
-    CheckConfig, CheckError, CheckReport, Registration, RegistrationKind, Severity, Step,
-    ThreadCheck,
-};
+use ucs_core::RegistrationInfo;
+use ucs_loader::check::{CheckConfig, CheckError, CheckReport, Severity, Step, ThreadCheck};
 
 /// Exit code of `ucs plugin check` when a file has findings.
 const EXIT_FINDINGS: u8 = 1;
@@ -171,13 +169,13 @@ fn report_text(report: &CheckReport) -> String {
     for (label, value) in lines {
         let _ = writeln!(text, "  {label:<13}{}", first_line(&value));
     }
-    let registrations = |label: &str, list: &[Registration], text: &mut String| {
+    let registrations = |label: &str, list: &[RegistrationInfo], text: &mut String| {
         if list.is_empty() {
             let _ = writeln!(text, "  {label:<13}nothing");
         }
         for (index, registration) in list.iter().enumerate() {
             let label = if index == 0 { label } else { "" };
-            let _ = writeln!(text, "  {label:<13}{}", registration.label());
+            let _ = writeln!(text, "  {label:<13}{registration}");
         }
     };
     registrations("registered", &report.registered, &mut text);
@@ -259,16 +257,11 @@ fn step_json(step: &Step) -> Json {
     }
 }
 
-fn registration_json(registration: &Registration) -> Json {
-    let kind = match registration.kind {
-        RegistrationKind::Callback => "callback",
-        RegistrationKind::StatusHook => "status_hook",
-        RegistrationKind::SharedHook => "shared_hook",
-        RegistrationKind::Middleware => "middleware",
-    };
+/// The same fields as a registration in `plugins.list --json`.
+fn registration_json(registration: &RegistrationInfo) -> Json {
     json!({
-        "kind": kind,
-        "key": registration.key,
-        "description": registration.description,
+        "kind": registration.kind.label(),
+        "target": registration.target,
+        "callable": &*registration.callable,
     })
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use ucs_api::Api;
-use ucs_core::{Core, CoreConfig, NewUser, Store};
+use ucs_core::{Core, CoreBuilder, NewUser};
 use ucs_loader::{LoaderConfig, LoaderError, PluginHost};
 
 use crate::cli::ServeArgs;
@@ -55,10 +55,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     // that says what to do, and never resets anything.
     let store = ucs_store::SqliteStore::open(&settings.data_dir).map_err(|err| anyhow!("{err}"))?;
     tracing::info!(database = %store.database_path().display(), "state loaded");
-    let mut core = create_core(Arc::new(store), settings.demo)?;
-    // --session-idle-timeout. No session exists yet, so replacing the table
-    // loses nothing.
-    core.sessions = ucs_core::Sessions::new(settings.session_idle_timeout);
+    let core = create_core(
+        Core::builder()
+            .session_idle_timeout(settings.session_idle_timeout)
+            .store(Arc::new(store)),
+        settings.demo,
+    )?;
     let policy = ucs_api::HookPolicy {
         budget: settings.hook_budget,
         breaker_threshold: settings.breaker_threshold,
@@ -130,13 +132,18 @@ fn init_logging(json: bool) {
     };
 }
 
-/// The core over `store`, with user 1 and, for `--demo`, the demo agents.
-/// Both are created only if the store does not hold them already, so the
-/// admin password of the first start stays.
-fn create_core(store: Arc<dyn Store>, demo: bool) -> anyhow::Result<Core> {
-    let core = Core::with_store(CoreConfig::default(), store)
+/// The core `builder` makes, with user 1 and, for `--demo`, the demo
+/// agents. Both are created only if the store does not hold them already,
+/// so the admin password of the first start stays.
+fn create_core(builder: CoreBuilder, demo: bool) -> anyhow::Result<Core> {
+    let core = builder
+        .build()
         .map_err(|err| anyhow!("cannot load the stored state: {err}"))?;
-    if core.directory.get(ucs_core::users::ADMIN_USER_ID).is_some() {
+    if core
+        .directory()
+        .get(ucs_core::users::ADMIN_USER_ID)
+        .is_some()
+    {
         return add_demo_agents(core, demo);
     }
     let password = match std::env::var(ADMIN_PASSWORD_ENV) {
@@ -151,7 +158,7 @@ fn create_core(store: Arc<dyn Store>, demo: bool) -> anyhow::Result<Core> {
             password
         }
     };
-    core.directory
+    core.directory()
         .ensure_admin(&password)
         .map_err(|err| anyhow!("cannot create user 'admin' from {ADMIN_PASSWORD_ENV}: {err}"))?;
     add_demo_agents(core, demo)
@@ -161,10 +168,15 @@ fn create_core(store: Arc<dyn Store>, demo: bool) -> anyhow::Result<Core> {
 fn add_demo_agents(core: Core, demo: bool) -> anyhow::Result<Core> {
     if demo {
         for (username, displayname) in DEMO_AGENTS {
-            if core.directory.list().iter().any(|u| u.username == username) {
+            if core
+                .directory()
+                .list()
+                .iter()
+                .any(|u| u.username == username)
+            {
                 continue;
             }
-            core.directory
+            core.directory()
                 .add(NewUser {
                     username: username.to_owned(),
                     displayname: displayname.to_owned(),

@@ -94,15 +94,10 @@ fn reload_until_closed(api: &Api, host: &PluginHost, received: &Receiver<Debounc
 /// The plugin a changed path is, or `None` for files the server would not
 /// load (P1, D1) and editors' temporary files.
 fn plugin_name_of(path: &Path) -> Option<PluginName> {
-    let file_name = path.file_name()?.to_str()?;
-    let stem = file_name.strip_suffix(".py")?;
-    // Dotfiles cover vim's `.x.py.swp` and emacs's `.#x.py`; `~`, `.swp`
-    // and `.tmp` names do not end in `.py`, and a stem that is not an
-    // identifier (`x.py.tmp.py`, `x-copy.py`) is refused by the parse.
-    if file_name.starts_with('.') || file_name == "__init__.py" {
-        return None;
-    }
-    PluginName::parse(stem).ok()
+    // The server's own filter: dotfiles cover vim's `.x.py.swp` and emacs's
+    // `.#x.py`; `~`, `.swp` and `.tmp` names do not end in `.py`, and a stem
+    // that is not an identifier (`x.py.tmp.py`, `x-copy.py`) is refused.
+    PluginName::from_file_name(path.file_name()?.to_str()?).ok()
 }
 
 /// Loads or reloads `name` through `plugins.load`, logging the result.
@@ -148,7 +143,7 @@ fn unload_if_loaded(api: &Api, host: &PluginHost, name: &PluginName) {
 /// User 1, the superuser reloads run as (`plugins.*` need a superuser, P6).
 fn admin(api: &Api) -> Result<ucs_core::User, String> {
     api.core()
-        .directory
+        .directory()
         .get(ADMIN_USER_ID)
         .filter(|user| user.superuser)
         .ok_or_else(|| {

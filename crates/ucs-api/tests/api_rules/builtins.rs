@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use ucs_api::ApiError;
 use ucs_core::{
-    Agent, AgentStatus, MapKey, SharedDataHook, SharedVerdict, StatusHook, StatusVerdict, Value,
+    Agent, AgentStatus, MapKey, Registrable, SharedDataHook, SharedVerdict, StatusHook,
+    StatusVerdict, Value,
 };
 
 use crate::fixtures::{Expect, Server, check, plugin};
@@ -98,7 +99,7 @@ fn agents_set_status_bad_input_names_the_field() {
         ],
     );
     assert_eq!(
-        server.api.core().directory.agent(2).unwrap().status,
+        server.api.core().directory().agent(2).unwrap().status,
         AgentStatus::Offline,
         "no bad call changed anything"
     );
@@ -157,7 +158,7 @@ fn agents_set_status_agent_may_set_only_its_own_status() {
         "[3, 2, \"Meeting\"]",
         Success,
     );
-    let agents = server.api.core().directory.agents();
+    let agents = server.api.core().directory().agents();
     let statuses: Vec<_> = agents.iter().map(|agent| agent.status).collect();
     assert_eq!(statuses, [AgentStatus::Ready, AgentStatus::Aux]);
 }
@@ -185,7 +186,7 @@ fn shared_get_and_set_bad_input_names_the_field() {
             ("shared.set", r#"["", 1]"#, Invalid(&["identificator"])),
         ],
     );
-    assert_eq!(server.api.core().shared.get("x"), Value::empty_map());
+    assert_eq!(server.api.core().shared().get("x"), Value::empty_map());
 }
 
 #[test]
@@ -378,7 +379,7 @@ fn config_users_add_bad_input_names_the_field() {
         Err(ApiError::field("1", "unknown field"))
     );
     assert_eq!(
-        server.api.core().directory.list().len(),
+        server.api.core().directory().list().len(),
         3,
         "nothing was added"
     );
@@ -396,7 +397,7 @@ fn config_users_add_returns_the_new_user_without_password() {
             r#"{"id":4,"username":"dave","displayname":"dave","superuser":false,"agent":true}"#,
         ),
     );
-    let dave = server.api.core().directory.agent(4).unwrap();
+    let dave = server.api.core().directory().agent(4).unwrap();
     assert_eq!(dave.status, AgentStatus::Offline, "agents start offline");
     assert!(server.api.core().login("dave", "password1").is_ok());
 }
@@ -466,7 +467,7 @@ fn config_users_edit_bad_input_names_the_field() {
         ],
     );
     assert_eq!(
-        server.api.core().directory.get(2).unwrap().displayname,
+        server.api.core().directory().get(2).unwrap().displayname,
         "alice",
         "no bad edit changed anything"
     );
@@ -539,7 +540,7 @@ fn superuser_methods_refuse_other_users() {
     for (method, params) in cases {
         check(&server, &server.alice, method, params, Denied);
     }
-    let users = server.api.core().directory.list();
+    let users = server.api.core().directory().list();
     assert_eq!(users.len(), 3);
     assert!(!users[1].superuser, "alice did not promote herself");
 }
@@ -595,7 +596,9 @@ impl StatusHook for NoAuxWithoutReason {
             _ => StatusVerdict::LetThrough,
         }
     }
+}
 
+impl Registrable for NoAuxWithoutReason {
     fn describe(&self) -> String {
         "NoAuxWithoutReason".to_owned()
     }
@@ -611,7 +614,7 @@ fn h4_h5_status_hook_applies_through_agents_set_status() {
     server
         .api
         .core()
-        .status_hook
+        .status_hook()
         .add(plugin("p"), Arc::new(NoAuxWithoutReason))
         .unwrap();
     check_all(
@@ -652,7 +655,9 @@ impl SharedDataHook for LastThree {
             },
         }
     }
+}
 
+impl Registrable for LastThree {
     fn describe(&self) -> String {
         "LastThree".to_owned()
     }
@@ -668,7 +673,7 @@ fn s2_s3_shared_hook_applies_through_shared_set() {
     server
         .api
         .core()
-        .shared
+        .shared()
         .add_hook("history", plugin("p"), Arc::new(LastThree))
         .unwrap();
     check_all(
@@ -686,5 +691,24 @@ fn s2_s3_shared_hook_applies_through_shared_set() {
             ),
             ("shared.get", r#"["history"]"#, Expect::Ok("[3, 4, 5]")),
         ],
+    );
+}
+
+/// Issue 12 item 4: a failed login and a dead session are told apart, so an
+/// operator with a typo is not sent hunting for a sid problem.
+#[test]
+fn issue12_wrong_credentials_are_not_an_expired_session() {
+    let server = server();
+    let core = server.api.core();
+    for (username, password) in [("admin", "not-the-password"), ("mallory", "password1")] {
+        let refused = ApiError::from(core.login(username, password).unwrap_err());
+        assert_eq!(refused, ApiError::BadCredentials);
+        assert_eq!(refused.to_string(), "wrong username or password");
+    }
+    let expired = server.api.call("no-such-sid", "agents.list", Vec::new());
+    assert_eq!(expired, Err(ApiError::Unauthenticated));
+    assert_eq!(
+        expired.unwrap_err().to_string(),
+        "unknown or expired session"
     );
 }

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use ucs_api::{Api, ApiError, Middleware, Next};
-use ucs_core::{Core, NewUser, Owner, Sid, UserId, Value};
+use ucs_core::{Core, NewUser, Owner, Registrable, Sid, UserId, Value};
 
 /// An API over a fresh core, with a session for each user.
 pub(crate) struct Server {
@@ -24,9 +24,9 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new() -> Self {
         let core = Arc::new(Core::default());
-        let admin = core.directory.ensure_admin("adminpass").expect("admin");
+        let admin = core.directory().ensure_admin("adminpass").expect("admin");
         let agent = |username: &str| {
-            core.directory
+            core.directory()
                 .add(NewUser {
                     username: username.to_owned(),
                     password: "password1".to_owned(),
@@ -37,7 +37,7 @@ impl Server {
         };
         let (alice, bob) = (agent("alice"), agent("bob"));
         // Sessions are opened directly: a login would hash once more per user.
-        let open = |id| core.sessions.open(id).expect("a session");
+        let open = |id| core.sessions().open(id).expect("a session");
         Server {
             admin: open(admin.id),
             alice: open(alice.id),
@@ -140,7 +140,9 @@ impl Middleware for NamedMiddleware {
     fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError> {
         (self.body)(next, args)
     }
+}
 
+impl Registrable for NamedMiddleware {
     fn describe(&self) -> String {
         self.name.to_owned()
     }

@@ -31,13 +31,13 @@ fn l5_d5_eight_threads_change_one_agent_while_hook_and_callback_read() {
         let weak_core = Arc::downgrade(&core);
         let hook_calls = Arc::clone(&hook_calls);
         let inconsistent = Arc::clone(&inconsistent);
-        core.status_hook
+        core.status_hook()
             .add(
                 plugin("reader"),
                 status_hook(move |before, status, _| {
                     hook_calls.fetch_add(1, Ordering::Relaxed);
                     let core = Weak::upgrade(&weak_core).expect("core alive");
-                    let agents = core.directory.agents();
+                    let agents = core.directory().agents();
                     // Changes of one agent are serialised: nobody else can
                     // have changed it since `before` was read.
                     let listed = agents.iter().find(|agent| agent.id == before.id);
@@ -63,13 +63,13 @@ fn l5_d5_eight_threads_change_one_agent_while_hook_and_callback_read() {
     {
         let weak_core = Arc::downgrade(&core);
         let delivered = Arc::clone(&delivered);
-        core.events
+        core.events()
             .add_callback(
                 EVENT_AGENT_STATUS,
                 plugin("reader"),
                 callback("reader", move |event| {
                     let core = Weak::upgrade(&weak_core).expect("core alive");
-                    let _shared = core.shared.get("load");
+                    let _shared = core.shared().get("load");
                     if let EventPayload::AgentStatus {
                         agent,
                         previous_status,
@@ -90,7 +90,7 @@ fn l5_d5_eight_threads_change_one_agent_while_hook_and_callback_read() {
     let shared_events = Arc::new(AtomicUsize::new(0));
     {
         let shared_events = Arc::clone(&shared_events);
-        core.events
+        core.events()
             .add_callback(
                 EVENT_SHARED_DATA,
                 plugin("reader"),
@@ -172,7 +172,7 @@ fn l5_d5_eight_threads_change_one_agent_while_hook_and_callback_read() {
         "the hook's rewrite applies to every change"
     );
     let last = &delivered[delivered.len() - 1].2;
-    let stored = core.directory.agent(alice).unwrap();
+    let stored = core.directory().agent(alice).unwrap();
     assert_eq!((stored.status, stored.reason), last.clone());
 }
 
@@ -184,7 +184,7 @@ fn l5_hooks_changing_each_others_agents_never_deadlock() {
     {
         let weak_core = Arc::downgrade(&core);
         let refused = Arc::clone(&refused);
-        core.status_hook
+        core.status_hook()
             .add(
                 plugin("crossed"),
                 status_hook(move |before, status, reason| {

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ucs_core::events::{EVENT_AGENT_STATUS, EVENT_SHARED_DATA};
+use ucs_core::registration::remove_owned_by_in;
 use ucs_core::{
     AgentStatus, CoreError, Event, EventCallback, EventPayload, EventSink, PluginFailure,
-    SharedVerdict, StatusVerdict, Value,
+    Registrable, SharedVerdict, StatusVerdict, Value,
 };
 
 use crate::fixtures::{
@@ -33,7 +34,9 @@ impl EventCallback for NamedCallback {
         self.calls.lock().expect("calls lock").push(self.name);
         Ok(())
     }
+}
 
+impl Registrable for NamedCallback {
     fn describe(&self) -> String {
         self.name.to_owned()
     }
@@ -46,15 +49,15 @@ impl EventCallback for NamedCallback {
 /// What the Python side does for `removeCallback(event, callback)`: compare
 /// with `==` outside any lock, then remove the first match by id.
 fn remove_equal(core: &ucs_core::Core, event: &str, probe: &NamedCallback) -> bool {
-    let registrations = core.events.callbacks(event).expect("a known event");
+    let registrations = core.events().callbacks(event).expect("a known event");
     let found = registrations.iter().find(|registration| {
         registration
-            .callback
+            .target
             .as_any()
             .downcast_ref::<NamedCallback>()
             .is_some_and(|candidate| candidate == probe)
     });
-    found.is_some_and(|registration| core.events.remove_callback(registration.id))
+    found.is_some_and(|registration| core.events().remove_callback(registration.id).is_some())
 }
 
 #[test]
@@ -66,21 +69,21 @@ fn e1_callback_registered_twice_is_removed_by_equality_one_at_a_time() {
         calls: Arc::clone(&calls),
     };
     // `self.method` twice: two distinct but equal objects.
-    core.events
+    core.events()
         .add_callback(
             EVENT_AGENT_STATUS,
             plugin("p"),
             Arc::new(method("Example.on_status")),
         )
         .unwrap();
-    core.events
+    core.events()
         .add_callback(
             EVENT_AGENT_STATUS,
             plugin("p"),
             Arc::new(method("Example.on_status")),
         )
         .unwrap();
-    core.events
+    core.events()
         .add_callback(
             EVENT_AGENT_STATUS,
             plugin("p"),
@@ -137,13 +140,18 @@ fn e1_remove_callback_by_stale_id_is_false() {
     let (core, _) = core_with_agents(&[]);
     let (recorder, _) = recorder("r");
     let id = core
-        .events
+        .events()
         .add_callback(EVENT_SHARED_DATA, plugin("p"), recorder)
         .unwrap();
-    assert_eq!(core.events.callbacks(EVENT_SHARED_DATA).unwrap().len(), 1);
-    assert!(core.events.remove_callback(id));
-    assert!(!core.events.remove_callback(id));
-    assert!(core.events.callbacks(EVENT_SHARED_DATA).unwrap().is_empty());
+    assert_eq!(core.events().callbacks(EVENT_SHARED_DATA).unwrap().len(), 1);
+    assert!(core.events().remove_callback(id).is_some());
+    assert!(core.events().remove_callback(id).is_none());
+    assert!(
+        core.events()
+            .callbacks(EVENT_SHARED_DATA)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -152,14 +160,14 @@ fn e2_unknown_event_is_refused() {
     for unknown in ["agent.state", "", "AGENT_STATUS", "EVENT_AGENT_STATUS"] {
         let (recorder, _) = recorder("r");
         let err = core
-            .events
+            .events()
             .add_callback(unknown, plugin("p"), recorder)
             .unwrap_err();
         assert!(
             matches!(&err, CoreError::Processing(message) if message.contains("unknown event")),
             "{unknown:?}: {err:?}"
         );
-        assert!(core.events.callbacks(unknown).is_err());
+        assert!(core.events().callbacks(unknown).is_err());
     }
     assert_eq!(EVENT_AGENT_STATUS, "agent.status");
     assert_eq!(EVENT_SHARED_DATA, "shared.data");
@@ -171,7 +179,7 @@ fn e2_agent_status_payload_is_the_agent_after_and_the_previous_state() {
     core.set_agent_status(ids[0], AgentStatus::Aux, "Lunch")
         .unwrap();
     let (recorder, seen) = recorder("r");
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("p"), recorder)
         .unwrap();
 
@@ -215,10 +223,10 @@ fn e2_agent_status_payload_is_the_agent_after_and_the_previous_state() {
 fn e2_shared_data_payload_is_identificator_and_stored_data() {
     let (core, _) = core_with_agents(&[]);
     let (recorder, seen) = recorder("r");
-    core.events
+    core.events()
         .add_callback(EVENT_SHARED_DATA, plugin("p"), recorder)
         .unwrap();
-    core.shared
+    core.shared()
         .add_hook(
             "queue",
             plugin("p"),
@@ -254,10 +262,10 @@ fn e2_callbacks_get_only_their_event() {
     let (core, ids) = core_with_agents(&["alice"]);
     let (status_recorder, status_seen) = recorder("status");
     let (shared_recorder, shared_seen) = recorder("shared");
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("p"), status_recorder)
         .unwrap();
-    core.events
+    core.events()
         .add_callback(EVENT_SHARED_DATA, plugin("p"), shared_recorder)
         .unwrap();
     core.set_agent_status(ids[0], AgentStatus::Ready, "")
@@ -275,22 +283,22 @@ fn d5_callbacks_run_after_commit_and_before_the_call_returns() {
     let log = Arc::clone(&observed);
     let weak_core = Arc::downgrade(&core);
     let alice = ids[0];
-    core.events
+    core.events()
         .add_callback(
             EVENT_AGENT_STATUS,
             plugin("p"),
             callback("observer", move |_| {
                 let core = Weak::upgrade(&weak_core).expect("core alive");
                 // The change is already visible to everyone.
-                let stored = core.directory.agent(alice).unwrap();
+                let stored = core.directory().agent(alice).unwrap();
                 log.lock()
                     .unwrap()
-                    .push((stored.status, core.shared.get("x")));
+                    .push((stored.status, core.shared().get("x")));
                 Ok(())
             }),
         )
         .unwrap();
-    core.events
+    core.events()
         .add_callback(
             EVENT_SHARED_DATA,
             plugin("p"),
@@ -299,10 +307,10 @@ fn d5_callbacks_run_after_commit_and_before_the_call_returns() {
                 let log = Arc::clone(&observed);
                 move |_| {
                     let core = Weak::upgrade(&weak_core).expect("core alive");
-                    let stored = core.directory.agent(alice).unwrap();
+                    let stored = core.directory().agent(alice).unwrap();
                     log.lock()
                         .unwrap()
-                        .push((stored.status, core.shared.get("x")));
+                        .push((stored.status, core.shared().get("x")));
                     Ok(())
                 }
             }),
@@ -336,10 +344,10 @@ fn d5_callbacks_run_after_commit_and_before_the_call_returns() {
 fn d5_events_are_numbered_and_delivered_in_commit_order() {
     let (core, ids) = core_with_agents(&["alice", "bob"]);
     let (recorder, seen) = recorder("r");
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("p"), Arc::clone(&recorder))
         .unwrap();
-    core.events
+    core.events()
         .add_callback(EVENT_SHARED_DATA, plugin("p"), recorder)
         .unwrap();
 
@@ -371,7 +379,7 @@ fn d5_events_are_numbered_and_delivered_in_commit_order() {
 #[test]
 fn d5_failing_callback_is_logged_and_changes_nothing() {
     let (core, ids) = core_with_agents(&["alice"]);
-    core.events
+    core.events()
         .add_callback(
             EVENT_AGENT_STATUS,
             plugin("broken"),
@@ -379,7 +387,7 @@ fn d5_failing_callback_is_logged_and_changes_nothing() {
         )
         .unwrap();
     let (recorder, seen) = recorder("after the broken one");
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("p"), recorder)
         .unwrap();
 
@@ -389,11 +397,59 @@ fn d5_failing_callback_is_logged_and_changes_nothing() {
 
     assert_eq!(after.status, AgentStatus::Ready);
     assert_eq!(
-        core.directory.agent(ids[0]).unwrap().status,
+        core.directory().agent(ids[0]).unwrap().status,
         AgentStatus::Ready
     );
     assert_eq!(seen.lock().unwrap().len(), 1, "later callbacks still run");
     assert!(core.set_shared("x", Value::Int(1)).is_ok());
+}
+
+/// Issue 12, defect 2: a Rust panic inside a callback (for example in a
+/// server method the callback called) used to leave the bus claimed by the
+/// panicking thread, so every later event waited out the callback wait
+/// limit and was never delivered. Now the panic is that callback's failure
+/// (D5): the change stands, later callbacks run, and the next change's
+/// event, from another thread, is delivered.
+#[test]
+fn d5_a_panicking_callback_neither_fails_the_change_nor_wedges_the_bus() {
+    let (core, ids) = core_with_agents(&["alice", "bob"]);
+    let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first_time = Arc::clone(&panicked);
+    core.events()
+        .add_callback(
+            EVENT_AGENT_STATUS,
+            plugin("panicky"),
+            callback("panicky", move |_| {
+                if !first_time.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a bug in a method the callback called");
+                }
+                Ok(())
+            }),
+        )
+        .unwrap();
+    let (recorder, seen) = recorder("after the panicky one");
+    core.events()
+        .add_callback(EVENT_AGENT_STATUS, plugin("p"), recorder)
+        .unwrap();
+
+    let first = Arc::clone(&core);
+    let alice = ids[0];
+    let changed = within(Duration::from_secs(3), move || {
+        first.set_agent_status(alice, AgentStatus::Ready, "")
+    });
+    assert_eq!(changed.map(|agent| agent.status), Ok(AgentStatus::Ready));
+    assert!(panicked.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(seen.lock().unwrap().len(), 1, "later callbacks still run");
+
+    // Another thread's change: with the bus wedged it would wait out the
+    // 5 s wait limit and return with its event undelivered.
+    let second = Arc::clone(&core);
+    let bob = ids[1];
+    within(Duration::from_secs(3), move || {
+        second.set_agent_status(bob, AgentStatus::Ready, "")
+    })
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2, "the next event is delivered");
 }
 
 #[test]
@@ -404,7 +460,7 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
     // after it: both must see the events in commit order (D5).
     let (first_recorder, seen) = recorder("r");
     let (late_recorder, seen_late) = recorder("late");
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("p"), first_recorder)
         .unwrap();
     let weak_core = Arc::downgrade(&core);
@@ -412,7 +468,7 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
     let log = Arc::clone(&router_log);
     let seen_by_router = Arc::clone(&seen);
     // Whenever alice goes READY, put her straight on a call.
-    core.events
+    core.events()
         .add_callback(
             EVENT_AGENT_STATUS,
             plugin("router"),
@@ -435,10 +491,10 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
             }),
         )
         .unwrap();
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("p"), late_recorder)
         .unwrap();
-    core.status_hook
+    core.status_hook()
         .add(
             plugin("p"),
             status_hook(|_, _, _| StatusVerdict::LetThrough),
@@ -454,7 +510,7 @@ fn d5_callback_changing_the_same_agent_dispatches_the_nested_event_in_order() {
     // The call returns the state its own change produced, and the nested
     // change, done by the callback, went through.
     assert_eq!(after.status, AgentStatus::Ready);
-    let stored = core.directory.agent(alice).unwrap();
+    let stored = core.directory().agent(alice).unwrap();
     assert_eq!(
         (stored.status, stored.reason.as_str()),
         (AgentStatus::Busy, "call 1")
@@ -515,12 +571,12 @@ fn d5_sinks_see_every_event_in_commit_order_even_without_callbacks() {
     let (core, ids) = core_with_agents(&["alice"]);
     let sink = Arc::new(SeqSink(Mutex::new(Vec::new())));
     let id = core
-        .events
+        .events()
         .add_sink(Arc::clone(&sink) as Arc<dyn EventSink>);
     core.set_agent_status(ids[0], AgentStatus::Ready, "")
         .unwrap();
     core.set_shared("x", Value::Int(1)).unwrap();
-    core.events.remove_sink(id);
+    core.events().remove_sink(id);
     core.set_shared("x", Value::Int(2)).unwrap();
     let seqs = sink.0.lock().unwrap().clone();
     assert_eq!(seqs.len(), 2, "{seqs:?}");
@@ -532,13 +588,13 @@ fn l4_remove_owned_by_removes_only_that_plugins_registrations() {
     let (core, ids) = core_with_agents(&["alice"]);
     let (mine, _) = recorder("Leaky.on_status");
     let (theirs, theirs_seen) = recorder("Other.on_status");
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("leaky"), mine)
         .unwrap();
-    core.events
+    core.events()
         .add_callback(EVENT_AGENT_STATUS, plugin("other"), theirs)
         .unwrap();
-    core.status_hook
+    core.status_hook()
         .add(
             plugin("leaky"),
             status_hook(|_, _, _| StatusVerdict::Block {
@@ -546,14 +602,14 @@ fn l4_remove_owned_by_removes_only_that_plugins_registrations() {
             }),
         )
         .unwrap();
-    core.shared
+    core.shared()
         .add_hook(
             "x",
             plugin("leaky"),
             shared_hook(|_, _, _| SharedVerdict::Store(Value::Null)),
         )
         .unwrap();
-    core.shared
+    core.shared()
         .add_hook(
             "y",
             plugin("other"),
@@ -561,21 +617,21 @@ fn l4_remove_owned_by_removes_only_that_plugins_registrations() {
         )
         .unwrap();
 
-    let leftovers = core.remove_owned_by(&plugin("leaky"));
+    let leftovers = remove_owned_by_in(&core.slots(), &plugin("leaky"));
 
     let mut descriptions: Vec<_> = leftovers
         .iter()
         .map(|leftover| {
             assert_eq!(leftover.owner, plugin("leaky"));
-            leftover.description.clone()
+            leftover.to_string()
         })
         .collect();
     descriptions.sort();
     assert_eq!(descriptions.len(), 3, "{descriptions:?}");
     assert!(descriptions.iter().any(|d| d.contains("Leaky.on_status")));
-    assert!(core.remove_owned_by(&plugin("leaky")).is_empty());
+    assert!(remove_owned_by_in(&core.slots(), &plugin("leaky")).is_empty());
     // What the other plugin registered still works; the leaky hooks are gone.
-    assert_eq!(core.status_hook.owner(), None);
+    assert_eq!(core.status_hook().owner(), None);
     core.set_agent_status(ids[0], AgentStatus::Ready, "")
         .unwrap();
     assert_eq!(theirs_seen.lock().unwrap().len(), 1);

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ucs_core::{
-    Agent, AgentStatus, Core, Event, EventCallback, NewUser, Owner, PluginFailure, SharedDataHook,
-    SharedVerdict, StatusHook, StatusVerdict, UserId, Value,
+    Agent, AgentStatus, Core, Event, EventCallback, NewUser, Owner, PluginFailure, Registrable,
+    SharedDataHook, SharedVerdict, StatusHook, StatusVerdict, UserId, Value,
 };
 
 /// A status hook made of a closure.
@@ -20,7 +20,12 @@ where
     fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         (self.0)(before, status, reason)
     }
+}
 
+impl<F> Registrable for FnStatusHook<F>
+where
+    F: Fn(&Agent, AgentStatus, &str) -> StatusVerdict + Send + Sync + 'static,
+{
     fn describe(&self) -> String {
         "test status hook".to_owned()
     }
@@ -47,7 +52,12 @@ where
     fn before_change(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict {
         (self.0)(identificator, old, new)
     }
+}
 
+impl<F> Registrable for FnSharedHook<F>
+where
+    F: Fn(&str, &Value, &Value) -> SharedVerdict + Send + Sync + 'static,
+{
     fn describe(&self) -> String {
         "test shared hook".to_owned()
     }
@@ -78,7 +88,12 @@ where
     fn on_event(&self, event: &Event) -> Result<(), PluginFailure> {
         (self.on_event)(event)
     }
+}
 
+impl<F> Registrable for FnCallback<F>
+where
+    F: Fn(&Event) -> Result<(), PluginFailure> + Send + Sync + 'static,
+{
     fn describe(&self) -> String {
         self.name.to_owned()
     }
@@ -118,7 +133,7 @@ pub(crate) fn core_with_agents(names: &[&str]) -> (Arc<Core>, Vec<UserId>) {
     let ids = names
         .iter()
         .map(|name| {
-            core.directory
+            core.directory()
                 .add(NewUser {
                     username: (*name).to_owned(),
                     password: "password1".to_owned(),

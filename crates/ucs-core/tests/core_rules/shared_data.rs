@@ -23,12 +23,12 @@ fn int_map(entries: &[(i64, i64)]) -> Value {
 #[test]
 fn s1_one_hook_per_identificator() {
     let (core, _) = core_with_agents(&[]);
-    core.shared
+    core.shared()
         .add_hook("counters", plugin("a"), store_as_requested())
         .unwrap();
     for owner in ["a", "b"] {
         let err = core
-            .shared
+            .shared()
             .add_hook("counters", plugin(owner), store_as_requested())
             .unwrap_err();
         assert!(
@@ -37,7 +37,7 @@ fn s1_one_hook_per_identificator() {
         );
     }
     // Another identificator has its own slot.
-    core.shared
+    core.shared()
         .add_hook("other", plugin("b"), store_as_requested())
         .unwrap();
 }
@@ -45,7 +45,7 @@ fn s1_one_hook_per_identificator() {
 #[test]
 fn s1_remove_change_hook_removes_only_the_owners_hook() {
     let (core, _) = core_with_agents(&[]);
-    core.shared
+    core.shared()
         .add_hook(
             "x",
             plugin("owner"),
@@ -53,20 +53,20 @@ fn s1_remove_change_hook_removes_only_the_owners_hook() {
         )
         .unwrap();
 
-    assert!(!core.shared.remove_hook("x", &plugin("intruder")));
+    assert!(!core.shared().remove_hook("x", &plugin("intruder")));
     assert_eq!(
         core.set_shared("x", Value::Int(1)),
         Ok(Value::from("hooked"))
     );
 
     assert!(
-        !core.shared.remove_hook("y", &plugin("owner")),
+        !core.shared().remove_hook("y", &plugin("owner")),
         "no hook on y"
     );
-    assert!(core.shared.remove_hook("x", &plugin("owner")));
+    assert!(core.shared().remove_hook("x", &plugin("owner")));
     assert_eq!(core.set_shared("x", Value::Int(2)), Ok(Value::Int(2)));
     // The slot is free again.
-    core.shared
+    core.shared()
         .add_hook("x", plugin("intruder"), store_as_requested())
         .unwrap();
 }
@@ -75,13 +75,13 @@ fn s1_remove_change_hook_removes_only_the_owners_hook() {
 fn s2_hook_gets_identificator_old_and_new_and_its_result_is_stored() {
     let (core, _) = core_with_agents(&[]);
     let (events, seen_events) = recorder("events");
-    core.events
+    core.events()
         .add_callback("shared.data", plugin("p"), events)
         .unwrap();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
     // The documented SharedDataHook: count sets per user id, int keys (D4).
-    core.shared
+    core.shared()
         .add_hook(
             "per_user",
             plugin("p"),
@@ -116,7 +116,7 @@ fn s2_hook_gets_identificator_old_and_new_and_its_result_is_stored() {
         core.set_shared("per_user", Value::Int(5)),
         Ok(int_map(&[(2, 2), (5, 1)]))
     );
-    assert_eq!(core.shared.get("per_user"), int_map(&[(2, 2), (5, 1)]));
+    assert_eq!(core.shared().get("per_user"), int_map(&[(2, 2), (5, 1)]));
 
     let calls = calls.lock().unwrap();
     assert_eq!(
@@ -142,7 +142,7 @@ fn s2_hook_gets_identificator_old_and_new_and_its_result_is_stored() {
 #[test]
 fn s2_hook_runs_only_for_its_identificator() {
     let (core, _) = core_with_agents(&[]);
-    core.shared
+    core.shared()
         .add_hook(
             "a",
             plugin("p"),
@@ -161,10 +161,10 @@ fn s3_blocking_hook_refuses_the_change_and_keeps_the_old_data() {
     let (core, _) = core_with_agents(&[]);
     core.set_shared("limits", Value::Int(10)).unwrap();
     let (events, seen) = recorder("events");
-    core.events
+    core.events()
         .add_callback("shared.data", plugin("p"), events)
         .unwrap();
-    core.shared
+    core.shared()
         .add_hook(
             "limits",
             plugin("p"),
@@ -186,7 +186,7 @@ fn s3_blocking_hook_refuses_the_change_and_keeps_the_old_data() {
             "limit must not be negative".to_owned()
         ))
     );
-    assert_eq!(core.shared.get("limits"), Value::Int(10));
+    assert_eq!(core.shared().get("limits"), Value::Int(10));
     assert!(
         seen.lock().unwrap().is_empty(),
         "a blocked set fires no event"
@@ -200,7 +200,7 @@ fn s3_blocking_hook_refuses_the_change_and_keeps_the_old_data() {
 #[test]
 fn s4_failed_hook_stores_the_requested_data() {
     let (core, _) = core_with_agents(&[]);
-    core.shared
+    core.shared()
         .add_hook(
             "x",
             plugin("p"),
@@ -211,7 +211,7 @@ fn s4_failed_hook_stores_the_requested_data() {
         .unwrap();
     let data = Value::record([("k", Value::from("v"))]);
     assert_eq!(core.set_shared("x", data.clone()), Ok(data.clone()));
-    assert_eq!(core.shared.get("x"), data);
+    assert_eq!(core.shared().get("x"), data);
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn s2_hook_setting_its_own_identificator_gets_processing_error_not_deadlock() {
     let inner = Arc::new(Mutex::new(Vec::new()));
     let results = Arc::clone(&inner);
     let weak_core = Arc::downgrade(&core);
-    core.shared
+    core.shared()
         .add_hook(
             "loop",
             plugin("p"),
@@ -245,19 +245,19 @@ fn s2_hook_setting_its_own_identificator_gets_processing_error_not_deadlock() {
         panic!("hook ran once: {results:?}");
     };
     assert!(
-        matches!(own, Err(CoreError::Processing(message)) if message.contains("already being set")),
+        matches!(own, Err(CoreError::Processing(message)) if message.contains("already being changed")),
         "{own:?}"
     );
     assert_eq!(other, &Ok(Value::from("inner")));
-    assert_eq!(core.shared.get("loop"), Value::from("outer"));
-    assert_eq!(core.shared.get("elsewhere"), Value::from("inner"));
+    assert_eq!(core.shared().get("loop"), Value::from("outer"));
+    assert_eq!(core.shared().get("elsewhere"), Value::from("inner"));
 }
 
 #[test]
 fn d4_never_set_identificator_reads_as_empty_dict() {
     let (core, _) = core_with_agents(&[]);
-    assert_eq!(core.shared.get("never"), Value::Map(Map::new()));
-    assert_eq!(core.shared.get("never").to_json_string(), "{}");
+    assert_eq!(core.shared().get("never"), Value::Map(Map::new()));
+    assert_eq!(core.shared().get("never").to_json_string(), "{}");
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn d4_stored_values_read_back_exactly_with_int_keys() {
         ("text", Value::from("žluťoučký kůň")),
     ]);
     core.set_shared("everything", value.clone()).unwrap();
-    let read = core.shared.get("everything");
+    let read = core.shared().get("everything");
     assert_eq!(read, value);
     // An int key and a str key that print alike stay distinct keys.
     let Some(Value::Map(nested)) = read.get("nested") else {

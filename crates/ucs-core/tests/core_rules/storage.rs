@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use ucs_core::events::EVENT_SHARED_DATA;
 use ucs_core::{
-    AgentStatus, Core, CoreConfig, CoreError, MapKey, NewUser, Store, StoreError, StoredState,
-    StoredUser, UserEdit, UserId, Value,
+    AgentStatus, Core, CoreError, MapKey, NewUser, Store, StoreError, StoredState, StoredUser,
+    UserEdit, UserId, Value,
 };
 
 use crate::fixtures::{plugin, recorder};
@@ -97,7 +97,9 @@ fn agent(username: &str) -> NewUser {
 }
 
 fn core_on(store: &Arc<FakeStore>) -> Core {
-    Core::with_store(CoreConfig::default(), Arc::clone(store) as Arc<dyn Store>)
+    Core::builder()
+        .store(Arc::clone(store) as Arc<dyn Store>)
+        .build()
         .expect("the fake store loads")
 }
 
@@ -105,9 +107,9 @@ fn core_on(store: &Arc<FakeStore>) -> Core {
 fn store_keeps_users_and_shared_data_for_the_next_core() {
     let store = Arc::new(FakeStore::default());
     let first = core_on(&store);
-    first.directory.ensure_admin("adminpass").unwrap();
-    let alice = first.directory.add(agent("alice")).unwrap();
-    let bob = first.directory.add(agent("bob")).unwrap();
+    first.directory().ensure_admin("adminpass").unwrap();
+    let alice = first.directory().add(agent("alice")).unwrap();
+    let bob = first.directory().add(agent("bob")).unwrap();
     first
         .set_agent_status(alice.id, AgentStatus::Ready, "")
         .unwrap();
@@ -117,33 +119,36 @@ fn store_keeps_users_and_shared_data_for_the_next_core() {
     drop(first);
 
     let second = core_on(&store);
-    assert_eq!(second.directory.list().len(), 2);
+    assert_eq!(second.directory().list().len(), 2);
     assert_eq!(second.login("alice", "password1").unwrap().1, alice);
     // Runtime statuses are not kept: every agent starts OFFLINE.
     assert_eq!(
-        second.directory.agent(alice.id).unwrap().status,
+        second.directory().agent(alice.id).unwrap().status,
         AgentStatus::Offline
     );
-    assert_eq!(second.shared.get("counts"), data);
+    assert_eq!(second.shared().get("counts"), data);
     // Bob's id is never given out again.
-    assert_eq!(second.directory.add(agent("carol")).unwrap().id, bob.id + 1);
+    assert_eq!(
+        second.directory().add(agent("carol")).unwrap().id,
+        bob.id + 1
+    );
 }
 
 #[test]
 fn a_refused_user_write_changes_nothing_and_fails_the_call() {
     let store = Arc::new(FakeStore::default());
     let core = core_on(&store);
-    let admin = core.directory.ensure_admin("adminpass").unwrap();
-    let alice = core.directory.add(agent("alice")).unwrap();
+    let admin = core.directory().ensure_admin("adminpass").unwrap();
+    let alice = core.directory().add(agent("alice")).unwrap();
     store.fail(true);
 
-    let err = core.directory.add(agent("bob")).unwrap_err();
+    let err = core.directory().add(agent("bob")).unwrap_err();
     assert_eq!(
         err,
         CoreError::Storage("storage failed: disk full".to_owned())
     );
     let err = core
-        .directory
+        .directory()
         .edit(UserEdit {
             id: alice.id,
             displayname: Some("Alice".to_owned()),
@@ -155,11 +160,11 @@ fn a_refused_user_write_changes_nothing_and_fails_the_call() {
         core.delete_user(alice.id),
         Err(CoreError::Storage(_))
     ));
-    assert_eq!(core.directory.list(), [admin, alice.clone()]);
+    assert_eq!(core.directory().list(), [admin, alice.clone()]);
 
     // The id bob did not get is still free: the failed add consumed nothing.
     store.fail(false);
-    assert_eq!(core.directory.add(agent("bob")).unwrap().id, alice.id + 1);
+    assert_eq!(core.directory().add(agent("bob")).unwrap().id, alice.id + 1);
 }
 
 #[test]
@@ -168,25 +173,25 @@ fn a_refused_shared_write_changes_nothing_and_sends_no_event() {
     let core = core_on(&store);
     core.set_shared("greeting", Value::from("hello")).unwrap();
     let (callback, seen) = recorder("r");
-    core.events
+    core.events()
         .add_callback(EVENT_SHARED_DATA, plugin("p"), callback)
         .unwrap();
     store.fail(true);
 
     let err = core.set_shared("greeting", Value::from("bye")).unwrap_err();
     assert!(matches!(err, CoreError::Storage(_)), "{err:?}");
-    assert_eq!(core.shared.get("greeting"), Value::from("hello"));
+    assert_eq!(core.shared().get("greeting"), Value::from("hello"));
     assert!(seen.lock().expect("fake store lock").is_empty());
 }
 
 #[test]
 fn stored_users_that_break_the_rules_are_refused_at_start() {
     let store = Arc::new(FakeStore::default());
-    core_on(&store).directory.add(agent("alice")).unwrap();
+    core_on(&store).directory().add(agent("alice")).unwrap();
     let mut twin = store.users.lock().expect("fake store lock")[&1].clone();
     twin.user.id = 7;
     store.users.lock().expect("fake store lock").insert(7, twin);
-    let err = Core::with_store(CoreConfig::default(), store).err();
+    let err = Core::builder().store(store).build().err();
     assert_eq!(
         err,
         Some(CoreError::Storage(

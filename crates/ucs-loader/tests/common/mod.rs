@@ -77,7 +77,7 @@ impl TestServer {
             std::fs::write(dir.path().join(file), source).unwrap();
         }
         let core = Arc::new(Core::new(CoreConfig::default()));
-        core.directory.ensure_admin(ADMIN_PASSWORD).unwrap();
+        core.directory().ensure_admin(ADMIN_PASSWORD).unwrap();
         let (admin_sid, _) = core.login("admin", ADMIN_PASSWORD).unwrap();
         // The rule tests check every call of a hook (H6 makes 22 failing
         // calls in a row); the breaker, which would skip calls after a run
@@ -130,7 +130,7 @@ impl TestServer {
 
     pub fn add_user(&self, username: &str, superuser: bool, agent: bool) -> UserId {
         self.core
-            .directory
+            .directory()
             .add(NewUser {
                 username: username.to_owned(),
                 displayname: format!("{username} display"),
@@ -154,7 +154,7 @@ impl TestServer {
     }
 
     pub fn shared(&self, identificator: &str) -> Value {
-        self.core.shared.get(identificator)
+        self.core.shared().get(identificator)
     }
 }
 

@@ -1,0 +1,56 @@
+//! The link between the server and a plugin host, and the primitives that
+//! supervise the host (issue 18, SPEC section 10).
+//!
+//! A process-isolated plugin runs in a child process; the server calls its
+//! hooks across a socket while the plugin's own calls into `ucs.*` come back
+//! the other way, from any thread, from inside a hook, re-entrantly. This
+//! crate is the part that does not depend on what the messages mean: a
+//! bidirectional, multiplexed RPC channel over a Unix socket pair
+//! ([`Link`]), and pure-Rust supervision ([`supervise`]): restart intensity,
+//! exit causes, spawning a limited child that dies with its parent. It knows
+//! nothing of Python, gRPC or the other ucs crates.
+//!
+//! # The link
+//! Each side of a [`Link<Out, In>`] sends `Out` requests with
+//! [`Caller::call_with_deadline`] and serves the peer's `In` requests with
+//! a handler. Frames are length-prefixed and carry a request id, so any
+//! number of calls overlap both ways. The rules it keeps:
+//! - no lock is held while waiting on the socket or on a reply (L5): a call
+//!   waits on a one-shot channel of its own, and the reader thread hands it
+//!   its reply by id;
+//! - handlers run on a capped pool of the link's threads (I6), never on the
+//!   reader, so a handler may call the peer and wait, and the peer's handler
+//!   may call back, as deep as the caps allow;
+//! - every call has a deadline; a reply after it is dropped;
+//! - when the peer dies (end of stream, reset, a garbage or oversized frame)
+//!   every pending call fails at once with [`LinkError::PeerGone`] and its
+//!   [`CloseReason`], later calls fail at once, the pool stops, and
+//!   [`Caller::on_close`] / [`Caller::wait_closed`] tell a supervisor;
+//! - one writer thread writes whole frames, so frames never interleave and
+//!   no caller blocks on a full socket;
+//! - dropping the [`Link`] closes it and joins its threads.
+//!
+//! The codec is postcard: compact, fast, with a stable documented wire
+//! format, and both ends are the same build, so a self-describing format
+//! would buy nothing.
+//!
+//! # Layout
+//! - `link`: [`Link`], [`Caller`], [`LinkConfig`], the [`Request`] trait,
+//!   the reader and writer threads, closing.
+//! - `pool`: the handler threads, their cap and the bounded queue.
+//! - `frame`: the wire format (length prefix, header, body) and the one
+//!   `send` that writes.
+//! - `error`: [`LinkError`], the crate's one error type, with
+//!   [`CloseReason`] and [`RemoteFailure`].
+//! - `supervise`: restart intensity (`supervise/intensity.rs`), exit
+//!   causes (`exit.rs`), spawning a linked, limited child and taking the
+//!   link in it (`spawn.rs`).
+
+mod error;
+mod frame;
+mod link;
+mod pool;
+pub mod supervise;
+
+pub use error::{CloseReason, LinkError, RemoteFailure};
+pub use link::{Caller, Link, LinkConfig, LinkStats, Request, ShutdownReport};

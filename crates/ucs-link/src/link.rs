@@ -1,0 +1,709 @@
+//! The link itself: calls out, replies in, requests in to the pool, and
+//! closing.
+//!
+//! Threads: one reader (decodes frames, hands replies to the waiting calls
+//! by id and requests to the pool; it never runs a handler and never writes
+//! to the socket, so nothing a handler or the peer does can stop it reading),
+//! one writer (the only thread that writes, fed whole frames by a channel, so
+//! frames never interleave and no caller blocks on a full socket), and the
+//! handler pool (`pool.rs`). A pending call waits on its own one-shot channel
+//! with no lock held (L5).
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::net::Shutdown;
+use std::num::NonZeroU32;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{CloseReason, LinkError, RemoteFailure};
+use crate::frame::{self, EncodeError, Header};
+use crate::pool::{Job, Pool};
+
+/// A message one side sends the other to have it run, and the type of its
+/// answer.
+///
+/// Each direction of a link has its own request type: the server side of a
+/// plugin host's link is a `Link<HostRequest, ServerRequest>` and the host's
+/// a `Link<ServerRequest, HostRequest>`, so a side can only send what the
+/// other side serves. The types must be plain serde-derived data: postcard
+/// is not self-describing, so `#[serde(untagged)]`, `#[serde(flatten)]` and
+/// `serde_json::Value` do not decode.
+pub trait Request: Serialize + DeserializeOwned + Send + 'static {
+    /// What the peer's handler answers.
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// How a link behaves; one per link, fixed at start.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Names the link in its threads' names (`NAME-read`, `NAME-write`,
+    /// `NAME-handle`) and its log lines. Linux shows 15 bytes of a thread
+    /// name, so keep it to about 9.
+    pub name: String,
+    /// The largest frame either way. A request over it fails its call, a
+    /// reply over it fails the peer's call, a frame announced over it from
+    /// the peer closes the link (its length cannot be trusted).
+    pub max_frame_bytes: u32,
+    /// The deadline of [`Caller::call`]; [`Caller::call_with_deadline`]
+    /// overrides it per call.
+    pub call_deadline: Duration,
+    /// The most threads that run this side's handler at once (I6: a plugin
+    /// never holds more than its share of the server's threads). Each level
+    /// of a re-entrant call chain holds one on its side.
+    pub max_handlers: NonZeroU32,
+    /// How many requests may wait for a handler thread once all are busy;
+    /// past that a request is refused at once with
+    /// [`RemoteFailure::Busy`]. A queued request whose caller has given up
+    /// is skipped, not run.
+    pub max_queued: u32,
+    /// How long closing the link waits for handlers still running before it
+    /// leaves their threads behind (they finish on their own; their replies
+    /// go nowhere).
+    pub shutdown_grace: Duration,
+}
+
+impl LinkConfig {
+    /// The defaults, with a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            name: "ucs-link".to_owned(),
+            max_frame_bytes: 16 << 20,
+            call_deadline: Duration::from_secs(10),
+            max_handlers: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
+            max_queued: 64,
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters of things that happen on a link without failing a call, for
+/// metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    /// Replies that arrived after their call's deadline and were dropped.
+    pub late_replies: u64,
+    /// Requests from the peer refused because every handler was busy and
+    /// the queue was full.
+    pub refused_busy: u64,
+    /// Requests from the peer skipped because their caller's deadline had
+    /// passed while they waited in the queue.
+    pub expired_in_queue: u64,
+    /// Handler calls that panicked (the peer got `HandlerPanicked`).
+    pub handler_panics: u64,
+}
+
+/// What closing the link found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Threads of the link that were joined.
+    pub joined: usize,
+    /// Handler threads still running a handler when the grace period ended;
+    /// they were left to finish on their own.
+    pub stuck_handlers: usize,
+}
+
+/// The atomic counters behind [`LinkStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// See [`LinkStats::late_replies`].
+    pub(crate) late_replies: AtomicU64,
+    /// See [`LinkStats::refused_busy`].
+    pub(crate) refused_busy: AtomicU64,
+    /// See [`LinkStats::expired_in_queue`].
+    pub(crate) expired_in_queue: AtomicU64,
+    /// See [`LinkStats::handler_panics`].
+    pub(crate) handler_panics: AtomicU64,
+}
+
+/// One call's answer slot: a one-shot channel the reader fills.
+type ReplySlot<R> = SyncSender<Result<R, LinkError>>;
+
+/// A callback run once when the link closes.
+type OnClose = Box<dyn FnOnce(&CloseReason) + Send>;
+
+/// Whether the link is open, with what only an open link has.
+enum CallState<R> {
+    /// Calls can be made.
+    Open {
+        /// The calls waiting for a reply, by id.
+        pending: HashMap<u64, ReplySlot<R>>,
+        /// Run once, on close.
+        on_close: Vec<OnClose>,
+    },
+    /// Closed for good, and why.
+    Closed(CloseReason),
+}
+
+/// What the writer thread is given.
+pub(crate) enum Outgoing {
+    /// A whole encoded frame to write.
+    Frame(Vec<u8>),
+    /// Stop: the link is closed.
+    Stop,
+}
+
+/// The calling half of a link, shared by every [`Caller`], the reader, the
+/// writer and the handler threads.
+pub(crate) struct Shared<Out: Request> {
+    /// See [`LinkConfig::name`].
+    name: String,
+    /// See [`LinkConfig::max_frame_bytes`].
+    pub(crate) max_frame_bytes: u32,
+    /// See [`LinkConfig::call_deadline`].
+    call_deadline: Duration,
+    /// Open with the pending calls, or closed with the reason. Held only to
+    /// insert, remove or swap, never across a wait (L5).
+    calls: Mutex<CallState<Out::Response>>,
+    /// Signalled when `calls` becomes `Closed`.
+    closed: Condvar,
+    /// The next request id. Ids of one side only ever grow, so a reply with
+    /// an id not yet handed out is a protocol error, not a late reply.
+    next_id: AtomicU64,
+    /// To the writer thread.
+    outgoing: Sender<Outgoing>,
+    /// The socket, kept to shut it down on close: that wakes the reader out
+    /// of `read` and the writer out of `send`, and tells the peer at once
+    /// even while other handles of the fd are still open.
+    socket: UnixStream,
+    /// Stops the handler pool on close. Weak, because the pool's handler may
+    /// own a `Caller`, which owns this.
+    stop_pool: Box<dyn Fn() + Send + Sync>,
+    /// See [`LinkStats`].
+    pub(crate) counters: Counters,
+}
+
+/// Locks a mutex, taking the data of a poisoned one: every critical section
+/// here leaves its data consistent, so a panic elsewhere does not make it
+/// unusable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<Out: Request> Shared<Out> {
+    /// Closes the link once; later calls are no-ops, so the first reason
+    /// stays (a local shutdown makes the reader see an end of stream, which
+    /// must not overwrite `ShutDown`).
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let (pending, on_close) = {
+            let mut calls = lock(&self.calls);
+            if matches!(*calls, CallState::Closed(_)) {
+                return;
+            }
+            match std::mem::replace(&mut *calls, CallState::Closed(reason.clone())) {
+                CallState::Open { pending, on_close } => (pending, on_close),
+                CallState::Closed(_) => return,
+            }
+        };
+        tracing::debug!(link = %self.name, %reason, "link closed");
+        self.closed.notify_all();
+        // Errors here mean the socket is already shut or the writer already
+        // gone, which is what is wanted.
+        let _ = self.socket.shutdown(Shutdown::Both);
+        let _ = self.outgoing.send(Outgoing::Stop);
+        (self.stop_pool)();
+        for (_, slot) in pending {
+            // A full or dropped slot means the call has its answer or gave up.
+            let _ = slot.try_send(Err(LinkError::PeerGone(reason.clone())));
+        }
+        for callback in on_close {
+            callback(&reason);
+        }
+    }
+
+    /// Why the link closed, if it has.
+    fn close_reason(&self) -> Option<CloseReason> {
+        match &*lock(&self.calls) {
+            CallState::Open { .. } => None,
+            CallState::Closed(reason) => Some(reason.clone()),
+        }
+    }
+
+    /// Hands a reply (or failure) to the call waiting for it. A reply to a
+    /// call that gave up is dropped and counted; a reply to an id never
+    /// handed out closes the link.
+    fn deliver(&self, id: u64, reply: Result<Out::Response, LinkError>) -> Result<(), CloseReason> {
+        let slot = match &mut *lock(&self.calls) {
+            CallState::Open { pending, .. } => pending.remove(&id),
+            CallState::Closed(_) => return Ok(()),
+        };
+        match slot {
+            Some(slot) => {
+                let _ = slot.try_send(reply);
+                Ok(())
+            }
+            None if id >= self.next_id.load(Ordering::SeqCst) => Err(CloseReason::Protocol(
+                format!("a reply to request {id}, which was never made"),
+            )),
+            None => {
+                self.counters.late_replies.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a call that stopped waiting.
+    fn forget(&self, id: u64) {
+        if let CallState::Open { pending, .. } = &mut *lock(&self.calls) {
+            pending.remove(&id);
+        }
+    }
+
+    /// Queues a frame for the writer. Fails only once the link is closed,
+    /// which the sender learns from its own call anyway.
+    pub(crate) fn send_frame(&self, bytes: Vec<u8>) {
+        let _ = self.outgoing.send(Outgoing::Frame(bytes));
+    }
+
+    /// Answers the peer's request `id` with a failure.
+    pub(crate) fn send_failed(&self, id: u64, failure: &RemoteFailure) {
+        match frame::encode(&Header::Failed { id }, failure, self.max_frame_bytes) {
+            Ok(bytes) => self.send_frame(bytes),
+            // A failure is a few bytes; this only happens with an absurdly
+            // small frame limit, and then the peer's call runs into its
+            // deadline instead.
+            Err(err) => tracing::error!(link = %self.name, ?err, "cannot encode a failure reply"),
+        }
+    }
+
+    /// Answers the peer's request `id` with its handler's reply.
+    pub(crate) fn send_reply<R: Serialize>(&self, id: u64, reply: &R) {
+        match frame::encode(&Header::Reply { id }, reply, self.max_frame_bytes) {
+            Ok(bytes) => self.send_frame(bytes),
+            Err(EncodeError::TooLarge { len }) => self.send_failed(
+                id,
+                &RemoteFailure::ReplyTooLarge {
+                    len: len as u64,
+                    max: self.max_frame_bytes,
+                },
+            ),
+            Err(EncodeError::Postcard(err)) => {
+                self.send_failed(id, &RemoteFailure::ReplyNotEncodable(err.to_string()))
+            }
+        }
+    }
+
+    /// The link's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The calling side of a link: cheap to clone, usable from any thread,
+/// including from inside a handler of the same link (a re-entrant call).
+///
+/// A `Caller` does not keep the link's threads alive: once the [`Link`] is
+/// closed or dropped, every call fails at once with
+/// [`LinkError::PeerGone`].
+pub struct Caller<Out: Request> {
+    /// The link's state.
+    shared: Arc<Shared<Out>>,
+}
+
+impl<Out: Request> Clone for Caller<Out> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Out: Request> std::fmt::Debug for Caller<Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("name", &self.shared.name)
+            .field("closed", &self.shared.close_reason())
+            .finish()
+    }
+}
+
+impl<Out: Request> Caller<Out> {
+    /// Wraps the shared state (for the handler threads).
+    pub(crate) fn from_shared(shared: Arc<Shared<Out>>) -> Self {
+        Self { shared }
+    }
+
+    /// The shared state (for the handler threads).
+    pub(crate) fn shared(&self) -> &Shared<Out> {
+        &self.shared
+    }
+
+    /// Sends `request` and waits for the peer's reply, at most the link's
+    /// [`LinkConfig::call_deadline`].
+    pub fn call(&self, request: Out) -> Result<Out::Response, LinkError> {
+        self.call_with_deadline(request, self.shared.call_deadline)
+    }
+
+    /// Sends `request` and waits for the peer's reply, at most `deadline`.
+    ///
+    /// Blocks the calling thread with no lock held. Past the deadline it
+    /// returns [`LinkError::DeadlineExceeded`] and the reply, should it
+    /// come, is dropped; the link stays open. If the link closes meanwhile
+    /// it returns [`LinkError::PeerGone`] at once.
+    pub fn call_with_deadline(
+        &self,
+        request: Out,
+        deadline: Duration,
+    ) -> Result<Out::Response, LinkError> {
+        let shared = &*self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        let timeout_micros = u64::try_from(deadline.as_micros()).unwrap_or(u64::MAX);
+        let bytes = frame::encode(
+            &Header::Request { id, timeout_micros },
+            &request,
+            shared.max_frame_bytes,
+        )
+        .map_err(|err| match err {
+            EncodeError::TooLarge { len } => LinkError::RequestTooLarge {
+                len,
+                max: shared.max_frame_bytes,
+            },
+            EncodeError::Postcard(err) => LinkError::Encode(err),
+        })?;
+        let (slot, answer) = mpsc::sync_channel(1);
+        match &mut *lock(&shared.calls) {
+            CallState::Closed(reason) => return Err(LinkError::PeerGone(reason.clone())),
+            CallState::Open { pending, .. } => {
+                pending.insert(id, slot);
+            }
+        }
+        if shared.outgoing.send(Outgoing::Frame(bytes)).is_err() {
+            shared.forget(id);
+            return Err(self.gone());
+        }
+        match answer.recv_timeout(deadline) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => {
+                shared.forget(id);
+                // The reply may have landed between the timeout and `forget`:
+                // the work is done, so hand it over rather than waste it.
+                answer
+                    .try_recv()
+                    .unwrap_or(Err(LinkError::DeadlineExceeded(deadline)))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(self.gone()),
+        }
+    }
+
+    /// The error for a call on a closed link.
+    fn gone(&self) -> LinkError {
+        LinkError::PeerGone(self.shared.close_reason().unwrap_or(CloseReason::ShutDown))
+    }
+
+    /// Why the link closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// Waits until the link closes, at most `timeout`; `None` if it is
+    /// still open then. For a supervisor that has nothing else to wait on.
+    pub fn wait_closed(&self, timeout: Duration) -> Option<CloseReason> {
+        let deadline = Instant::now() + timeout;
+        let mut calls = lock(&self.shared.calls);
+        loop {
+            if let CallState::Closed(reason) = &*calls {
+                return Some(reason.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            calls = self
+                .shared
+                .closed
+                .wait_timeout(calls, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Runs `callback` once when the link closes: on the thread that closes
+    /// it (the reader on peer death, the closing thread on shutdown), or at
+    /// once on this thread if it is already closed. Keep it short and do not
+    /// drop the [`Link`] in it; hand the news to a supervisor thread.
+    pub fn on_close(&self, callback: impl FnOnce(&CloseReason) + Send + 'static) {
+        let reason = match &mut *lock(&self.shared.calls) {
+            CallState::Open { on_close, .. } => {
+                on_close.push(Box::new(callback));
+                return;
+            }
+            CallState::Closed(reason) => reason.clone(),
+        };
+        callback(&reason);
+    }
+
+    /// The link's counters so far.
+    pub fn stats(&self) -> LinkStats {
+        let counters = &self.shared.counters;
+        LinkStats {
+            late_replies: counters.late_replies.load(Ordering::Relaxed),
+            refused_busy: counters.refused_busy.load(Ordering::Relaxed),
+            expired_in_queue: counters.expired_in_queue.load(Ordering::Relaxed),
+            handler_panics: counters.handler_panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The link's name, as configured.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+/// One end of a bidirectional, multiplexed RPC channel over a Unix socket:
+/// it sends `Out` requests to the peer and serves the peer's `In` requests
+/// with a handler run on a bounded pool of its own threads.
+///
+/// Owns the link's threads: dropping it (or [`Link::close`]) closes the link,
+/// tells the peer, fails every pending call with
+/// [`LinkError::PeerGone`] and joins the threads.
+pub struct Link<Out: Request, In: Request> {
+    /// The calling side, also handed out by [`Link::caller`].
+    caller: Caller<Out>,
+    /// The handler threads.
+    pool: Arc<Pool<Out, In>>,
+    /// The reader and the writer; empty once joined.
+    threads: Vec<JoinHandle<()>>,
+    /// See [`LinkConfig::shutdown_grace`].
+    shutdown_grace: Duration,
+}
+
+impl<Out: Request, In: Request> std::fmt::Debug for Link<Out, In> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
+
+impl<Out: Request, In: Request> Link<Out, In> {
+    /// Starts a link on `stream` (one end of a `UnixStream::pair`, or the end
+    /// a child inherited), serving the peer's requests with `handler`.
+    ///
+    /// The handler gets a [`Caller`] of this same link, so it can call the
+    /// peer back before it answers (re-entrantly, as deep as the two sides'
+    /// [`LinkConfig::max_handlers`] allow). It runs on the link's handler
+    /// threads, never on the reader, so a slow handler delays only itself.
+    /// A panic in it is caught and answered as
+    /// [`RemoteFailure::HandlerPanicked`].
+    pub fn start<H>(stream: UnixStream, config: LinkConfig, handler: H) -> Result<Self, LinkError>
+    where
+        H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
+    {
+        let clone_socket = || {
+            stream
+                .try_clone()
+                .map_err(|err| LinkError::CloneSocket(Arc::new(err)))
+        };
+        let reader_stream = clone_socket()?;
+        let writer_stream = clone_socket()?;
+        let pool = Arc::new(Pool::new(&config, Box::new(handler)));
+        let (outgoing, writer_queue) = mpsc::channel();
+        let weak_pool: Weak<Pool<Out, In>> = Arc::downgrade(&pool);
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            call_deadline: config.call_deadline,
+            calls: Mutex::new(CallState::Open {
+                pending: HashMap::new(),
+                on_close: Vec::new(),
+            }),
+            closed: Condvar::new(),
+            next_id: AtomicU64::new(0),
+            outgoing,
+            socket: stream,
+            stop_pool: Box::new(move || {
+                if let Some(pool) = weak_pool.upgrade() {
+                    pool.stop();
+                }
+            }),
+            counters: Counters::default(),
+        });
+        let mut link = Self {
+            caller: Caller::from_shared(Arc::clone(&shared)),
+            pool: Arc::clone(&pool),
+            threads: Vec::with_capacity(2),
+            shutdown_grace: config.shutdown_grace,
+        };
+        let writer = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name(format!("{}-write", config.name))
+                .spawn(move || write_loop(&shared, &writer_queue, &writer_stream))
+        };
+        link.threads
+            .push(writer.map_err(|err| start_error("writer", err))?);
+        let reader = thread::Builder::new()
+            .name(format!("{}-read", config.name))
+            .spawn(move || read_loop(&shared, &pool, reader_stream));
+        // On error `link` drops here, which closes and joins the writer.
+        link.threads
+            .push(reader.map_err(|err| start_error("reader", err))?);
+        Ok(link)
+    }
+
+    /// A calling handle on this link, for other threads.
+    pub fn caller(&self) -> Caller<Out> {
+        self.caller.clone()
+    }
+
+    /// [`Caller::call`] on this link.
+    pub fn call(&self, request: Out) -> Result<Out::Response, LinkError> {
+        self.caller.call(request)
+    }
+
+    /// [`Caller::call_with_deadline`] on this link.
+    pub fn call_with_deadline(
+        &self,
+        request: Out,
+        deadline: Duration,
+    ) -> Result<Out::Response, LinkError> {
+        self.caller.call_with_deadline(request, deadline)
+    }
+
+    /// [`Caller::wait_closed`] on this link.
+    pub fn wait_closed(&self, timeout: Duration) -> Option<CloseReason> {
+        self.caller.wait_closed(timeout)
+    }
+
+    /// [`Caller::close_reason`] on this link.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.caller.close_reason()
+    }
+
+    /// [`Caller::stats`] on this link.
+    pub fn stats(&self) -> LinkStats {
+        self.caller.stats()
+    }
+
+    /// Closes the link and joins its threads, waiting at most
+    /// [`LinkConfig::shutdown_grace`] for handlers still running; says what
+    /// it joined and what it left behind. Dropping does the same.
+    pub fn close(mut self) -> ShutdownReport {
+        self.shut_down()
+    }
+
+    /// The work of `close` and `drop`; a second run finds nothing to do.
+    fn shut_down(&mut self) -> ShutdownReport {
+        self.caller.shared.close(CloseReason::ShutDown);
+        let current = thread::current().id();
+        let mut joined = 0;
+        for handle in self.threads.drain(..) {
+            // The reader runs `on_close` callbacks; one that drops the link
+            // must not join the thread it runs on.
+            if handle.thread().id() != current {
+                let _ = handle.join();
+                joined += 1;
+            }
+        }
+        let (handlers_joined, stuck_handlers) = self.pool.join(self.shutdown_grace);
+        if stuck_handlers > 0 {
+            tracing::warn!(
+                link = %self.caller.name(),
+                stuck_handlers,
+                "link closed with handlers still running; their threads are left behind"
+            );
+        }
+        ShutdownReport {
+            joined: joined + handlers_joined,
+            stuck_handlers,
+        }
+    }
+}
+
+impl<Out: Request, In: Request> Drop for Link<Out, In> {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// A thread-spawn error as a link error.
+fn start_error(what: &'static str, err: std::io::Error) -> LinkError {
+    LinkError::StartThread {
+        what,
+        source: Arc::new(err),
+    }
+}
+
+/// The reader's size of read buffer: several small frames per `read`.
+const READ_BUFFER: usize = 64 << 10;
+
+/// The reader thread: frames in until the link closes.
+fn read_loop<Out: Request, In: Request>(
+    shared: &Arc<Shared<Out>>,
+    pool: &Arc<Pool<Out, In>>,
+    stream: UnixStream,
+) {
+    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
+    let mut frame = Vec::new();
+    let reason = loop {
+        if let Err(reason) = frame::read_frame(&mut reader, shared.max_frame_bytes, &mut frame) {
+            break reason;
+        }
+        if let Err(reason) = dispatch(shared, pool, &frame) {
+            break reason;
+        }
+    };
+    shared.close(reason);
+}
+
+/// Handles one frame from the peer.
+fn dispatch<Out: Request, In: Request>(
+    shared: &Arc<Shared<Out>>,
+    pool: &Arc<Pool<Out, In>>,
+    frame: &[u8],
+) -> Result<(), CloseReason> {
+    let (header, body) = frame::split_header(frame)?;
+    match header {
+        Header::Request { id, timeout_micros } => {
+            let request: In = frame::decode_body(body, "request body")?;
+            let expires = Instant::now().checked_add(Duration::from_micros(timeout_micros));
+            let job = Job {
+                id,
+                request,
+                expires,
+            };
+            if let Err(failure) = pool.submit(shared, job) {
+                if matches!(failure, RemoteFailure::Busy { .. }) {
+                    shared.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+                }
+                shared.send_failed(id, &failure);
+            }
+            Ok(())
+        }
+        Header::Reply { id } => {
+            let reply: Out::Response = frame::decode_body(body, "reply body")?;
+            shared.deliver(id, Ok(reply))
+        }
+        Header::Failed { id } => {
+            let failure: RemoteFailure = frame::decode_body(body, "failure body")?;
+            shared.deliver(id, Err(LinkError::Remote(failure)))
+        }
+    }
+}
+
+/// The writer thread: the only writer of the socket, one whole frame at a
+/// time, until told to stop or a write fails.
+fn write_loop<Out: Request>(shared: &Shared<Out>, queue: &Receiver<Outgoing>, stream: &UnixStream) {
+    while let Ok(Outgoing::Frame(bytes)) = queue.recv() {
+        if let Err(err) = frame::write_frame(stream, &bytes) {
+            shared.close(CloseReason::Write(Arc::new(err)));
+            return;
+        }
+    }
+}

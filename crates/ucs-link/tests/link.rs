@@ -1,0 +1,588 @@
+//! The link between two ends in one process: pairing of overlapping calls,
+//! re-entrancy, deadlines, peer death, bad frames, bounds and shutdown
+//! (issue 18; SPEC L5, I2, I3, I6).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::num::NonZeroU32;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Msg, Reply, eventually, serve, threads_named, watchdog};
+use ucs_link::{CloseReason, Link, LinkConfig, LinkError, RemoteFailure};
+
+/// Every test finishes well within this, or fails.
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// How fast "at once" must be: far below any call deadline used here.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+type TestLink = Link<Msg, Msg>;
+
+fn config(name: &str) -> LinkConfig {
+    LinkConfig {
+        call_deadline: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(2),
+        ..LinkConfig::named(name)
+    }
+}
+
+/// Two linked ends, `a` and `b`, serving [`serve`].
+fn pair_with(a: LinkConfig, b: LinkConfig) -> (TestLink, TestLink) {
+    let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+    let a = Link::start(a_end, a, serve("a")).expect("a starts");
+    let b = Link::start(b_end, b, serve("b")).expect("b starts");
+    (a, b)
+}
+
+fn pair(prefix: &str) -> (TestLink, TestLink) {
+    pair_with(config(&format!("{prefix}a")), config(&format!("{prefix}b")))
+}
+
+/// One end against a raw socket the test drives by hand.
+fn against_raw(name: &str) -> (TestLink, UnixStream) {
+    let (link_end, raw) = UnixStream::pair().expect("socket pair");
+    let link = Link::start(link_end, config(name), serve("a")).expect("starts");
+    (link, raw)
+}
+
+/// Many threads on both sides call at once, with replies coming back out of
+/// order (handlers sleep different times on 4 threads): every call gets its
+/// own reply.
+#[test]
+fn overlapping_calls_both_ways_get_their_own_replies() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair("ov");
+        let mut workers = Vec::new();
+        for (side, link) in [(0u64, &a), (1, &b)] {
+            for thread in 0..6u64 {
+                let caller = link.caller();
+                workers.push(thread::spawn(move || {
+                    for seq in 0..150u64 {
+                        let thread = side * 100 + thread;
+                        let micros = (thread * 7 + seq * 13) % 500;
+                        let reply = caller
+                            .call(Msg::Echo {
+                                thread,
+                                seq,
+                                micros,
+                            })
+                            .expect("call succeeds");
+                        assert_eq!(reply, Reply::Echo { thread, seq });
+                    }
+                }));
+            }
+        }
+        for worker in workers {
+            worker.join().expect("caller thread");
+        }
+        assert_eq!(a.stats().late_replies, 0);
+        assert_eq!(b.stats().late_replies, 0);
+    });
+}
+
+/// L5 / I1: a handler calls the other side, whose handler calls back, and
+/// so on: a chain a → b → a → b → a → b → a completes, each level holding a
+/// handler thread on its side while the readers keep reading.
+#[test]
+fn a_reentrant_chain_six_deep_completes() {
+    watchdog(WATCHDOG, || {
+        let (a, _b) = pair("re");
+        let reply = a
+            .call(Msg::Chain {
+                left: 6,
+                trail: vec!["start".to_owned()],
+            })
+            .expect("chain completes");
+        assert_eq!(
+            reply,
+            Reply::Chain(
+                ["start", "b", "a", "b", "a", "b", "a", "b"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
+        );
+    });
+}
+
+/// I6 with re-entrancy: a chain deeper than the handler caps is refused with
+/// a clear error at the first level that finds no thread, instead of
+/// deadlocking until the deadline.
+#[test]
+fn a_chain_deeper_than_the_handler_caps_is_refused_not_deadlocked() {
+    watchdog(WATCHDOG, || {
+        let capped = |name: &str| LinkConfig {
+            max_handlers: NonZeroU32::new(2).expect("nonzero"),
+            max_queued: 0,
+            ..config(name)
+        };
+        let (a, _b) = pair_with(capped("cpa"), capped("cpb"));
+        let started = Instant::now();
+        let reply = a
+            .call(Msg::Chain {
+                left: 10,
+                trail: Vec::new(),
+            })
+            .expect("the first level answers");
+        assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
+        match reply {
+            Reply::ChainFailed(message) => assert!(
+                message.contains("the peer is busy: its 2 handler threads are running"),
+                "{message}"
+            ),
+            other => panic!("expected a refused chain, got {other:?}"),
+        }
+    });
+}
+
+/// I3: past its deadline a call fails with DeadlineExceeded; the reply that
+/// comes later is dropped (counted), and the link goes on working.
+#[test]
+fn a_late_reply_after_the_deadline_is_dropped_and_the_link_works_on() {
+    watchdog(WATCHDOG, || {
+        let (a, _b) = pair("dl");
+        let started = Instant::now();
+        let err = a
+            .call_with_deadline(Msg::Sleep { millis: 400 }, Duration::from_millis(50))
+            .expect_err("too slow");
+        assert!(matches!(err, LinkError::DeadlineExceeded(d) if d == Duration::from_millis(50)));
+        assert!(started.elapsed() < Duration::from_millis(350));
+        assert!(
+            eventually(Duration::from_secs(5), || a.stats().late_replies == 1),
+            "the late reply never arrived: {:?}",
+            a.stats()
+        );
+        let reply = a
+            .call(Msg::Echo {
+                thread: 1,
+                seq: 2,
+                micros: 0,
+            })
+            .expect("the link still works");
+        assert_eq!(reply, Reply::Echo { thread: 1, seq: 2 });
+        assert!(a.close_reason().is_none());
+    });
+}
+
+/// I2: the peer's end dropped while calls wait: every pending call fails at
+/// once with PeerGone, later calls fail immediately, and the link's threads
+/// stop by themselves, before the link is even dropped.
+#[test]
+fn the_peer_dropping_its_end_fails_pending_calls_at_once() {
+    watchdog(WATCHDOG, || {
+        let (link, raw) = against_raw("pd");
+        let pending: Vec<_> = (0..4)
+            .map(|_| {
+                let caller = link.caller();
+                thread::spawn(move || {
+                    let started = Instant::now();
+                    let result = caller
+                        .call_with_deadline(Msg::Sleep { millis: 1 }, Duration::from_secs(20));
+                    (result, started.elapsed())
+                })
+            })
+            .collect();
+        // Every request reached the peer, so every call is pending.
+        let mut raw = raw;
+        let mut seen = 0;
+        let mut buffer = [0u8; 4096];
+        while seen < 4 {
+            let read = raw.read(&mut buffer).expect("reads requests");
+            assert!(read > 0);
+            seen += count_frames(&buffer[..read]);
+        }
+        // Everything was read, so the close is a clean end of stream (with
+        // unread data the kernel reports ECONNRESET instead).
+        drop(raw);
+        for worker in pending {
+            let (result, elapsed) = worker.join().expect("caller thread");
+            match result {
+                Err(LinkError::PeerGone(CloseReason::PeerClosed)) => {}
+                other => panic!("expected PeerGone(PeerClosed), got {other:?}"),
+            }
+            assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+        }
+        let started = Instant::now();
+        assert!(matches!(
+            link.call(Msg::Panic),
+            Err(LinkError::PeerGone(CloseReason::PeerClosed))
+        ));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(matches!(
+            link.wait_closed(Duration::ZERO),
+            Some(CloseReason::PeerClosed)
+        ));
+        assert!(
+            eventually(PROMPTLY, || threads_named("pd-").is_empty()),
+            "threads left: {:?}",
+            threads_named("pd-")
+        );
+    });
+}
+
+/// Counts the frames in bytes that hold whole frames (requests are small).
+fn count_frames(mut bytes: &[u8]) -> usize {
+    let mut frames = 0;
+    while bytes.len() >= 4 {
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        bytes = &bytes[(4 + len).min(bytes.len())..];
+        frames += 1;
+    }
+    frames
+}
+
+/// The peer link dropped while calls into it are running: they fail with
+/// PeerGone as soon as it shuts down, not at their deadline.
+#[test]
+fn the_peer_link_dropped_mid_call_fails_the_call_at_once() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair_with(
+            config("mda"),
+            LinkConfig {
+                shutdown_grace: Duration::from_millis(50),
+                ..config("mdb")
+            },
+        );
+        let caller = a.caller();
+        let pending = thread::spawn(move || {
+            caller.call_with_deadline(Msg::Sleep { millis: 3_000 }, Duration::from_secs(20))
+        });
+        thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let report = b.close();
+        assert_eq!(
+            report.stuck_handlers, 1,
+            "the sleeping handler is left behind"
+        );
+        let result = pending.join().expect("caller thread");
+        assert!(
+            matches!(result, Err(LinkError::PeerGone(CloseReason::PeerClosed))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
+    });
+}
+
+/// A frame that does not decode closes the link with a clear reason, and the
+/// call pending at that moment fails with it.
+#[test]
+fn a_garbage_frame_closes_the_link_with_a_clear_error() {
+    watchdog(WATCHDOG, || {
+        let (link, mut raw) = against_raw("gb");
+        let caller = link.caller();
+        let pending = thread::spawn(move || caller.call(Msg::Sleep { millis: 1 }));
+        let mut prefix = [0u8; 4];
+        raw.read_exact(&mut prefix).expect("the request arrives");
+        // An unterminated varint: not a header.
+        raw.write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .expect("writes");
+        let reason = link.wait_closed(PROMPTLY).expect("the link closes");
+        assert!(
+            matches!(
+                reason,
+                CloseReason::BadFrame {
+                    what: "frame header",
+                    ..
+                }
+            ),
+            "{reason:?}"
+        );
+        assert!(
+            reason
+                .to_string()
+                .starts_with("the peer sent a frame that does not decode (frame header)")
+        );
+        let result = pending.join().expect("caller thread");
+        assert!(matches!(
+            result,
+            Err(LinkError::PeerGone(CloseReason::BadFrame { .. }))
+        ));
+    });
+}
+
+/// A frame announced larger than the maximum closes the link before
+/// anything is read or allocated for it.
+#[test]
+fn an_oversized_frame_closes_the_link_unread() {
+    watchdog(WATCHDOG, || {
+        let (link, mut raw) = against_raw("os");
+        raw.write_all(&u32::MAX.to_le_bytes()).expect("writes");
+        let reason = link.wait_closed(PROMPTLY).expect("the link closes");
+        assert!(
+            matches!(
+                reason,
+                CloseReason::FrameTooLarge {
+                    len: u32::MAX,
+                    max
+                } if max == LinkConfig::default().max_frame_bytes
+            ),
+            "{reason:?}"
+        );
+        assert_eq!(
+            reason.to_string(),
+            format!(
+                "the peer sent a frame of {} bytes, more than the {} allowed",
+                u32::MAX,
+                LinkConfig::default().max_frame_bytes
+            )
+        );
+    });
+}
+
+/// A reply to a request this side never made is a broken peer, not a late
+/// reply: the link closes.
+#[test]
+fn a_reply_to_a_request_never_made_closes_the_link() {
+    watchdog(WATCHDOG, || {
+        let (link, mut raw) = against_raw("un");
+        // Header::Reply is variant 1 of the header enum; id 1000; body a Reply::Slept.
+        let mut body = postcard::to_stdvec(&(1u8, 1000u64)).expect("encodes");
+        body.extend(postcard::to_stdvec(&Reply::Slept).expect("encodes"));
+        raw.write_all(&(body.len() as u32).to_le_bytes())
+            .expect("writes");
+        raw.write_all(&body).expect("writes");
+        let reason = link.wait_closed(PROMPTLY).expect("the link closes");
+        assert_eq!(
+            reason.to_string(),
+            "the peer broke the protocol: a reply to request 1000, which was never made"
+        );
+    });
+}
+
+/// A request too large for a frame fails its own call and nothing else; a
+/// reply too large fails the peer's call with ReplyTooLarge.
+#[test]
+fn frames_over_the_maximum_fail_their_call_and_the_link_stays() {
+    watchdog(WATCHDOG, || {
+        let small = |name: &str| LinkConfig {
+            max_frame_bytes: 1024,
+            ..config(name)
+        };
+        let (a, _b) = pair_with(small("fla"), small("flb"));
+        match a.call(Msg::Carry(vec![0; 2000])) {
+            Err(LinkError::RequestTooLarge { len, max: 1024 }) => assert!(len > 2000),
+            other => panic!("expected RequestTooLarge, got {other:?}"),
+        }
+        assert_eq!(
+            a.call(Msg::Carry(vec![0; 500])).expect("fits"),
+            Reply::Carried(500)
+        );
+        match a.call(Msg::MakeBig { len: 5000 }) {
+            Err(LinkError::Remote(RemoteFailure::ReplyTooLarge { len, max: 1024 })) => {
+                assert!(len > 5000);
+            }
+            other => panic!("expected ReplyTooLarge, got {other:?}"),
+        }
+        assert!(a.close_reason().is_none());
+    });
+}
+
+/// A handler that panics answers HandlerPanicked with its message; its
+/// thread and the link go on.
+#[test]
+fn a_panicking_handler_fails_only_its_call() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair("pn");
+        let err = a.call(Msg::Panic).expect_err("the handler panics");
+        assert!(matches!(
+            &err,
+            LinkError::Remote(RemoteFailure::HandlerPanicked(message)) if message == "boom"
+        ));
+        assert_eq!(
+            err.to_string(),
+            "the peer did not run the request: the peer's handler panicked: boom"
+        );
+        assert_eq!(b.stats().handler_panics, 1);
+        assert_eq!(
+            a.call(Msg::Echo {
+                thread: 0,
+                seq: 0,
+                micros: 0
+            })
+            .expect("still works"),
+            Reply::Echo { thread: 0, seq: 0 }
+        );
+    });
+}
+
+/// I6: with every handler thread busy and the queue full, a request is
+/// refused at once with Busy rather than waiting or starting more threads.
+#[test]
+fn a_full_pool_refuses_at_once_with_busy() {
+    watchdog(WATCHDOG, || {
+        let (a_end, b_end) = UnixStream::pair().expect("pair");
+        let a = Link::start(a_end, config("bsa"), serve("a")).expect("a");
+        let (started_tx, started) = mpsc::channel();
+        let started_tx = Mutex::new(started_tx);
+        let inner = serve("b");
+        let b_config = LinkConfig {
+            max_handlers: NonZeroU32::new(1).expect("nonzero"),
+            max_queued: 0,
+            ..config("bsb")
+        };
+        let _b = Link::start(b_end, b_config, move |msg, caller| {
+            if matches!(msg, Msg::Sleep { .. }) {
+                let _ = started_tx.lock().expect("lock").send(());
+            }
+            inner(msg, caller)
+        })
+        .expect("b");
+        let caller = a.caller();
+        let slow = thread::spawn(move || caller.call(Msg::Sleep { millis: 300 }));
+        started.recv_timeout(PROMPTLY).expect("the slow call runs");
+        let refused_at = Instant::now();
+        let err = a.call(Msg::Panic).expect_err("refused");
+        assert!(refused_at.elapsed() < Duration::from_millis(250));
+        assert!(
+            matches!(
+                err,
+                LinkError::Remote(RemoteFailure::Busy {
+                    max_handlers: 1,
+                    max_queued: 0
+                })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            slow.join().expect("thread").expect("the slow call"),
+            Reply::Slept
+        );
+        assert!(threads_named("bsb-handle").len() <= 1);
+    });
+}
+
+/// A request that waited in the queue past its caller's deadline is
+/// skipped, not run for nobody.
+#[test]
+fn a_request_whose_caller_gave_up_in_the_queue_is_skipped() {
+    watchdog(WATCHDOG, || {
+        let one_thread = LinkConfig {
+            max_handlers: NonZeroU32::new(1).expect("nonzero"),
+            max_queued: 4,
+            ..config("exb")
+        };
+        let (a, b) = pair_with(config("exa"), one_thread);
+        let caller = a.caller();
+        let slow = thread::spawn(move || caller.call(Msg::Sleep { millis: 300 }));
+        thread::sleep(Duration::from_millis(50));
+        let err = a
+            .call_with_deadline(Msg::Panic, Duration::from_millis(50))
+            .expect_err("queued past its deadline");
+        assert!(matches!(err, LinkError::DeadlineExceeded(_)));
+        assert_eq!(
+            slow.join().expect("thread").expect("slow call"),
+            Reply::Slept
+        );
+        assert!(eventually(PROMPTLY, || b.stats().expired_in_queue == 1));
+        // Skipped, so the panic never ran.
+        assert_eq!(b.stats().handler_panics, 0);
+        assert_eq!(a.stats().late_replies, 0);
+    });
+}
+
+/// Dropping both ends joins every thread of both links: none is left.
+#[test]
+fn dropping_the_links_joins_their_threads() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair("tj");
+        // Start some handler threads on both sides.
+        for link in [&a, &b] {
+            link.call(Msg::Chain {
+                left: 3,
+                trail: Vec::new(),
+            })
+            .expect("chain");
+        }
+        assert!(
+            threads_named("tja-").len() >= 3,
+            "{:?}",
+            threads_named("tja-")
+        );
+        assert!(threads_named("tjb-").len() >= 3);
+        let report = a.close();
+        assert_eq!(report.stuck_handlers, 0);
+        assert!(report.joined >= 3, "{report:?}");
+        drop(b);
+        assert_eq!(threads_named("tja-"), Vec::<String>::new());
+        assert_eq!(threads_named("tjb-"), Vec::<String>::new());
+    });
+}
+
+/// Closing waits for a stuck handler only for the grace period, then leaves
+/// it: shutdown keeps its deadline whatever a handler does (I7).
+#[test]
+fn closing_leaves_a_stuck_handler_after_the_grace() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair_with(
+            config("sta"),
+            LinkConfig {
+                shutdown_grace: Duration::from_millis(100),
+                ..config("stb")
+            },
+        );
+        let caller = a.caller();
+        let pending = thread::spawn(move || caller.call(Msg::Sleep { millis: 2_000 }));
+        thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let report = b.close();
+        assert!(started.elapsed() < Duration::from_millis(1_000));
+        assert_eq!(report.stuck_handlers, 1);
+        // Reader and writer are always joined.
+        assert!(report.joined >= 2);
+        assert!(matches!(
+            pending.join().expect("thread"),
+            Err(LinkError::PeerGone(_))
+        ));
+    });
+}
+
+/// on_close runs once with the reason, also when registered after the close.
+#[test]
+fn on_close_tells_the_reason_once() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair("oc");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = |seen: &Arc<Mutex<Vec<String>>>| {
+            let seen = Arc::clone(seen);
+            move |reason: &CloseReason| seen.lock().expect("lock").push(reason.to_string())
+        };
+        a.caller().on_close(record(&seen));
+        let a_caller = a.caller();
+        drop(b);
+        assert!(a_caller.wait_closed(PROMPTLY).is_some());
+        drop(a);
+        a_caller.on_close(record(&seen));
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![
+                "the peer closed the connection".to_owned(),
+                "the peer closed the connection".to_owned()
+            ]
+        );
+        // A caller outliving its link fails at once.
+        assert!(matches!(
+            a_caller.call(Msg::Panic),
+            Err(LinkError::PeerGone(CloseReason::PeerClosed))
+        ));
+    });
+}
+
+/// Closing this side fails this side's pending calls with ShutDown.
+#[test]
+fn closing_this_side_fails_its_own_pending_calls() {
+    watchdog(WATCHDOG, || {
+        let (a, _raw) = against_raw("cl");
+        let caller = a.caller();
+        let pending = thread::spawn(move || caller.call(Msg::Sleep { millis: 1 }));
+        thread::sleep(Duration::from_millis(50));
+        drop(a);
+        assert!(matches!(
+            pending.join().expect("thread"),
+            Err(LinkError::PeerGone(CloseReason::ShutDown))
+        ));
+    });
+}
