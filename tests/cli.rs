@@ -7,12 +7,13 @@ use std::process::{Command, Output};
 
 use common::{ADMIN_PASSWORD, Server, ucs_binary};
 
-/// Runs `ucs ARGS...` against `server` and returns what it did.
+/// Runs `ucs ARGS... --server URL` against `server` and returns what it
+/// did; client options go after the subcommand (issue 17 item 8).
 fn ucs(server: &Server, args: &[&str]) -> Output {
     Command::new(ucs_binary())
+        .args(args)
         .arg("--server")
         .arg(&server.url)
-        .args(args)
         .env_remove("UCS_SID")
         .output()
         .expect("run ucs")
@@ -37,13 +38,13 @@ async fn login_prints_a_sid_that_later_commands_use() {
     let sid = stdout(&login).trim().to_owned();
     assert_eq!(sid.len(), 32, "{sid:?}");
 
-    let agents = ucs(&server, &["--sid", &sid, "--json", "call", "agents.list"]);
+    let agents = ucs(&server, &["call", "--sid", &sid, "--json", "agents.list"]);
     assert!(agents.status.success(), "{}", stderr(&agents));
     let agents: serde_json::Value = serde_json::from_str(&stdout(&agents)).unwrap();
     assert_eq!(agents.as_array().unwrap().len(), 3);
 
     let by_env = Command::new(ucs_binary())
-        .args(["--server", &server.url, "call", "config.users.get", "[1]"])
+        .args(["call", "--server", &server.url, "config.users.get", "[1]"])
         .env("UCS_SID", &sid)
         .output()
         .unwrap();
@@ -71,8 +72,8 @@ async fn errors_print_the_code_and_exit_1() {
         (&["call", "agents.list", "{"], "error: INVALID_ARGUMENT: "),
     ];
     for (args, expected) in cases {
-        let mut all = vec!["--user", "admin", "--password", ADMIN_PASSWORD];
-        all.extend_from_slice(args);
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--user", "admin", "--password", ADMIN_PASSWORD]);
         let output = ucs(&server, &all);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(
@@ -110,7 +111,7 @@ async fn plugins_list_prints_a_table_or_json() {
         .await;
     let login = ["--user", "admin", "--password", ADMIN_PASSWORD];
 
-    let table = ucs(&server, &[&login[..], &["plugins", "list"]].concat());
+    let table = ucs(&server, &[&["plugins", "list"], &login[..]].concat());
     assert!(
         table.status.success(),
         "{}\n{}",
@@ -122,7 +123,7 @@ async fn plugins_list_prints_a_table_or_json() {
 
     let json = ucs(
         &server,
-        &[&login[..], &["--json", "plugins", "list"]].concat(),
+        &[&["plugins", "list", "--json"], &login[..]].concat(),
     );
     assert!(json.status.success(), "{}", stderr(&json));
     let plugins: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();

@@ -380,3 +380,152 @@ async fn a_large_answer_over_tls_does_not_wait_for_a_delayed_ack() {
         "median {median:?} for a 64 KiB shared.get over TLS: Nagle is on"
     );
 }
+
+/// Asks reflection v1 for one thing and returns its answer.
+async fn reflect_v1(
+    channel: Channel,
+    request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+) -> tonic_reflection::pb::v1::server_reflection_response::MessageResponse {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection stream")
+        .into_inner();
+    responses
+        .message()
+        .await
+        .expect("reflection answer")
+        .expect("one answer")
+        .message_response
+        .expect("a response")
+}
+
+/// The descriptors of the file defining `symbol` and of every file it
+/// imports, fetched through reflection v1 alone, as grpcurl does.
+async fn descriptors_by_reflection(
+    channel: Channel,
+    symbol: &str,
+) -> prost_reflect::DescriptorPool {
+    use prost::Message;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut files: Vec<prost_types::FileDescriptorProto> = Vec::new();
+    let mut wanted = vec![MessageRequest::FileContainingSymbol(symbol.to_owned())];
+    while let Some(request) = wanted.pop() {
+        let shown = format!("{request:?}");
+        let MessageResponse::FileDescriptorResponse(answer) =
+            reflect_v1(channel.clone(), request).await
+        else {
+            panic!("reflection does not know {shown}");
+        };
+        for bytes in answer.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            if files.iter().any(|known| known.name == file.name) {
+                continue;
+            }
+            for dependency in &file.dependency {
+                if !files.iter().any(|known| known.name() == dependency) {
+                    wanted.push(MessageRequest::FileByFilename(dependency.clone()));
+                }
+            }
+            files.push(file);
+        }
+    }
+    let mut pool = prost_reflect::DescriptorPool::new();
+    pool.add_file_descriptor_protos(files)
+        .expect("the reflected files form a complete pool");
+    pool
+}
+
+/// Issue 17 item 6: a client with nothing but reflection decodes the
+/// `google.rpc.BadRequest` of an INVALID_ARGUMENT answer, and both
+/// reflection versions are listed and answer.
+#[tokio::test]
+async fn reflection_alone_decodes_the_error_details() {
+    use prost_reflect::{DynamicMessage, Value};
+
+    let server = Server::demo().await;
+    for list in [
+        list_services_v1(server.channel()).await,
+        list_services_v1alpha(server.channel()).await,
+    ] {
+        for service in [
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
+            assert!(list.iter().any(|s| s == service), "{service} in {list:?}");
+        }
+    }
+
+    let sid = server.admin_sid().await;
+    let status = server
+        .call(&sid, "agents.setStatus", r#"["two", 1, ""]"#)
+        .await
+        .expect_err("a bad agent id");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // The details are a google.rpc.Status holding Any messages.
+    let pool = descriptors_by_reflection(server.channel(), "google.rpc.Status").await;
+    let status_type = pool
+        .get_message_by_name("google.rpc.Status")
+        .expect("google.rpc.Status");
+    let details =
+        DynamicMessage::decode(status_type, status.details()).expect("a google.rpc.Status");
+    let Some(Value::List(anys)) = details.get_field_by_name("details").map(|v| v.into_owned())
+    else {
+        panic!("no details list in {details:?}");
+    };
+    let Some(Value::Message(any)) = anys.first() else {
+        panic!("no detail in {details:?}");
+    };
+    let type_url = any
+        .get_field_by_name("type_url")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let value = any
+        .get_field_by_name("value")
+        .unwrap()
+        .as_bytes()
+        .unwrap()
+        .clone();
+    let symbol = type_url.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(symbol, "google.rpc.BadRequest");
+
+    // The detail's own type, again from reflection alone.
+    let pool = descriptors_by_reflection(server.channel(), &symbol).await;
+    let bad_request = DynamicMessage::decode(pool.get_message_by_name(&symbol).unwrap(), value)
+        .expect("a google.rpc.BadRequest");
+    let text = format!("{bad_request:?}");
+    assert!(text.contains("field_violations"), "{text}");
+    assert!(text.contains("agent_id") || text.contains("id"), "{text}");
+
+    // v1alpha resolves the same symbol.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.clone())),
+        };
+        let mut responses = ServerReflectionClient::new(server.channel())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = responses.message().await.unwrap().unwrap().message_response;
+        assert!(
+            matches!(answer, Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()),
+            "{answer:?}"
+        );
+    }
+}

@@ -39,11 +39,11 @@ fn plugin_file(file_name: &str, source: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// `ucs --json plugin check EXTRA... FILE` for one file: the exit code and
+/// `ucs plugin check --json EXTRA... FILE` for one file: the exit code and
 /// that file's report.
 fn check_json(file: &Path, extra: &[&str]) -> (Option<i32>, Json) {
     let file = file.to_string_lossy();
-    let args: Vec<&str> = ["--json", "plugin", "check"]
+    let args: Vec<&str> = ["plugin", "check", "--json"]
         .into_iter()
         .chain(extra.iter().copied())
         .chain([file.as_ref()])

@@ -257,9 +257,9 @@ async fn tls_serves_clients_that_trust_the_certificate_and_only_them() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &cert).expect("ca file");
     let output = std::process::Command::new(common::ucs_binary())
-        .args(["--server", &server.url, "--ca"])
+        .args(["login", "--server", &server.url, "--ca"])
         .arg(&ca)
-        .args(["login", "--user", "admin", "--password", ADMIN_PASSWORD])
+        .args(["--user", "admin", "--password", ADMIN_PASSWORD])
         .env_remove("UCS_SID")
         .output()
         .expect("run ucs login");

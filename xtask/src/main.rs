@@ -10,6 +10,7 @@
 //! Standard library only: the xtask must build on a fresh machine before
 //! anything else works, and it is the first thing CI compiles.
 
+mod dist_check;
 mod tidy;
 
 mod bench;
@@ -31,8 +32,11 @@ tasks:
   test    the whole suite, failing fast: fmt check, clippy -D warnings,
           every test of every workspace crate, then mypy on plugins/ and
           docs/examples/ against the stubs (needs mypy; see UCS_MYPY_PYTHON)
-  dist    the release `ucs` binary and target/dist/ucs-<version>-<arch>.tar.gz
-          with it, plugins/, the docs, the stubs and a systemd unit
+  dist    the release `ucs` binary (no rpath) and
+          target/dist/ucs-<version>-<arch>-linux.tar.gz laid out for /opt/ucs:
+          bin/, server/plugins/, etc/ucs.toml, systemd/ucs.service,
+          examples/plugins/, docs/, stubs/; checks the binary's RUNPATH, its
+          --version and the unit's systemd-analyze security score
   bench   the speed goals of issue 6 side by side: micro-benchmarks, the
           server under load against its peers, reload, memory; a table on
           stdout and target/bench/results.json (`--quick`: under 3 minutes)
@@ -155,14 +159,21 @@ fn type_check_plugins() -> Result<(), Failure> {
 
 /// `cargo xtask dist`: one release binary with every crate wired in, and a
 /// tarball an operator unpacks under `/opt/ucs`.
+///
+/// The binary is built with `UCS_DIST=1`, so it carries no rpath into this
+/// machine's Python (crates/ucs/build.rs); before packing, the stage is
+/// checked: no RPATH or RUNPATH, `bin/ucs --version` runs with the
+/// platform's libpython, and the unit scores at most 2.0 in
+/// `systemd-analyze security` (skipped, saying so, without systemd-analyze).
+///
+/// The layout is what `dist/ucs.service` expects once unpacked into
+/// `/opt/ucs`: `bin/ucs`, the empty production plugins directory
+/// `server/plugins/`, `etc/ucs.toml` (every `serve` key), `systemd/`, and
+/// `examples/plugins/`, `docs/`, `stubs/`, `README.md` beside them.
 fn dist() -> Result<(), Failure> {
-    run_steps(&[Step::cargo(&[
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "ucs",
-    ])])?;
+    let mut build = Step::cargo(&["build", "--release", "--locked", "-p", "ucs"]);
+    build.env.push(("UCS_DIST".to_owned(), "1".to_owned()));
+    run_steps(&[build])?;
     let root = workspace_root();
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -185,7 +196,15 @@ fn dist() -> Result<(), Failure> {
     if stage.exists() {
         std::fs::remove_dir_all(&stage).map_err(|err| fail("clearing the stage", err))?;
     }
-    for dir in ["bin", "plugins", "docs/examples", "stubs", "systemd"] {
+    for dir in [
+        "bin",
+        "server/plugins",
+        "examples/plugins",
+        "etc",
+        "docs/examples",
+        "stubs",
+        "systemd",
+    ] {
         std::fs::create_dir_all(stage.join(dir)).map_err(|err| fail("creating the stage", err))?;
     }
     let mut files: Vec<(PathBuf, PathBuf)> = vec![
@@ -196,9 +215,10 @@ fn dist() -> Result<(), Failure> {
             root.join("dist/ucs.service"),
             stage.join("systemd/ucs.service"),
         ),
+        (root.join("dist/ucs.toml"), stage.join("etc/ucs.toml")),
     ];
     for (from, to) in [
-        ("plugins", "plugins"),
+        ("plugins", "examples/plugins"),
         ("docs", "docs"),
         ("docs/examples", "docs/examples"),
         ("crates/ucs-pybridge/stubs", "stubs"),
@@ -215,6 +235,9 @@ fn dist() -> Result<(), Failure> {
     for (from, to) in &files {
         std::fs::copy(from, to).map_err(|err| fail(&format!("copying {}", from.display()), err))?;
     }
+    dist_check::check_no_search_path(&stage.join("bin/ucs"))?;
+    dist_check::check_version(&stage.join("bin/ucs"))?;
+    dist_check::check_unit(&stage.join("systemd/ucs.service"))?;
     let tarball = dist_dir.join(format!("{name}.tar.gz"));
     let status = Command::new("tar")
         .arg("-czf")
@@ -257,6 +280,8 @@ fn soak() -> Result<(), Failure> {
 struct Step {
     program: OsString,
     args: Vec<String>,
+    /// Environment variables set for this command only.
+    env: Vec<(String, String)>,
 }
 
 impl Step {
@@ -266,6 +291,7 @@ impl Step {
         Step {
             program: std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: Vec::new(),
         }
     }
 }
@@ -277,6 +303,9 @@ impl fmt::Display for Step {
             .file_stem()
             .unwrap_or(self.program.as_os_str())
             .to_string_lossy();
+        self.env
+            .iter()
+            .try_for_each(|(key, value)| write!(f, "{key}={value} "))?;
         f.write_str(&program)?;
         self.args.iter().try_for_each(|arg| write!(f, " {arg}"))
     }
@@ -300,6 +329,7 @@ fn run_steps(steps: &[Step]) -> Result<(), Failure> {
         eprintln!("xtask: [{}/{}] {step}", index + 1, steps.len());
         let status = Command::new(&step.program)
             .args(&step.args)
+            .envs(step.env.iter().map(|(key, value)| (key, value)))
             .current_dir(&root)
             .status()
             .map_err(|err| Failure(format!("step `{step}` could not start: {err}")))?;
@@ -333,6 +363,7 @@ mod tests {
         let step = Step {
             program: OsString::from("/home/u/.rustup/toolchains/x/bin/cargo"),
             args: vec!["fmt".to_owned(), "--all".to_owned()],
+            env: Vec::new(),
         };
         assert_eq!(step.to_string(), "cargo fmt --all");
     }
@@ -342,10 +373,12 @@ mod tests {
         let failing = Step {
             program: OsString::from("false"),
             args: vec![],
+            env: Vec::new(),
         };
         let never = Step {
             program: OsString::from("this-program-does-not-exist-xtask"),
             args: vec![],
+            env: Vec::new(),
         };
         let failure = run_steps(&[failing, never]).unwrap_err();
         assert!(failure.0.contains("`false`"), "{failure}");

@@ -29,6 +29,7 @@ mod codec_status;
 mod events;
 mod metrics;
 mod plugins;
+mod reflection;
 mod server;
 pub mod status;
 pub mod throttle;

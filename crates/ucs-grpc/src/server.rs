@@ -15,7 +15,7 @@ use crate::pb::auth_server::AuthServer;
 use crate::pb::events_server::EventsServer;
 use crate::pb::plugins_server::PluginsServer;
 use crate::throttle::ThrottleConfig;
-use crate::{ApiService, AuthService, EventsService, PluginsService, accept, codec_status, pb};
+use crate::{ApiService, AuthService, EventsService, PluginsService, accept, codec_status};
 
 /// The largest message the server decodes or encodes: far above any real
 /// request, low enough that one client cannot make the server buffer a
@@ -91,14 +91,8 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let events = EventsService::new(api.clone());
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = crate::reflection::v1()?;
+    let reflection_v1alpha = crate::reflection::v1alpha()?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServer<AuthService>>().await;

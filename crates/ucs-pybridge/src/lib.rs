@@ -56,3 +56,18 @@ pub fn init() {
         });
     });
 }
+
+/// The version of the libpython this process loaded, e.g. `3.11.2`: which
+/// one the dynamic linker found, not the one the build was configured for,
+/// so `ucs --version` shows what actually runs plugins. Needs no
+/// initialised interpreter.
+pub fn loaded_python_version() -> String {
+    // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated
+    // string of libpython; it may be called before Py_Initialize.
+    let full = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    full.split_whitespace()
+        .next()
+        .unwrap_or("unknown")
+        .to_owned()
+}

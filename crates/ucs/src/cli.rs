@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Deserialize;
 
 /// The default address of `ucs serve` and of the client (SPEC section 9).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -14,26 +15,31 @@ pub const DEFAULT_PLUGINS_DIR: &str = "/opt/ucs/server/plugins";
 
 /// UCS, a contact-centre server with Python plugins, and its command-line
 /// client.
+///
+/// The client options (--server, --ca, --sid, --user, --password, --json)
+/// go after the client subcommand that takes them, e.g.
+/// `ucs call --sid SID agents.list`; `ucs serve` and the local tools take
+/// none of them.
 #[derive(Debug, Parser)]
 #[command(name = "ucs", version, propagate_version = true)]
 pub struct Cli {
-    /// How the client subcommands reach the server and authenticate.
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options of every client subcommand.
+/// Options of every client subcommand, and only of those (issue 17 item
+/// 8): `ucs serve --help` must not offer a --sid it ignores.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Client options")]
 pub struct ClientArgs {
     /// The server to talk to.
     #[arg(long, global = true, value_name = "URL", env = "UCS_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
-    /// Connect with TLS, trusting this PEM CA certificate (or the server's
-    /// self-signed certificate itself); use an `https://` --server URL.
+    /// Connect with TLS, trusting this PEM file: the CA that signed the
+    /// server's certificate, or the server's self-signed certificate itself
+    /// (CA:TRUE, as `openssl req -x509` makes, or CA:FALSE); use an
+    /// `https://` --server URL.
     #[arg(long, global = true, value_name = "FILE", env = "UCS_CA")]
     pub ca: Option<PathBuf>,
     /// The session id from `ucs login`.
@@ -63,17 +69,31 @@ pub enum Command {
     /// Log in with --user and --password and print the session id.
     ///
     /// For example: `export UCS_SID=$(ucs login --user admin --password ...)`.
-    Login,
+    Login {
+        /// How to reach the server, and the credentials.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// End the session given by --sid or UCS_SID.
-    Logout,
+    Logout {
+        /// How to reach the server, and the session.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Load, unload and list plugins (needs a superuser).
     Plugins {
+        /// How to reach the server and authenticate.
+        #[command(flatten)]
+        client: ClientArgs,
         /// What to do with plugins.
         #[command(subcommand)]
         command: PluginsCommand,
     },
     /// Call any API method by its dotted name, e.g. `ucs call agents.list`.
     Call {
+        /// How to reach the server and authenticate.
+        #[command(flatten)]
+        client: ClientArgs,
         /// The method, e.g. `config.users.get`.
         method: String,
         /// The JSON array of the parameters after sid, e.g. `[2, 1, ""]`.
@@ -81,6 +101,9 @@ pub enum Command {
     },
     /// Stream events as they happen until interrupted.
     Events {
+        /// How to reach the server and authenticate.
+        #[command(flatten)]
+        client: ClientArgs,
         /// Event names, e.g. `agent.status shared.data`; none means all.
         names: Vec<String>,
     },
@@ -90,6 +113,9 @@ pub enum Command {
         /// The directory, created if missing; existing stubs are replaced.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Print JSON instead of human-readable text.
+        #[arg(long)]
+        json: bool,
     },
     /// Work on plugin files locally, without a server.
     Plugin {
@@ -97,6 +123,30 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Print a shell completion script, e.g.
+    /// `ucs completions bash > /etc/bash_completion.d/ucs`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// The client options of a client subcommand; `None` for `serve` and
+    /// the local tools, which run without a server.
+    pub fn client_args(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::Login { client }
+            | Command::Logout { client }
+            | Command::Plugins { client, .. }
+            | Command::Call { client, .. }
+            | Command::Events { client, .. } => Some(client),
+            Command::Serve(_)
+            | Command::Stubs { .. }
+            | Command::Plugin { .. }
+            | Command::Completions { .. } => None,
+        }
+    }
 }
 
 /// `ucs plugin ...`: local tools for plugin authors.
@@ -121,6 +171,9 @@ pub enum PluginCommand {
         /// end after it (the server's own defaults).
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         stop_timeout: f64,
+        /// Print JSON instead of human-readable text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -141,8 +194,13 @@ pub enum PluginsCommand {
     },
 }
 
-/// `ucs serve ...`. Flags override the same keys of the --config file.
-#[derive(Debug, Clone, Default, Args)]
+/// `ucs serve ...`, and the `--config` TOML file: one schema for both
+/// (issue 17 item 5). Every flag but `--config` is a TOML key of the same
+/// name with `_` for `-` (`--plugins-dir` is `plugins_dir`); a flag given
+/// overrides the file's key, and an unknown key is refused with the list of
+/// valid ones. `ServeSettings::resolve` merges them over the defaults.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// The address to listen on [default: 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
@@ -155,38 +213,43 @@ pub struct ServeArgs {
     /// after a restart every agent is OFFLINE and everyone logs in again.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A TOML file with any of the keys `listen`, `plugins_dir`, `data_dir`;
-    /// relative paths in it are relative to the file.
+    /// A TOML file whose keys are these options' names with `_` for `-`
+    /// (`plugins_dir = "plugins"`, `hook_budget = "50ms"`, `demo = true`);
+    /// flags override it, and relative paths in it are relative to the file.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Also create the agents alice, bob and carol, each with the password
     /// `password1`, for trying UCS out. Never use this in production.
-    #[arg(long)]
-    pub demo: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub demo: Option<bool>,
     /// How long a session may stay unused before it expires, e.g. `30m`,
     /// `8h`, `2s` [default: 8h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
     pub session_idle_timeout: Option<Duration>,
     /// Serve TLS with this PEM certificate chain (needs --tls-key).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Log JSON lines instead of text (the level comes from RUST_LOG,
     /// default info).
-    #[arg(long)]
-    pub log_json: bool,
-    /// Also serve Prometheus metrics (`GET /metrics`: API calls by method
-    /// and outcome, sessions, every plugin registration's calls, errors,
-    /// overruns, latency and breaker) on this address, e.g. 127.0.0.1:9090.
-    /// Off unless given.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub log_json: Option<bool>,
+    /// Also serve HTTP on this address, e.g. 127.0.0.1:9090: Prometheus
+    /// metrics (`GET /metrics`: API calls by method and outcome, sessions,
+    /// every plugin registration's calls, errors, overruns, latency and
+    /// breaker) and the probes `GET /healthz` and `GET /readyz`. Off unless
+    /// given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// How long one plugin hook, callback or middleware call may take; a
     /// call over it is logged with the plugin, registration and time, e.g.
     /// `50ms`, `1s` [default: 50ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
     pub hook_budget: Option<Duration>,
     /// Failures or budget overruns in a row after which a registration's
     /// breaker opens and it is skipped until the plugin reloads; 0 never
@@ -196,8 +259,51 @@ pub struct ServeArgs {
     /// Reload a plugin when its file is saved, load new plugin files as
     /// they appear and unload a plugin whose file is deleted; for plugin
     /// development.
-    #[arg(long)]
-    pub watch: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub watch: Option<bool>,
+}
+
+/// A duration key of the config file, written as on the command line
+/// (`hook_budget = "50ms"`).
+fn deserialize_duration<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// What `ucs --version` prints after `ucs `: the version, the commit it was
+/// built from and the CPython that runs plugins, as loaded (the one the
+/// dynamic linker found) and as configured at build time, e.g.
+/// `0.1.0 (commit 9443d07c1a2b, Python 3.11.2, built for 3.11)`.
+pub fn version_text() -> String {
+    format!(
+        "{} (commit {}, Python {}, built for {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("UCS_GIT_COMMIT"),
+        ucs_pybridge::loaded_python_version(),
+        env!("UCS_BUILD_PYTHON_VERSION"),
+    )
+}
+
+/// Parses the process's arguments, with [`version_text`] as the version:
+/// it is known only at run time, so it cannot be a derive attribute.
+pub fn parse() -> Cli {
+    let matches = Cli::command().version(version_text()).get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    }
+}
+
+/// `ucs completions SHELL`: the completion script on stdout.
+pub fn write_completions(shell: clap_complete::Shell) -> std::process::ExitCode {
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "ucs", &mut std::io::stdout());
+    std::process::ExitCode::SUCCESS
 }
 
 /// Reads a duration as a number with a unit: `ms`, `s`, `m` or `h`
@@ -231,7 +337,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn durations_read_with_their_units() {
@@ -264,12 +369,14 @@ mod tests {
             "--json",
         ])
         .unwrap();
-        assert_eq!(cli.client.user.as_deref(), Some("admin"));
-        assert!(cli.client.json);
+        let client = cli.command.client_args().unwrap();
+        assert_eq!(client.user.as_deref(), Some("admin"));
+        assert!(client.json);
         assert!(matches!(
             cli.command,
             Command::Plugins {
-                command: PluginsCommand::Load { name }
+                command: PluginsCommand::Load { name },
+                ..
             } if name == "example"
         ));
     }

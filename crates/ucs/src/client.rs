@@ -43,7 +43,11 @@ impl From<std::io::Error> for Failure {
 }
 
 /// Runs one client subcommand and returns the exit code.
-pub(crate) fn run(args: ClientArgs, command: Command) -> ExitCode {
+pub(crate) fn run(command: Command) -> ExitCode {
+    let Some(args) = command.client_args().cloned() else {
+        eprintln!("error: not a client command: it runs without a server");
+        return ExitCode::from(2);
+    };
     // Quiet unless asked: the output is the command's result.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,10 +83,13 @@ async fn run_command(args: &ClientArgs, command: Command) -> Result<(), Failure>
     let channel = connect(&args.server, args.ca.as_deref()).await?;
     match command {
         // `run` is only called for client commands.
-        Command::Serve(_) | Command::Stubs { .. } | Command::Plugin { .. } => Err(Failure::Other(
+        Command::Serve(_)
+        | Command::Stubs { .. }
+        | Command::Plugin { .. }
+        | Command::Completions { .. } => Err(Failure::Other(
             "not a client command: it runs without a server".into(),
         )),
-        Command::Login => {
+        Command::Login { .. } => {
             let (user, password) = credentials(args)?
                 .ok_or_else(|| Failure::Other("login needs --user and --password".into()))?;
             let login = login(&channel, user, password).await?;
@@ -96,7 +103,7 @@ async fn run_command(args: &ClientArgs, command: Command) -> Result<(), Failure>
                 print_line(&login.sid)
             }
         }
-        Command::Logout => {
+        Command::Logout { .. } => {
             let sid = args
                 .sid
                 .clone()
@@ -119,7 +126,7 @@ async fn run_with_session(
     command: Command,
 ) -> Result<(), Failure> {
     match command {
-        Command::Plugins { command } => {
+        Command::Plugins { command, .. } => {
             let mut client = PluginsClient::new(channel.clone());
             match command {
                 PluginsCommand::List => {
@@ -154,7 +161,9 @@ async fn run_with_session(
                 }
             }
         }
-        Command::Call { method, args_json } => {
+        Command::Call {
+            method, args_json, ..
+        } => {
             let result_json = ApiClient::new(channel.clone())
                 .call(pb::CallRequest {
                     sid: sid.to_owned(),
@@ -170,12 +179,13 @@ async fn run_with_session(
                 print_line(&pretty_json(&result_json))
             }
         }
-        Command::Events { names } => stream_events(channel, sid, names, args.json).await,
+        Command::Events { names, .. } => stream_events(channel, sid, names, args.json).await,
         Command::Serve(_)
-        | Command::Login
-        | Command::Logout
+        | Command::Login { .. }
+        | Command::Logout { .. }
         | Command::Stubs { .. }
-        | Command::Plugin { .. } => Err(Failure::Other("not a session command".into())),
+        | Command::Plugin { .. }
+        | Command::Completions { .. } => Err(Failure::Other("not a session command".into())),
     }
 }
 

@@ -5,22 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use ucs_grpc::TlsIdentity;
 
 use crate::cli::{DEFAULT_LISTEN, DEFAULT_PLUGINS_DIR, ServeArgs};
-
-/// The `--config` file: the same keys as the flags, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    /// As `--listen`.
-    listen: Option<String>,
-    /// As `--plugins-dir`; relative to the file's directory.
-    plugins_dir: Option<PathBuf>,
-    /// As `--data-dir`; relative to the file's directory.
-    data_dir: Option<PathBuf>,
-}
 
 /// What `ucs serve` runs with, after flags, file and defaults are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +16,7 @@ pub struct ServeSettings {
     pub listen: String,
     /// The plugins directory (SPEC P1).
     pub plugins_dir: PathBuf,
-    /// The data directory; created, not yet used.
+    /// The data directory: users and shared data (`DATA_DIR/ucs.db`).
     pub data_dir: PathBuf,
     /// Whether to create the demo agents.
     pub demo: bool,
@@ -38,6 +25,16 @@ pub struct ServeSettings {
     /// The certificate and key read from `--tls-cert` and `--tls-key`; none
     /// means plaintext.
     pub tls: Option<TlsIdentity>,
+    /// Whether logs are JSON lines (`--log-json`).
+    pub log_json: bool,
+    /// The HTTP listener of metrics and probes; none means off.
+    pub metrics_listen: Option<String>,
+    /// How long one plugin call may take before it counts as an overrun.
+    pub hook_budget: Duration,
+    /// Failures or overruns in a row that open a registration's breaker.
+    pub breaker_threshold: u32,
+    /// Whether to reload plugins as their files change (`--watch`).
+    pub watch: bool,
 }
 
 impl ServeSettings {
@@ -46,29 +43,80 @@ impl ServeSettings {
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => read_config_file(path)?,
-            None => ConfigFile::default(),
+            None => ServeArgs::default(),
         };
-        let Some(data_dir) = args.data_dir.clone().or(file.data_dir) else {
+        let merged = flags_over_file(args.clone(), file);
+        let Some(data_dir) = merged.data_dir else {
             bail!("no data directory: pass --data-dir DIR or set data_dir in the --config file");
         };
+        let policy = ucs_api::HookPolicy::default();
         Ok(ServeSettings {
-            listen: args
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-            plugins_dir: args
+            listen: merged.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            plugins_dir: merged
                 .plugins_dir
-                .clone()
-                .or(file.plugins_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR)),
             data_dir,
-            demo: args.demo,
-            session_idle_timeout: args
+            demo: merged.demo.unwrap_or(false),
+            session_idle_timeout: merged
                 .session_idle_timeout
                 .unwrap_or(ucs_core::sessions::DEFAULT_SESSION_IDLE_TIMEOUT),
-            tls: read_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
+            tls: read_tls(merged.tls_cert.as_deref(), merged.tls_key.as_deref())?,
+            log_json: merged.log_json.unwrap_or(false),
+            metrics_listen: merged.metrics_listen,
+            hook_budget: merged.hook_budget.unwrap_or(policy.budget),
+            breaker_threshold: merged.breaker_threshold.unwrap_or(policy.breaker_threshold),
+            watch: merged.watch.unwrap_or(false),
         })
+    }
+}
+
+/// Each option from the flags if given there, else from the file. Both are
+/// destructured whole, so a new option that is not merged does not compile.
+fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
+    let ServeArgs {
+        listen,
+        plugins_dir,
+        data_dir,
+        config,
+        demo,
+        session_idle_timeout,
+        tls_cert,
+        tls_key,
+        log_json,
+        metrics_listen,
+        hook_budget,
+        breaker_threshold,
+        watch,
+    } = flags;
+    let ServeArgs {
+        listen: file_listen,
+        plugins_dir: file_plugins_dir,
+        data_dir: file_data_dir,
+        config: _,
+        demo: file_demo,
+        session_idle_timeout: file_session_idle_timeout,
+        tls_cert: file_tls_cert,
+        tls_key: file_tls_key,
+        log_json: file_log_json,
+        metrics_listen: file_metrics_listen,
+        hook_budget: file_hook_budget,
+        breaker_threshold: file_breaker_threshold,
+        watch: file_watch,
+    } = file;
+    ServeArgs {
+        listen: listen.or(file_listen),
+        plugins_dir: plugins_dir.or(file_plugins_dir),
+        data_dir: data_dir.or(file_data_dir),
+        config,
+        demo: demo.or(file_demo),
+        session_idle_timeout: session_idle_timeout.or(file_session_idle_timeout),
+        tls_cert: tls_cert.or(file_tls_cert),
+        tls_key: tls_key.or(file_tls_key),
+        log_json: log_json.or(file_log_json),
+        metrics_listen: metrics_listen.or(file_metrics_listen),
+        hook_budget: hook_budget.or(file_hook_budget),
+        breaker_threshold: breaker_threshold.or(file_breaker_threshold),
+        watch: watch.or(file_watch),
     }
 }
 
@@ -88,24 +136,61 @@ fn read_tls(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Option<Tl
     }
 }
 
-fn read_config_file(path: &Path) -> anyhow::Result<ConfigFile> {
+fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut file: ConfigFile =
+    // serde names an unknown key and lists the valid ones.
+    let mut file: ServeArgs =
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
     // Paths in a config file mean what they say wherever the server starts.
     let base = path.parent().unwrap_or(Path::new(""));
-    file.plugins_dir = file.plugins_dir.map(|dir| base.join(dir));
-    file.data_dir = file.data_dir.map(|dir| base.join(dir));
+    for dir in [
+        &mut file.plugins_dir,
+        &mut file.data_dir,
+        &mut file.tls_cert,
+        &mut file.tls_key,
+    ] {
+        *dir = dir.take().map(|relative| base.join(relative));
+    }
     Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Cli;
+    use clap::{CommandFactory, Parser};
 
     fn args() -> ServeArgs {
         ServeArgs::default()
+    }
+
+    /// `ucs serve ARGS...` as clap reads it.
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["ucs", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ucs.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    /// Every `ucs serve` flag but `--config`, by its TOML key.
+    fn every_key() -> Vec<String> {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        serve
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .filter(|long| !matches!(*long, "config" | "help" | "version"))
+            .map(|long| long.replace('-', "_"))
+            .collect()
     }
 
     #[test]
@@ -119,46 +204,148 @@ mod tests {
         .unwrap();
         assert_eq!(settings.listen, DEFAULT_LISTEN);
         assert_eq!(settings.plugins_dir, PathBuf::from(DEFAULT_PLUGINS_DIR));
+        assert!(!settings.demo && !settings.watch && !settings.log_json);
+        assert_eq!(settings.metrics_listen, None);
+    }
+
+    /// Issue 17 item 5: a file with every key sets every setting.
+    #[test]
+    fn a_config_file_with_every_key_sets_every_setting() {
+        let (dir, path) = config_file(
+            r#"
+listen = "0.0.0.0:6000"
+plugins_dir = "plugins"
+data_dir = "/var/lib/ucs"
+demo = true
+session_idle_timeout = "30m"
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+log_json = true
+metrics_listen = "127.0.0.1:9999"
+hook_budget = "1s"
+breaker_threshold = 3
+watch = true
+"#,
+        );
+        // Every key the command line knows is in the file above.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in every_key() {
+            assert!(text.contains(&format!("\n{key} = ")), "{key} missing");
+        }
+        std::fs::write(dir.path().join("cert.pem"), "CERT").unwrap();
+        std::fs::write(dir.path().join("key.pem"), "KEY").unwrap();
+        let settings = ServeSettings::resolve(&ServeArgs {
+            config: Some(path),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(
+            settings,
+            ServeSettings {
+                listen: "0.0.0.0:6000".into(),
+                plugins_dir: dir.path().join("plugins"),
+                data_dir: "/var/lib/ucs".into(),
+                demo: true,
+                session_idle_timeout: Duration::from_secs(1800),
+                tls: Some(TlsIdentity {
+                    cert_pem: b"CERT".to_vec(),
+                    key_pem: b"KEY".to_vec(),
+                }),
+                log_json: true,
+                metrics_listen: Some("127.0.0.1:9999".into()),
+                hook_budget: Duration::from_secs(1),
+                breaker_threshold: 3,
+                watch: true,
+            }
+        );
+    }
+
+    /// The sample the dist ships as etc/ucs.toml names every key and is
+    /// accepted as it is.
+    #[test]
+    fn the_shipped_sample_config_has_every_key_and_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/ucs.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in every_key() {
+            assert!(
+                text.lines().any(|line| line
+                    .trim_start_matches("# ")
+                    .starts_with(&format!("{key} = "))),
+                "dist/ucs.toml does not mention {key}"
+            );
+        }
+        let settings = ServeSettings::resolve(&ServeArgs {
+            config: Some(path),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/var/lib/ucs"));
+        assert!(settings.log_json);
     }
 
     #[test]
     fn flags_override_the_file_and_file_paths_are_relative_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ucs.toml");
-        std::fs::write(
-            &path,
-            "listen = \"0.0.0.0:6000\"\nplugins_dir = \"plugins\"\ndata_dir = \"/var/lib/ucs\"\n",
-        )
-        .unwrap();
-        let from_file = ServeSettings::resolve(&ServeArgs {
-            config: Some(path.clone()),
-            ..args()
-        })
-        .unwrap();
+        let (dir, path) = config_file(
+            "listen = \"0.0.0.0:6000\"\nplugins_dir = \"plugins\"\ndata_dir = \"/var/lib/ucs\"\n\
+             demo = true\nhook_budget = \"2s\"\n",
+        );
+        let config = path.to_str().unwrap();
+        let from_file = ServeSettings::resolve(&serve_args(&["--config", config])).unwrap();
         assert_eq!(from_file.listen, "0.0.0.0:6000");
         assert_eq!(from_file.plugins_dir, dir.path().join("plugins"));
         assert_eq!(from_file.data_dir, PathBuf::from("/var/lib/ucs"));
+        assert!(from_file.demo);
+        assert_eq!(from_file.hook_budget, Duration::from_secs(2));
 
-        let overridden = ServeSettings::resolve(&ServeArgs {
-            config: Some(path),
-            listen: Some("127.0.0.1:7000".into()),
-            ..args()
-        })
+        let overridden = ServeSettings::resolve(&serve_args(&[
+            "--config",
+            config,
+            "--listen",
+            "127.0.0.1:7000",
+            "--demo=false",
+            "--hook-budget",
+            "5ms",
+            "--watch",
+        ]))
         .unwrap();
         assert_eq!(overridden.listen, "127.0.0.1:7000");
+        assert!(!overridden.demo);
+        assert!(overridden.watch);
+        assert_eq!(overridden.hook_budget, Duration::from_millis(5));
+        assert_eq!(overridden.plugins_dir, dir.path().join("plugins"));
     }
 
+    /// Issue 17 item 5: a typo names the key and every valid one.
     #[test]
-    fn unknown_keys_in_the_file_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ucs.toml");
-        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+    fn unknown_keys_in_the_file_are_named_with_the_valid_ones() {
+        let (_dir, path) = config_file("lisen = \"x\"\n");
         let err = ServeSettings::resolve(&ServeArgs {
             config: Some(path),
             data_dir: Some("/tmp/d".into()),
             ..args()
         })
         .unwrap_err();
-        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        let message = format!("{err:#}");
+        assert!(message.contains("lisen"), "{message}");
+        for key in every_key() {
+            assert!(message.contains(&format!("`{key}`")), "{key}: {message}");
+        }
+        assert!(!message.contains("`config`"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_duration_in_the_file_says_which() {
+        let (_dir, path) = config_file("hook_budget = \"2d\"\n");
+        let err = ServeSettings::resolve(&ServeArgs {
+            config: Some(path),
+            data_dir: Some("/tmp/d".into()),
+            ..args()
+        })
+        .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("hook_budget") || message.contains("2d"),
+            "{message}"
+        );
     }
 }

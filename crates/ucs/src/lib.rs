@@ -24,14 +24,12 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use cli::{Cli, Command};
+use cli::Command;
 
 /// Runs the command line and returns the process exit code: 0 on success,
 /// 1 on any error (printed to stderr as `error: ...`), 2 for usage errors.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     match cli.command {
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -41,15 +39,17 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Stubs { out } => plugin_tools::write_stubs(&out, cli.client.json),
+        Command::Stubs { out, json } => plugin_tools::write_stubs(&out, json),
         Command::Plugin {
             command:
                 cli::PluginCommand::Check {
                     files,
                     start_timeout,
                     stop_timeout,
+                    json,
                 },
-        } => plugin_tools::check(&files, start_timeout, stop_timeout, cli.client.json),
-        command => client::run(cli.client, command),
+        } => plugin_tools::check(&files, start_timeout, stop_timeout, json),
+        Command::Completions { shell } => cli::write_completions(shell),
+        command => client::run(command),
     }
 }

@@ -42,8 +42,8 @@ const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(1);
 /// Runs the server until SIGTERM or SIGINT.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     pin_mmap_threshold();
-    init_logging(args.log_json);
     let settings = ServeSettings::resolve(&args)?;
+    init_logging(settings.log_json);
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
@@ -61,10 +61,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .store(Arc::new(store)),
         settings.demo,
     )?;
-    let defaults = ucs_api::HookPolicy::default();
     let policy = ucs_api::HookPolicy {
-        budget: args.hook_budget.unwrap_or(defaults.budget),
-        breaker_threshold: args.breaker_threshold.unwrap_or(defaults.breaker_threshold),
+        budget: settings.hook_budget,
+        breaker_threshold: settings.breaker_threshold,
     };
     let api = Api::with_policy(Arc::new(core), policy);
 
@@ -77,12 +76,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .on_thread_stop(ucs_loader::python_thread_stopping)
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve_until_signal(
-        settings,
-        api,
-        args.watch,
-        args.metrics_listen.clone(),
-    ));
+    let watch = settings.watch;
+    let metrics_listen = settings.metrics_listen.clone();
+    let result = runtime.block_on(serve_until_signal(settings, api, watch, metrics_listen));
     runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
     if result.is_ok() {
         tracing::info!("stopped");
