@@ -425,7 +425,8 @@ async fn descriptors_by_reflection(
             panic!("reflection does not know {shown}");
         };
         for bytes in answer.file_descriptor_proto {
-            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                .expect("reflection answers file descriptors");
             if files.iter().any(|known| known.name == file.name) {
                 continue;
             }

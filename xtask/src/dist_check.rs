@@ -204,9 +204,8 @@ mod tests {
     #[test]
     fn the_systemd_unit_scores_at_most_2_0() {
         let unit = workspace_root().join("dist/ucs.service");
-        match unit_exposure(&unit).unwrap() {
-            Some(score) => assert!(score <= MAX_EXPOSURE, "{} scores {score}", unit.display()),
-            None => {}
+        if let Some(score) = unit_exposure(&unit).unwrap() {
+            assert!(score <= MAX_EXPOSURE, "{} scores {score}", unit.display());
         }
     }
 
@@ -219,12 +218,9 @@ mod tests {
         std::fs::write(&unit, "[Service]\nExecStart=/bin/true\n").unwrap();
         let result = unit_exposure(&unit);
         std::fs::remove_dir_all(&dir).unwrap();
-        match result.unwrap() {
-            Some(score) => {
-                assert!(score > MAX_EXPOSURE, "{score}");
-                assert!(check_unit(&workspace_root().join("dist/ucs.service")).is_ok());
-            }
-            None => {}
+        if let Some(score) = result.unwrap() {
+            assert!(score > MAX_EXPOSURE, "{score}");
+            assert!(check_unit(&workspace_root().join("dist/ucs.service")).is_ok());
         }
     }
 
