@@ -51,7 +51,7 @@ impl From<CoreError> for ApiError {
             CoreError::Unauthenticated => ApiError::Unauthenticated,
             // The server could not keep the change (disk full, I/O error):
             // not the caller's fault, and nothing changed.
-            CoreError::Storage(message) => ApiError::Internal(message),
+            CoreError::Storage(err) => ApiError::Internal(err.to_string()),
         }
     }
 }

@@ -29,9 +29,9 @@ pub enum CoreError {
     #[error("unknown or expired session")]
     Unauthenticated,
     /// The store could not keep a change, or could not be read at start.
-    /// Nothing changed in memory; the message says what failed.
+    /// Nothing changed in memory; the store's error says what failed.
     #[error("{0}")]
-    Storage(String),
+    Storage(#[source] crate::store::StoreError),
 }
 
 impl CoreError {

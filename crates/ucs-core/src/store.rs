@@ -128,7 +128,7 @@ pub enum StoreError {
 
 impl From<StoreError> for CoreError {
     fn from(err: StoreError) -> Self {
-        CoreError::Storage(err.to_string())
+        CoreError::Storage(err)
     }
 }
 

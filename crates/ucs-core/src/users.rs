@@ -266,18 +266,19 @@ impl Directory {
         for stored in users {
             let id = stored.user.id;
             if id < ADMIN_USER_ID {
-                return Err(CoreError::Storage(format!(
-                    "stored user '{}' has the invalid id {id}",
-                    stored.user.username
+                return Err(CoreError::Storage(crate::store::StoreError::Failed(
+                    format!(
+                        "stored user '{}' has the invalid id {id}",
+                        stored.user.username
+                    ),
                 )));
             }
             if map
                 .values()
                 .any(|e: &UserEntry| e.user.username == stored.user.username)
             {
-                return Err(CoreError::Storage(format!(
-                    "stored username '{}' appears twice",
-                    stored.user.username
+                return Err(CoreError::Storage(crate::store::StoreError::Failed(
+                    format!("stored username '{}' appears twice", stored.user.username),
                 )));
             }
             let entry = UserEntry {
@@ -287,8 +288,8 @@ impl Directory {
                 reason: String::new(),
             };
             if map.insert(id, entry).is_some() {
-                return Err(CoreError::Storage(format!(
-                    "stored user id {id} appears twice"
+                return Err(CoreError::Storage(crate::store::StoreError::Failed(
+                    format!("stored user id {id} appears twice"),
                 )));
             }
         }

@@ -354,8 +354,9 @@ fn allow_writes(side: &rusqlite::Connection, table: &str) {
 
 fn assert_storage_error(err: CoreError) {
     assert!(
-        matches!(&err, CoreError::Storage(message)
-            if message.contains("storage failed") && message.contains("refused by the test")),
+        matches!(&err, CoreError::Storage(store)
+            if store.to_string().contains("storage failed")
+                && store.to_string().contains("refused by the test")),
         "{err:?}"
     );
 }

@@ -145,7 +145,7 @@ fn a_refused_user_write_changes_nothing_and_fails_the_call() {
     let err = core.directory().add(agent("bob")).unwrap_err();
     assert_eq!(
         err,
-        CoreError::Storage("storage failed: disk full".to_owned())
+        CoreError::Storage(StoreError::Failed("disk full".to_owned()))
     );
     let err = core
         .directory()
@@ -194,8 +194,8 @@ fn stored_users_that_break_the_rules_are_refused_at_start() {
     let err = Core::builder().store(store).build().err();
     assert_eq!(
         err,
-        Some(CoreError::Storage(
+        Some(CoreError::Storage(StoreError::Failed(
             "stored username 'alice' appears twice".to_owned()
-        ))
+        )))
     );
 }
