@@ -1,92 +1,215 @@
-//! `ucs serve --watch`: reload a plugin when its file is saved, load a new
-//! file when it appears, unload a plugin whose file is deleted.
+//! `ucs serve --watch`: reload a plugin when the content of its file
+//! changes, load a new file when it appears, unload a plugin whose file is
+//! deleted.
 //!
-//! File events come from `notify` through its mini debouncer: an editor's
-//! save is a burst of events (truncate, write, rename, chmod), and reloading
-//! once per burst, after it settles, is what the author means. The debouncer
-//! only says "this path changed"; whether the file exists afterwards decides
-//! between load and unload, which also copes with editors that save by
-//! writing a temp file and renaming it over the original.
+//! Only a change of content counts (issue 16 item 1). Two filters make sure:
+//! - **The kind of event.** Opening, reading and closing a file without
+//!   writing, and attribute changes (`chmod`, the times `touch` sets), are
+//!   ignored outright. That is what ends the feedback loop where a reload,
+//!   which reads the file, or a traceback, which `linecache` prints from it,
+//!   or the watcher's own read looked like a change and started the next
+//!   reload.
+//! - **A content hash per file.** A write, a create or a rename may still
+//!   leave the bytes as they were (`touch` opens for writing; an editor
+//!   saves an unmodified buffer); the file is read and reloaded only if its
+//!   hash differs from the one last seen. A reload that fails keeps the new
+//!   hash: the same content would fail again, and the next real edit is
+//!   tried.
+//!
+//! An editor's save is a burst of events (truncate, write, rename, chmod);
+//! the burst is folded into one batch once no plugin file has had a content
+//! event for [`DEBOUNCE`]. Whether the file exists afterwards decides between
+//! load and unload, which also copes with editors that save by writing a
+//! temporary file and renaming it over the original. A deleted file unloads
+//! its plugin (if it runs) and forgets its hash, so a file that comes back
+//! is loaded whatever it holds.
 //!
 //! Reloads run on a dedicated thread, never on the async runtime's workers
 //! (they run Python and may wait seconds for a `stop()`), and go through
 //! the API method `plugins.load` as user 1, exactly like a reload an
 //! operator asks for: middleware and the lifecycle rules apply.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hasher};
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use ucs_api::{Api, PluginControl, PluginName, PluginState};
 use ucs_core::Value;
 use ucs_core::users::ADMIN_USER_ID;
 use ucs_loader::PluginHost;
 
-/// How long a file must be quiet before it is reloaded: long enough to
-/// cover an editor's write burst, short enough to feel immediate.
+/// How long plugin files must be quiet before a batch is handled: long
+/// enough to cover an editor's write burst, short enough to feel immediate.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// What the watch thread receives from notify.
+type FileEvents = Receiver<notify::Result<notify::Event>>;
 
 /// Watches the plugins directory while it lives; dropping it stops the
 /// watching (the reload thread ends after the reload in progress).
 pub(crate) struct PluginWatcher {
     /// Owns the OS watch; dropping it closes the channel the thread reads.
-    _debouncer: Debouncer<RecommendedWatcher>,
+    _watcher: RecommendedWatcher,
 }
 
 /// Starts watching `host`'s plugins directory.
 pub(crate) fn start(api: Api, host: Arc<PluginHost>) -> anyhow::Result<PluginWatcher> {
     let dir = host.plugins_dir().to_path_buf();
-    let (events, received) = channel::<DebounceEventResult>();
-    let mut debouncer =
-        new_debouncer(DEBOUNCE, events).context("cannot start watching the plugins directory")?;
-    debouncer
-        .watcher()
+    let (events, received) = channel();
+    let mut watcher = notify::recommended_watcher(events)
+        .context("cannot start watching the plugins directory")?;
+    watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch plugins directory {}", dir.display()))?;
     std::thread::Builder::new()
         .name("ucs-plugin-watch".to_owned())
         .spawn(move || {
+            // The files as the start-up scan loaded them. Read here, after
+            // the watch is in place, so an edit from now on is either in
+            // these hashes or in an event, and not on a runtime worker.
+            let mut seen = ContentHashes::of_directory(host.plugins_dir());
             // This thread runs plugin code; like the runtime's threads it
             // keeps one Python thread state for its whole life.
             ucs_loader::python_thread_started();
-            reload_until_closed(&api, &host, &received);
+            while let Some(names) = next_batch(&received) {
+                for name in names {
+                    apply_change(&api, &host, &mut seen, &name);
+                }
+            }
             ucs_loader::python_thread_stopping();
         })
         .context("cannot start the plugin watch thread")?;
     tracing::info!(dir = %dir.display(), "watching plugins for changes");
-    Ok(PluginWatcher {
-        _debouncer: debouncer,
-    })
+    Ok(PluginWatcher { _watcher: watcher })
 }
 
-/// Handles each debounced batch until the watcher is dropped.
-fn reload_until_closed(api: &Api, host: &PluginHost, received: &Receiver<DebounceEventResult>) {
-    while let Ok(batch) = received.recv() {
-        let events = match batch {
-            Ok(events) => events,
+/// The hash of the content last seen of each plugin file, by plugin; a
+/// file that does not exist has no entry.
+struct ContentHashes(BTreeMap<PluginName, u64>);
+
+/// A file's content, hashed. SipHash with std's fixed keys: the hashes are
+/// only compared within one process, and an accidental 64-bit collision,
+/// the one way an edit could be missed, is not a practical concern.
+fn content_hash(content: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hasher.write(content);
+    hasher.finish()
+}
+
+impl ContentHashes {
+    /// The hashes of the plugin files in `dir` now.
+    fn of_directory(dir: &Path) -> Self {
+        let mut hashes = BTreeMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
             Err(err) => {
-                tracing::warn!("watching plugins: {err}");
-                continue;
+                tracing::warn!(dir = %dir.display(), "watch: cannot list the plugins directory: {err}");
+                return ContentHashes(hashes);
             }
         };
-        let mut names: Vec<PluginName> = events
-            .iter()
-            .filter_map(|event| plugin_name_of(&event.path))
-            .collect();
-        // Deterministic order, like the start-up scan (P1), once per name.
-        names.sort();
-        names.dedup();
-        for name in names {
-            let path = host.plugins_dir().join(format!("{name}.py"));
-            if path.is_file() {
-                reload(api, host, &name);
-            } else {
-                unload_if_loaded(api, host, &name);
+        for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+            if let Some(name) = plugin_name_of(&path)
+                && let Ok(content) = std::fs::read(&path)
+            {
+                hashes.insert(name, content_hash(&content));
             }
+        }
+        ContentHashes(hashes)
+    }
+}
+
+/// Whether an event of this kind may have changed what a file holds (or
+/// whether it exists). Opens, reads, closes without writing and attribute
+/// changes may not; kinds the platform cannot tell apart may.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
+}
+
+/// The next batch: the plugins whose files may have changed, once they have
+/// been quiet for [`DEBOUNCE`], in name order like the start-up scan (P1).
+/// `None` once the watcher is dropped; a batch cut short by that is not
+/// applied, since the server is shutting down.
+fn next_batch(received: &FileEvents) -> Option<BTreeSet<PluginName>> {
+    let mut names = BTreeSet::new();
+    // However long it takes, wait for a first event that counts.
+    while names.is_empty() {
+        collect(received.recv().ok()?, &mut names);
+    }
+    // Then until no event that counts has come for DEBOUNCE: reads keep
+    // arriving while plugins reload, and they must not hold a batch back.
+    let mut quiet_from = Instant::now();
+    loop {
+        let left = DEBOUNCE.saturating_sub(quiet_from.elapsed());
+        if left.is_zero() {
+            return Some(names);
+        }
+        match received.recv_timeout(left) {
+            Ok(event) => {
+                if collect(event, &mut names) {
+                    quiet_from = Instant::now();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => return Some(names),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Adds the plugins `event` may have changed to `names`; whether it did.
+fn collect(event: notify::Result<notify::Event>, names: &mut BTreeSet<PluginName>) -> bool {
+    let event = match event {
+        Ok(event) => event,
+        Err(err) => {
+            tracing::warn!("watching plugins: {err}");
+            return false;
+        }
+    };
+    if !may_change_content(&event.kind) {
+        return false;
+    }
+    let mut counted = false;
+    for name in event.paths.iter().filter_map(|path| plugin_name_of(path)) {
+        names.insert(name);
+        counted = true;
+    }
+    counted
+}
+
+/// Reloads `name` if its content changed, loads it if it is new, unloads it
+/// if its file is gone; nothing if its content is what was seen last.
+fn apply_change(api: &Api, host: &PluginHost, seen: &mut ContentHashes, name: &PluginName) {
+    let path = host.plugins_dir().join(format!("{name}.py"));
+    match std::fs::read(&path) {
+        Ok(content) => {
+            let hash = content_hash(&content);
+            if seen.0.insert(name.clone(), hash) == Some(hash) {
+                tracing::debug!(plugin = %name, "watch: file written, content unchanged; not reloaded");
+                return;
+            }
+            reload(api, host, name);
+        }
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            if seen.0.remove(name).is_some() {
+                unload_if_loaded(api, host, name);
+            }
+        }
+        Err(err) => {
+            tracing::warn!(plugin = %name, path = %path.display(), "watch: cannot read the plugin file: {err}")
         }
     }
 }
@@ -172,6 +295,29 @@ mod tests {
             "__pycache__",
         ] {
             assert_eq!(name(skipped), None, "{skipped}");
+        }
+    }
+
+    #[test]
+    fn only_events_that_may_change_content_count() {
+        use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+        for counts in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+        ] {
+            assert!(may_change_content(&counts), "{counts:?}");
+        }
+        for ignored in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+        ] {
+            assert!(!may_change_content(&ignored), "{ignored:?}");
         }
     }
 }
