@@ -311,8 +311,11 @@ fn run_lifecycle(
         let (api, owner, name) = (api.clone(), owner.clone(), name.to_string());
         let (path, plugins_dir) = (path.to_path_buf(), plugins_dir.to_path_buf());
         move || {
-            let constructed =
-                ucs_pybridge::construct_plugin(&api, &owner, &name, &path, &plugins_dir);
+            let constructed = {
+                let port: Arc<dyn ucs_pybridge::ServerPort> =
+                    ucs_pybridge::InProcessPort::new(api.clone(), owner.clone());
+                ucs_pybridge::construct_plugin(&port, &name, &path, &plugins_dir)
+            };
             let Constructed::Instance(instance) = constructed else {
                 let _ = progress.send(Progress::Constructed(constructed));
                 return;

@@ -406,9 +406,10 @@ impl PluginHost {
             name.as_str(),
             self.next_load_order.fetch_add(1, Ordering::Relaxed),
         );
+        let port: Arc<dyn ucs_pybridge::ServerPort> =
+            ucs_pybridge::InProcessPort::new(self.api.clone(), owner.clone());
         let outcome = ucs_pybridge::load_plugin_source(
-            &self.api,
-            &owner,
+            &port,
             name.as_str(),
             path,
             source,

@@ -360,11 +360,40 @@ pub struct PyMiddleware(pub PyCallable);
 
 impl Middleware for PyMiddleware {
     fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError> {
+        self.invoke(Arc::new(next.clone()), args)
+    }
+}
+
+/// The rest of a middleware chain as a middleware's `handler` calls it: the
+/// server's [`Next`] in-process, a call back across the link in a plugin
+/// host (I1).
+pub trait Continuation: Send + Sync + 'static {
+    /// Runs the rest of the chain with `args` = `(caller, *params)`.
+    fn proceed(&self, args: Vec<Value>) -> Result<Value, ApiError>;
+
+    /// The dotted name of the method the chain belongs to, for log lines.
+    fn method_name(&self) -> &str;
+}
+
+impl Continuation for Next {
+    fn proceed(&self, args: Vec<Value>) -> Result<Value, ApiError> {
+        self.call(args)
+    }
+
+    fn method_name(&self) -> &str {
+        Next::method_name(self)
+    }
+}
+
+impl PyMiddleware {
+    /// Runs the middleware around `next` (M2, M3), measured like every
+    /// other registration.
+    pub fn invoke(&self, next: Arc<dyn Continuation>, args: Vec<Value>) -> Result<Value, ApiError> {
         self.0.measured(
             // An open breaker skips this middleware: the next handler runs
             // as if it were not registered.
-            || next.call(args.clone()),
-            || self.call_in_python(next, &args),
+            || next.proceed(args.clone()),
+            || self.call_in_python(&next, &args),
         )
     }
 }
@@ -389,14 +418,14 @@ impl PyMiddleware {
     /// and how long its inner handler took, which is not its own time.
     fn call_in_python(
         &self,
-        next: &Next,
+        next: &Arc<dyn Continuation>,
         args: &[Value],
     ) -> (Result<Value, ApiError>, CallOutcome, Duration) {
         Python::attach(|py| {
             let handler = match Bound::new(
                 py,
                 PyHandler {
-                    next: next.clone(),
+                    next: Arc::clone(next),
                     inner_nanos: AtomicU64::new(0),
                 },
             ) {
@@ -445,7 +474,12 @@ impl PyMiddleware {
     /// M3: the `error` classes reach the caller (a deliberate refusal, not a
     /// failure of the middleware); anything else is an internal error whose
     /// traceback stays in the server log, and counts as a failure.
-    fn plugin_error(&self, py: Python<'_>, err: &PyErr, next: &Next) -> (ApiError, CallOutcome) {
+    fn plugin_error(
+        &self,
+        py: Python<'_>,
+        err: &PyErr,
+        next: &Arc<dyn Continuation>,
+    ) -> (ApiError, CallOutcome) {
         match errors::classify(py, err) {
             PluginError::Api(error) => (error, CallOutcome::Ok),
             PluginError::Unexpected { traceback } => {
@@ -467,7 +501,7 @@ impl PyMiddleware {
 /// built-in method (M2).
 #[pyclass(name = "Handler", module = "ucs", frozen)]
 struct PyHandler {
-    next: Next,
+    next: Arc<dyn Continuation>,
     /// Time spent in the rest of the chain, which the middleware's budget
     /// does not count.
     inner_nanos: AtomicU64,
@@ -488,11 +522,11 @@ impl PyHandler {
                     ApiError::field("args", format!("cannot be sent: {err}")),
                 )
             })?;
-        let next = self.next.clone();
+        let next = Arc::clone(&self.next);
         // The rest of the chain may wait on locks and run other plugins'
         // Python on this thread: never hold the GIL while it waits (L5).
         let started = Instant::now();
-        let result = py.detach(move || next.call(values));
+        let result = py.detach(move || next.proceed(values));
         let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.inner_nanos.fetch_add(spent, Ordering::Relaxed);
         match result {

@@ -7,6 +7,8 @@
 //! - [`ucs_object`]: the per-plugin `ucs` object.
 //! - [`adapters`]: Python callables as hooks, callbacks, middleware.
 //! - [`plugin`]: importing, starting and stopping one plugin file.
+//! - [`port`]: the server as a plugin's `ucs` object reaches it, in-process
+//!   or from a plugin host (I1).
 //! - [`convert`]: [`ucs_core::Value`] to Python and back (D4).
 //! - [`errors`]: the `error` module and its mapping to API errors (M3).
 //! - [`thread_state`]: keeping a Python thread state per server thread.
@@ -19,6 +21,7 @@ pub mod convert;
 pub mod errors;
 pub mod modules;
 pub mod plugin;
+pub mod port;
 pub mod thread_state;
 pub mod ucs_object;
 
@@ -26,6 +29,7 @@ pub use plugin::{
     Constructed, LoadOutcome, LoadStep, PluginInstance, StopReport, ThreadEnd, construct_plugin,
     forget_module, load_plugin_source, start_plugin, stop_plugin,
 };
+pub use port::{InProcessPort, ServerPort};
 
 /// Type stubs for the modules plugins import and for the `ucs` object, as
 /// (file name, contents), for editors and mypy (`ucs stubs --out DIR`).

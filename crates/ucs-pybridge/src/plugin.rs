@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType};
-use ucs_api::Api;
+use std::sync::Arc;
+
 use ucs_core::Owner;
 
 use crate::convert::type_name;
 use crate::errors::format_traceback;
 use crate::modules::BUILTIN_MODULES;
+use crate::port::ServerPort;
 use crate::ucs_object::new_ucs_object;
 
 /// Set on every module the loader imports, to tell it from modules that a
@@ -141,18 +143,18 @@ pub enum Constructed {
 
 /// Executes `source` (the text of `path` as the loader read it, or as it
 /// was when an earlier version ran) into a fresh module `name`, then
-/// constructs and starts the plugin class with a `ucs` object for `owner`.
+/// constructs and starts the plugin class with a `ucs` object on `port`
+/// (in-process or in a plugin host, I1).
 /// The loader keeps the source of the running version in memory, so a
 /// failed reload can bring exactly that version back.
 pub fn load_plugin_source(
-    api: &Api,
-    owner: &Owner,
+    port: &Arc<dyn ServerPort>,
     name: &str,
     path: &Path,
     source: &str,
     plugins_dir: &Path,
 ) -> LoadOutcome {
-    started(construct(api, owner, name, path, Some(source), plugins_dir))
+    started(construct(port, name, path, Some(source), plugins_dir))
 }
 
 fn started(constructed: Constructed) -> LoadOutcome {
@@ -172,20 +174,18 @@ fn started(constructed: Constructed) -> LoadOutcome {
 }
 
 /// Imports `path` as module `name` into a fresh module object and constructs
-/// the class `UCS_PLUGIN` names with a `ucs` object for `owner` (P2, P3).
+/// the class `UCS_PLUGIN` names with a `ucs` object on `port` (P2, P3).
 pub fn construct_plugin(
-    api: &Api,
-    owner: &Owner,
+    port: &Arc<dyn ServerPort>,
     name: &str,
     path: &Path,
     plugins_dir: &Path,
 ) -> Constructed {
-    construct(api, owner, name, path, None, plugins_dir)
+    construct(port, name, path, None, plugins_dir)
 }
 
 fn construct(
-    api: &Api,
-    owner: &Owner,
+    port: &Arc<dyn ServerPort>,
     name: &str,
     path: &Path,
     source: Option<&str>,
@@ -243,11 +243,11 @@ fn construct(
                 );
             }
         };
-        match new_ucs_object(py, api.clone(), owner.clone()).and_then(|ucs| class.call1((ucs,))) {
+        match new_ucs_object(py, Arc::clone(port)).and_then(|ucs| class.call1((ucs,))) {
             Ok(instance) => Constructed::Instance(PluginInstance {
                 instance: instance.unbind(),
                 class_name,
-                owner: owner.clone(),
+                owner: port.owner().clone(),
             }),
             Err(err) => failed(
                 LoadStep::Constructor,

@@ -5,49 +5,36 @@
 //! first (`py.detach`), so a plugin thread calling back into the server can
 //! never hold the GIL while the server waits on a lock (L5).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use ucs_api::{Api, ApiError};
-use ucs_core::users::ADMIN_USER_ID;
-use ucs_core::{CoreError, Owner, Value};
+use ucs_api::ApiError;
+use ucs_core::Value;
 
-use crate::adapters::{
-    PyCallable, PyEventCallback, PyMiddleware, PySharedHook, PyStatusHook, as_callable,
-};
+use crate::adapters::{PyCallable, PyEventCallback, PyMiddleware, PySharedHook, PyStatusHook};
 use crate::convert::{py_to_value, value_to_py};
 use crate::errors::api_error_to_py;
+use crate::port::ServerPort;
 
-/// What every part of one plugin's `ucs` object shares.
+/// What every part of one plugin's `ucs` object shares: the way to the
+/// server, in-process or across a plugin host's link (I1).
 struct PluginContext {
-    /// The plugin, recorded on everything it registers (L4).
-    owner: Owner,
-    /// The server's API, and through it the core.
-    api: Api,
-    /// The plugin's own superuser session, opened on first use of `ucs.sid`.
-    sid: Mutex<Option<String>>,
+    /// The server, as this plugin reaches it.
+    port: Arc<dyn ServerPort>,
 }
 
 impl PluginContext {
-    /// Wraps a callable of this plugin, measured under the server's policy.
+    /// Wraps a callable of this plugin, measured under the port's policy.
     fn callable(&self, callable: &Bound<'_, PyAny>) -> PyCallable {
-        PyCallable::new(callable, self.owner.clone(), *self.api.policy())
-    }
-
-    fn core_error(&self, py: Python<'_>, error: CoreError) -> PyErr {
-        api_error_to_py(py, ApiError::from(error))
+        PyCallable::new(callable, self.port.owner().clone(), self.port.policy())
     }
 }
 
-/// Builds the `ucs` object for the plugin `owner`.
-pub fn new_ucs_object(py: Python<'_>, api: Api, owner: Owner) -> PyResult<Bound<'_, PyUcs>> {
-    let context = Arc::new(PluginContext {
-        owner,
-        api,
-        sid: Mutex::new(None),
-    });
+/// Builds the `ucs` object of the plugin `port` serves.
+pub fn new_ucs_object(py: Python<'_>, port: Arc<dyn ServerPort>) -> PyResult<Bound<'_, PyUcs>> {
+    let context = Arc::new(PluginContext { port });
     let ucs = PyUcs {
         log: Py::new(py, PyLog(Arc::clone(&context)))?,
         agents: Py::new(py, PyAgents(Arc::clone(&context)))?,
@@ -93,15 +80,8 @@ impl PyUcs {
     ) -> PyResult<()> {
         let context = &self.context;
         let adapter = Arc::new(PyEventCallback(context.callable(callback)));
-        py.detach(|| {
-            context
-                .api
-                .core()
-                .events()
-                .add_callback(event, context.owner.clone(), adapter)
-                .map(drop)
-        })
-        .map_err(|err| context.core_error(py, err))
+        py.detach(|| context.port.add_callback(event, adapter))
+            .map_err(|err| api_error_to_py(py, err))
     }
 
     /// Removes a callback equal (`==`) to `callback` (E1); warns if none is.
@@ -113,24 +93,15 @@ impl PyUcs {
         callback: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let context = &self.context;
-        let events = &context.api.core().events();
-        let registrations = py
-            .detach(|| events.callbacks(event))
-            .map_err(|err| context.core_error(py, err))?;
-        // Compare with no server lock held: `==` may run Python.
-        let found = registrations.iter().find(|registration| {
-            as_callable(registration.target.as_any())
-                .is_some_and(|adapter| adapter.equals(callback))
-        });
-        match found {
-            Some(registration) => {
-                let id = registration.id;
-                py.detach(|| events.remove_callback(id));
-            }
-            None => tracing::warn!(
-                plugin = %context.owner,
+        let removed = context
+            .port
+            .remove_callback(py, event, callback)
+            .map_err(|err| api_error_to_py(py, err))?;
+        if !removed {
+            tracing::warn!(
+                plugin = %context.port.owner(),
                 "removeCallback('{event}', ...) ignored: that callback is not registered"
-            ),
+            );
         }
         Ok(())
     }
@@ -139,24 +110,16 @@ impl PyUcs {
     /// acts as user 1: plugins are trusted server code.
     #[getter]
     fn sid(&self, py: Python<'_>) -> PyResult<String> {
-        let context = &self.context;
-        py.detach(|| {
-            let mut sid = context.sid.lock().unwrap_or_else(PoisonError::into_inner);
-            let sessions = &context.api.core().sessions();
-            if let Some(open) = sid.as_ref()
-                && sessions.resolve(open).is_ok()
-            {
-                return Ok(open.clone());
-            }
-            let fresh = sessions.open(ADMIN_USER_ID)?;
-            *sid = Some(fresh.clone());
-            Ok(fresh)
-        })
-        .map_err(|err| context.core_error(py, err))
+        let port = &self.context.port;
+        py.detach(|| port.plugin_sid())
+            .map_err(|err| api_error_to_py(py, err))
     }
 
     fn __repr__(&self) -> String {
-        format!("<ucs server object of plugin '{}'>", self.context.owner)
+        format!(
+            "<ucs server object of plugin '{}'>",
+            self.context.port.owner()
+        )
     }
 }
 
@@ -167,7 +130,7 @@ pub struct PyLog(Arc<PluginContext>);
 impl PyLog {
     fn emit(&self, level: tracing::Level, message: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) {
         let text = format_message(message, args);
-        let plugin = self.0.owner.name();
+        let plugin = self.0.port.owner().name();
         match level {
             tracing::Level::TRACE => tracing::trace!(target: "ucs::plugin", plugin, "{text}"),
             tracing::Level::DEBUG => tracing::debug!(target: "ucs::plugin", plugin, "{text}"),
@@ -239,10 +202,10 @@ impl PyAgents {
     /// Every agent as a dict.
     #[pyo3(name = "getAgents")]
     fn get_agents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let agents = py.detach(|| self.0.api.core().directory().agents());
+        let agents = py.detach(|| self.0.port.agents());
         let list = PyList::empty(py);
         for agent in &agents {
-            list.append(value_to_py(py, &agent.to_value())?)?;
+            list.append(value_to_py(py, agent)?)?;
         }
         Ok(list.into_any())
     }
@@ -252,22 +215,15 @@ impl PyAgents {
     fn add_change_status_hook(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let context = &self.0;
         let hook = Arc::new(PyStatusHook(context.callable(callback)));
-        py.detach(|| {
-            context
-                .api
-                .core()
-                .status_hook()
-                .add(context.owner.clone(), hook)
-                .map(drop)
-        })
-        .map_err(|err| context.core_error(py, err))
+        py.detach(|| context.port.add_status_hook(hook))
+            .map_err(|err| api_error_to_py(py, err))
     }
 
     /// Removes the status hook if this plugin owns it; otherwise warns (H1).
     #[pyo3(name = "removeChangeStatusHook")]
     fn remove_change_status_hook(&self, py: Python<'_>) {
-        let context = &self.0;
-        py.detach(|| context.api.core().status_hook().remove(&context.owner));
+        let port = &self.0.port;
+        py.detach(|| port.remove_status_hook());
     }
 }
 
@@ -279,7 +235,7 @@ pub struct PyShared(Arc<PluginContext>);
 impl PyShared {
     /// The data stored under `identificator`; `{}` if never set (D4).
     fn get<'py>(&self, py: Python<'py>, identificator: &str) -> PyResult<Bound<'py, PyAny>> {
-        let value = py.detach(|| self.0.api.core().shared().get(identificator));
+        let value = py.detach(|| self.0.port.shared_get(identificator));
         value_to_py(py, &value)
     }
 
@@ -293,28 +249,15 @@ impl PyShared {
     ) -> PyResult<()> {
         let context = &self.0;
         let hook = Arc::new(PySharedHook(context.callable(callback)));
-        py.detach(|| {
-            context
-                .api
-                .core()
-                .shared()
-                .add_hook(identificator, context.owner.clone(), hook)
-                .map(drop)
-        })
-        .map_err(|err| context.core_error(py, err))
+        py.detach(|| context.port.add_shared_hook(identificator, hook))
+            .map_err(|err| api_error_to_py(py, err))
     }
 
     /// Removes the change hook of `identificator` (S1).
     #[pyo3(name = "removeChangeHook")]
     fn remove_change_hook(&self, py: Python<'_>, identificator: &str) {
-        let context = &self.0;
-        py.detach(|| {
-            context
-                .api
-                .core()
-                .shared()
-                .remove_hook(identificator, &context.owner)
-        });
+        let port = &self.0.port;
+        py.detach(|| port.remove_shared_hook(identificator));
     }
 }
 
@@ -327,16 +270,12 @@ impl PyTree {
     /// `{user_id: field}` for every user, e.g. `getUsers('username')`.
     #[pyo3(name = "getUsers")]
     fn get_users<'py>(&self, py: Python<'py>, field: &str) -> PyResult<Bound<'py, PyDict>> {
-        let users = py.detach(|| self.0.api.core().directory().list());
+        let users = py
+            .detach(|| self.0.port.user_field(field))
+            .map_err(|err| api_error_to_py(py, err))?;
         let dict = PyDict::new(py);
-        for user in &users {
-            let value = user.field(field).ok_or_else(|| {
-                api_error_to_py(
-                    py,
-                    ApiError::field("field", format!("users have no field '{field}'")),
-                )
-            })?;
-            dict.set_item(user.id, value_to_py(py, &value)?)?;
+        for (id, value) in &users {
+            dict.set_item(id, value_to_py(py, value)?)?;
         }
         Ok(dict)
     }
@@ -359,13 +298,8 @@ impl PyApi {
     ) -> PyResult<()> {
         let context = &self.0;
         let adapter = Arc::new(PyMiddleware(context.callable(middleware)));
-        py.detach(|| {
-            context
-                .api
-                .add_middleware(method, context.owner.clone(), adapter)
-                .map(drop)
-        })
-        .map_err(|err| api_error_to_py(py, err))
+        py.detach(|| context.port.add_middleware(method, adapter))
+            .map_err(|err| api_error_to_py(py, err))
     }
 
     /// Unwraps a middleware equal (`==`) to `middleware` (M1); warns if none is.
@@ -377,22 +311,15 @@ impl PyApi {
         middleware: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let context = &self.0;
-        let registrations = py
-            .detach(|| context.api.middlewares(method))
+        let removed = context
+            .port
+            .remove_middleware(py, method, middleware)
             .map_err(|err| api_error_to_py(py, err))?;
-        let found = registrations.iter().find(|registration| {
-            as_callable(registration.target.as_any())
-                .is_some_and(|adapter| adapter.equals(middleware))
-        });
-        match found {
-            Some(registration) => {
-                let id = registration.id;
-                py.detach(|| context.api.remove_middleware(id));
-            }
-            None => tracing::warn!(
-                plugin = %context.owner,
+        if !removed {
+            tracing::warn!(
+                plugin = %context.port.owner(),
                 "removeMiddleware('{method}', ...) ignored: that middleware is not registered"
-            ),
+            );
         }
         Ok(())
     }
@@ -448,9 +375,9 @@ impl PyApiPath {
                     ApiError::field("params", format!("cannot be sent: {err}")),
                 )
             })?;
-        let api = &self.context.api;
+        let port = &self.context.port;
         let method = self.path.as_str();
-        match py.detach(|| api.call(sid, method, params)) {
+        match py.detach(|| port.call(sid, method, params)) {
             Ok(result) => value_to_py(py, &result),
             Err(error) => Err(api_error_to_py(py, error)),
         }
