@@ -58,7 +58,7 @@ impl State {
             pb::PluginState::Running => Some(State::Running),
             pb::PluginState::Stopped => Some(State::Stopped),
             pb::PluginState::Failed => Some(State::Failed),
-            pb::PluginState::Unspecified => None,
+            pb::PluginState::Unspecified | pb::PluginState::Starting => None,
         }
     }
 }

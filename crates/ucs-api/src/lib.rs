@@ -30,7 +30,7 @@ use ucs_core::{
 pub use chain::{Middleware, MiddlewareRegistration, Next};
 pub use error::ApiError;
 pub use metrics::{CallOutcome, HookPolicy, RegistrationMetrics};
-pub use plugins::{PluginControl, PluginInfo, PluginName, PluginState};
+pub use plugins::{Isolation, PluginControl, PluginInfo, PluginName, PluginState};
 
 /// The innermost handler of a method: its permission check and its work.
 /// `params` are the call's parameters after the caller.

@@ -12,16 +12,20 @@ pub enum PluginState {
     Running,
     /// Unloaded, or found but not loaded.
     Stopped,
-    /// Import, constructor or `start` raised (L1); `error` says why.
+    /// Import, constructor or `start` raised (L1), or its plugin host died
+    /// (I2); `error` says why.
     Failed,
+    /// Loading still: its constructor or `start` has not returned (I4).
+    Starting,
 }
 
 impl PluginState {
     /// Every state, for reading a name back ([`PluginState::from_name`]).
-    pub const ALL: [PluginState; 3] = [
+    pub const ALL: [PluginState; 4] = [
         PluginState::Running,
         PluginState::Stopped,
         PluginState::Failed,
+        PluginState::Starting,
     ];
 
     /// The lower-case name used in JSON results: the one table of names, so
@@ -31,12 +35,48 @@ impl PluginState {
             PluginState::Running => "running",
             PluginState::Stopped => "stopped",
             PluginState::Failed => "failed",
+            PluginState::Starting => "starting",
         }
     }
 
     /// The state named `name` by [`PluginState::as_str`], if any.
     pub fn from_name(name: &str) -> Option<PluginState> {
         Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+/// Where a plugin runs (I1): chosen by the operator, never by the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Isolation {
+    /// Inside the server process, the original's way and the fastest.
+    #[default]
+    InProcess,
+    /// In a plugin host process of its own: a crash, hang or leak of the
+    /// plugin cannot stop the server (I2-I5).
+    Process,
+}
+
+impl Isolation {
+    /// Both modes, for reading a name back.
+    pub const ALL: [Isolation; 2] = [Isolation::InProcess, Isolation::Process];
+
+    /// The name used in the config, on the command line and in results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "inprocess",
+            Isolation::Process => "process",
+        }
+    }
+
+    /// The mode named `name` by [`Isolation::as_str`], if any.
+    pub fn from_name(name: &str) -> Option<Isolation> {
+        Self::ALL.into_iter().find(|mode| mode.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -53,6 +93,13 @@ pub struct PluginInfo {
     pub error: String,
     /// The plugin file.
     pub path: String,
+    /// Where it runs, or would run once loaded (I1).
+    pub isolation: Isolation,
+    /// The process id of its plugin host while it has one.
+    pub host_pid: Option<u32>,
+    /// How many times its host was restarted after dying since it was last
+    /// loaded by hand (I2).
+    pub restarts: u32,
 }
 
 impl PluginInfo {
@@ -64,6 +111,13 @@ impl PluginInfo {
             ("state", Value::from(self.state.as_str())),
             ("error", Value::from(self.error.as_str())),
             ("path", Value::from(self.path.as_str())),
+            ("isolation", Value::from(self.isolation.as_str())),
+            (
+                "host_pid",
+                self.host_pid
+                    .map_or(Value::Null, |pid| Value::Int(i64::from(pid))),
+            ),
+            ("restarts", Value::Int(i64::from(self.restarts))),
         ])
     }
 }

@@ -33,17 +33,23 @@ pub enum AuditKind {
     PluginReload,
     /// A plugin was unloaded.
     PluginUnload,
+    /// A plugin's host died without being asked to (I2).
+    PluginCrash,
+    /// A plugin whose host died was started again by the supervisor (I2).
+    PluginRestart,
 }
 
 impl AuditKind {
     /// Every kind, for listing the event names.
-    pub const ALL: [AuditKind; 6] = [
+    pub const ALL: [AuditKind; 8] = [
         AuditKind::StatusVeto,
         AuditKind::StatusRewrite,
         AuditKind::SharedRewrite,
         AuditKind::PluginLoad,
         AuditKind::PluginReload,
         AuditKind::PluginUnload,
+        AuditKind::PluginCrash,
+        AuditKind::PluginRestart,
     ];
 
     /// The event name of this kind, `audit.<kind>`.
@@ -55,6 +61,8 @@ impl AuditKind {
             AuditKind::PluginLoad => "audit.plugin_load",
             AuditKind::PluginReload => "audit.plugin_reload",
             AuditKind::PluginUnload => "audit.plugin_unload",
+            AuditKind::PluginCrash => "audit.plugin_crash",
+            AuditKind::PluginRestart => "audit.plugin_restart",
         }
     }
 

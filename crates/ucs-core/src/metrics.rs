@@ -20,6 +20,9 @@ pub struct HookPolicy {
     pub budget: Duration,
     /// Consecutive failures or overruns that open the breaker; 0 never opens it.
     pub breaker_threshold: u32,
+    /// How long one call may take at all (I3): far above the budget, short
+    /// enough that an agent's status change never hangs for minutes.
+    pub deadline: Duration,
 }
 
 impl Default for HookPolicy {
@@ -27,6 +30,7 @@ impl Default for HookPolicy {
         HookPolicy {
             budget: Duration::from_millis(50),
             breaker_threshold: 10,
+            deadline: Duration::from_secs(5),
         }
     }
 }
@@ -200,6 +204,7 @@ mod tests {
     const POLICY: HookPolicy = HookPolicy {
         budget: Duration::from_millis(50),
         breaker_threshold: 3,
+        deadline: Duration::from_secs(5),
     };
 
     #[test]

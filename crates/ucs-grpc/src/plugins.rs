@@ -1,7 +1,7 @@
 //! `ucs.v1.Plugins`: the API methods `plugins.*`, middleware included (P6).
 
 use tonic::{Request, Response, Status};
-use ucs_api::{Api, ApiError, PluginState};
+use ucs_api::{Api, ApiError, Isolation, PluginState};
 use ucs_core::Value;
 
 use crate::pb;
@@ -90,7 +90,26 @@ fn plugin_info(value: &Value) -> Result<pb::PluginInfo, Status> {
         Some(PluginState::Running) => pb::PluginState::Running,
         Some(PluginState::Stopped) => pb::PluginState::Stopped,
         Some(PluginState::Failed) => pb::PluginState::Failed,
+        Some(PluginState::Starting) => pb::PluginState::Starting,
         None => pb::PluginState::Unspecified,
+    };
+    // Results from before issue 18, or changed by a middleware, may lack
+    // the isolation fields: they read as unspecified, not as an error.
+    let isolation = match value
+        .get("isolation")
+        .and_then(Value::as_str)
+        .and_then(Isolation::from_name)
+    {
+        Some(Isolation::InProcess) => pb::Isolation::Inprocess,
+        Some(Isolation::Process) => pb::Isolation::Process,
+        None => pb::Isolation::Unspecified,
+    };
+    let small = |field: &str| {
+        value
+            .get(field)
+            .and_then(Value::as_int)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
     };
     let registrations = match value.get("registrations") {
         None => Vec::new(),
@@ -108,6 +127,9 @@ fn plugin_info(value: &Value) -> Result<pb::PluginInfo, Status> {
         error: text("error")?,
         path: text("path")?,
         registrations,
+        isolation: isolation.into(),
+        host_pid: small("host_pid"),
+        restarts: small("restarts"),
     })
 }
 
@@ -145,7 +167,7 @@ fn malformed(what: &str, value: &Value) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ucs_api::{PluginInfo, PluginState};
+    use ucs_api::{Isolation, PluginInfo, PluginState};
 
     #[test]
     fn plugin_info_dicts_convert_to_messages() {
@@ -155,6 +177,9 @@ mod tests {
             state: PluginState::Failed,
             error: "Traceback".into(),
             path: "/p/example.py".into(),
+            isolation: Isolation::Process,
+            host_pid: Some(4321),
+            restarts: 2,
         };
         let message = plugin_info(&info.to_value()).unwrap();
         assert_eq!(message.name, "example");
@@ -162,6 +187,9 @@ mod tests {
         assert_eq!(message.state(), pb::PluginState::Failed);
         assert_eq!(message.error, "Traceback");
         assert_eq!(message.path, "/p/example.py");
+        assert_eq!(message.isolation(), pb::Isolation::Process);
+        assert_eq!(message.host_pid, 4321);
+        assert_eq!(message.restarts, 2);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub(crate) enum Header {
         /// The request this answers.
         id: u64,
     },
+    /// A one-way message (a request type's value) with no reply, handled
+    /// on the receiver's reader in frame order.
+    Notice,
 }
 
 /// Why a frame could not be built.

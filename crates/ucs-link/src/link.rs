@@ -401,6 +401,29 @@ impl<Out: Request> Caller<Out> {
         }
     }
 
+    /// Sends `notice` one way: no reply, no waiting. The peer handles it on
+    /// its reader thread in frame order, so a notice sent before this side
+    /// answers a call is handled before the peer's caller gets the answer
+    /// (the plugin host's log records are notices, so a traceback is in the
+    /// server's log before the call it failed returns).
+    pub fn notify(&self, notice: Out) -> Result<(), LinkError> {
+        let shared = &*self.shared;
+        let bytes = frame::encode(&Header::Notice, &notice, shared.max_frame_bytes).map_err(
+            |err| match err {
+                EncodeError::TooLarge { len } => LinkError::RequestTooLarge {
+                    len,
+                    max: shared.max_frame_bytes,
+                },
+                EncodeError::Postcard(err) => LinkError::Encode(err),
+            },
+        )?;
+        if let Some(reason) = shared.close_reason() {
+            return Err(LinkError::PeerGone(reason));
+        }
+        shared.send_frame(bytes);
+        Ok(())
+    }
+
     /// The error for a call on a closed link.
     fn gone(&self) -> LinkError {
         LinkError::PeerGone(self.shared.close_reason().unwrap_or(CloseReason::ShutDown))
@@ -505,6 +528,25 @@ impl<Out: Request, In: Request> Link<Out, In> {
     where
         H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
     {
+        let name = config.name.clone();
+        Self::start_with_notices(stream, config, handler, move |_notice: In| {
+            tracing::debug!(link = %name, "dropped a notice: this side takes none");
+        })
+    }
+
+    /// [`Link::start`], with `notice` handling the peer's
+    /// [`Caller::notify`] messages. It runs on the reader thread, in frame
+    /// order: it must not block, or it stalls the whole link.
+    pub fn start_with_notices<H, N>(
+        stream: UnixStream,
+        config: LinkConfig,
+        handler: H,
+        notice: N,
+    ) -> Result<Self, LinkError>
+    where
+        H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
+        N: Fn(In) + Send + 'static,
+    {
         let clone_socket = || {
             stream
                 .try_clone()
@@ -550,7 +592,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
             .push(writer.map_err(|err| start_error("writer", err))?);
         let reader = thread::Builder::new()
             .name(format!("{}-read", config.name))
-            .spawn(move || read_loop(&shared, &pool, reader_stream));
+            .spawn(move || read_loop(&shared, &pool, reader_stream, &notice));
         // On error `link` drops here, which closes and joins the writer.
         link.threads
             .push(reader.map_err(|err| start_error("reader", err))?);
@@ -648,6 +690,7 @@ fn read_loop<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
     stream: UnixStream,
+    notice: &dyn Fn(In),
 ) {
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
     let mut frame = Vec::new();
@@ -655,7 +698,7 @@ fn read_loop<Out: Request, In: Request>(
         if let Err(reason) = frame::read_frame(&mut reader, shared.max_frame_bytes, &mut frame) {
             break reason;
         }
-        if let Err(reason) = dispatch(shared, pool, &frame) {
+        if let Err(reason) = dispatch(shared, pool, &frame, notice) {
             break reason;
         }
     };
@@ -667,6 +710,7 @@ fn dispatch<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
     frame: &[u8],
+    notice: &dyn Fn(In),
 ) -> Result<(), CloseReason> {
     let (header, body) = frame::split_header(frame)?;
     match header {
@@ -693,6 +737,10 @@ fn dispatch<Out: Request, In: Request>(
         Header::Failed { id } => {
             let failure: RemoteFailure = frame::decode_body(body, "failure body")?;
             shared.deliver(id, Err(LinkError::Remote(failure)))
+        }
+        Header::Notice => {
+            notice(frame::decode_body(body, "notice body")?);
+            Ok(())
         }
     }
 }

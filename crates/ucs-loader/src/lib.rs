@@ -13,18 +13,24 @@
 //!   throwaway server.
 
 pub mod check;
+mod runtime;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ucs_api::plugins::NotAPluginFile;
-use ucs_api::{Api, ApiError, PluginControl, PluginInfo, PluginName, PluginState};
+use ucs_api::{Api, ApiError, Isolation, PluginControl, PluginInfo, PluginName, PluginState};
 use ucs_core::turns::{TurnRefused, Turns};
 use ucs_core::{AuditKind, AuditRecord, Owner, Value};
-use ucs_pybridge::{LoadOutcome, PluginInstance};
+use ucs_host::HostExit;
+pub use ucs_host::HostSettings;
+pub use ucs_link::supervise::RestartPolicy;
+use ucs_link::supervise::{RestartDecision, RestartIntensity};
+
+use crate::runtime::{Runtime, Started, Version};
 
 /// The plugin type stubs, as (file name, contents), for `ucs stubs`;
 /// re-exported so the binary needs nothing from the Python crate.
@@ -41,6 +47,41 @@ pub struct LoaderConfig {
     pub thread_join_timeout: Duration,
     /// The overall deadline for stopping every plugin at shutdown (L3).
     pub shutdown_deadline: Duration,
+    /// Where plugins run and how their hosts are supervised (I1, I2).
+    pub isolation: IsolationConfig,
+}
+
+/// Where plugins run (I1), chosen by the operator, and how plugin hosts are
+/// started and restarted (I2).
+#[derive(Debug, Clone)]
+pub struct IsolationConfig {
+    /// The mode of every plugin not named in `per_plugin`.
+    pub default: Isolation,
+    /// Modes by plugin name, over the default.
+    pub per_plugin: BTreeMap<String, Isolation>,
+    /// How hosts are started and limited.
+    pub hosts: HostSettings,
+    /// How often a dead host is restarted before its plugin is left FAILED.
+    pub restart: RestartPolicy,
+}
+
+impl IsolationConfig {
+    /// Everything in-process, hosts (if a plugin is set to `process`) run
+    /// as this very binary's `plugin-host` subcommand.
+    pub fn in_process() -> Self {
+        let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ucs"));
+        IsolationConfig {
+            default: Isolation::InProcess,
+            per_plugin: BTreeMap::new(),
+            hosts: HostSettings::for_program(program),
+            restart: RestartPolicy::default(),
+        }
+    }
+
+    /// The mode of the plugin `name`.
+    pub fn mode_of(&self, name: &str) -> Isolation {
+        self.per_plugin.get(name).copied().unwrap_or(self.default)
+    }
 }
 
 impl LoaderConfig {
@@ -51,6 +92,7 @@ impl LoaderConfig {
             stop_timeout: Duration::from_secs(5),
             thread_join_timeout: Duration::from_secs(5),
             shutdown_deadline: Duration::from_secs(10),
+            isolation: IsolationConfig::in_process(),
         }
     }
 }
@@ -88,22 +130,39 @@ enum PluginRecord {
         /// What went wrong while stopping (L2, L3); empty if nothing.
         error: String,
     },
-    /// Import, constructor or `start` failed (L1).
+    /// Import, constructor or `start` failed (L1), or its plugin host died
+    /// (I2).
     Failed {
         /// The class name if known.
         class_name: String,
         /// The error with its traceback.
         error: String,
+        /// Set when the running version's host died and a restart is
+        /// scheduled: what to restart.
+        restart: Option<PendingRestart>,
     },
     /// The file has no `UCS_PLUGIN` (P2): a helper module, not a plugin, so
     /// it is not listed even though its name passes the file filter.
     NotAPlugin,
 }
 
+/// A restart the supervisor has scheduled for a plugin whose host died.
+struct PendingRestart {
+    /// The source of the version that died.
+    source: Arc<str>,
+    /// Its load generation: a restart finding any other version (loaded by
+    /// hand meanwhile) does nothing.
+    generation: u64,
+}
+
 /// What a running plugin has.
 struct Running {
-    /// The live instance.
-    instance: PluginInstance,
+    /// The live instance, here or in its host.
+    runtime: Runtime,
+    /// The class `UCS_PLUGIN` names.
+    class_name: String,
+    /// The version: what it registered is recorded under it.
+    owner: Owner,
     /// The source text of this version, kept so a reload whose new version
     /// fails can bring exactly this one back.
     source: Arc<str>,
@@ -116,10 +175,17 @@ struct Running {
 
 impl PluginRecord {
     /// What `plugins.list` shows of it; `None` for a file that is no plugin.
-    fn info(&self, name: &str, path: &Path) -> Option<PluginInfo> {
+    /// `mode` is where it would run, for a plugin not running now.
+    fn info(&self, name: &str, path: &Path, mode: Isolation, restarts: u32) -> Option<PluginInfo> {
+        let (mode, host_pid) = match self {
+            PluginRecord::Running(running) => {
+                (running.runtime.isolation(), running.runtime.host_pid())
+            }
+            _ => (mode, None),
+        };
         let (class_name, state, error) = match self {
             PluginRecord::Running(running) => (
-                running.instance.class_name.as_str(),
+                running.class_name.as_str(),
                 PluginState::Running,
                 running.last_error.as_str(),
             ),
@@ -129,9 +195,9 @@ impl PluginRecord {
             PluginRecord::Stopped { class_name, error } => {
                 (class_name.as_str(), PluginState::Stopped, error.as_str())
             }
-            PluginRecord::Failed { class_name, error } => {
-                (class_name.as_str(), PluginState::Failed, error.as_str())
-            }
+            PluginRecord::Failed {
+                class_name, error, ..
+            } => (class_name.as_str(), PluginState::Failed, error.as_str()),
             PluginRecord::NotAPlugin => return None,
         };
         Some(PluginInfo {
@@ -140,6 +206,9 @@ impl PluginRecord {
             state,
             error: error.to_owned(),
             path: path.to_string_lossy().into_owned(),
+            isolation: mode,
+            host_pid,
+            restarts,
         })
     }
 }
@@ -174,6 +243,18 @@ pub struct PluginHost {
     /// One lifecycle operation per plugin at a time.
     turns: Turns<String>,
     next_load_order: AtomicU64,
+    /// Restart intensity and count per plugin whose host died (I2).
+    supervision: Mutex<HashMap<String, Supervision>>,
+    /// This loader, for the callbacks of its plugin hosts.
+    me: Weak<PluginHost>,
+}
+
+/// The restart history of one plugin since it was last loaded by hand.
+struct Supervision {
+    /// OTP-style restart intensity.
+    intensity: RestartIntensity,
+    /// Restarts so far.
+    restarts: u32,
 }
 
 impl PluginHost {
@@ -182,12 +263,14 @@ impl PluginHost {
     /// FAILED and the others load regardless (L1).
     pub fn start(api: Api, config: LoaderConfig) -> Result<Arc<PluginHost>, LoaderError> {
         ucs_pybridge::init();
-        let host = Arc::new(PluginHost {
+        let host = Arc::new_cyclic(|me| PluginHost {
             api,
             config,
             records: Mutex::new(BTreeMap::new()),
             turns: Turns::new(),
             next_load_order: AtomicU64::new(1),
+            supervision: Mutex::new(HashMap::new()),
+            me: me.clone(),
         });
         let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
         host.api.set_plugin_control(control);
@@ -325,12 +408,15 @@ impl PluginHost {
         let previous_source = match self.take_running(name) {
             Some(running) => {
                 tracing::info!(plugin = %name, "reloading: stopping the running version");
-                self.stop_instance(name, running.instance);
-                Some(running.source)
+                let source = Arc::clone(&running.source);
+                self.stop_instance(name, running);
+                Some(source)
             }
             None => None,
         };
-        let attempt = self.start_version(name, &path, &source);
+        // Loaded by hand: a fresh restart history (I2).
+        self.supervision().remove(name.as_str());
+        let attempt = self.start_version(name, &path, &source, 0);
         let (error, class_name) = match attempt {
             Ok(info) => return Ok(info),
             Err(VersionFailed::NotAPlugin) => {
@@ -352,7 +438,7 @@ impl PluginHost {
         };
         tracing::error!(plugin = %name, "plugin failed to load: {error}");
         if let Some(previous_source) = previous_source {
-            match self.start_version(name, &path, &previous_source) {
+            match self.start_version(name, &path, &previous_source, 0) {
                 Ok(_) => {
                     tracing::warn!(
                         plugin = %name,
@@ -384,6 +470,7 @@ impl PluginHost {
             PluginRecord::Failed {
                 class_name,
                 error: error.clone(),
+                restart: None,
             },
         );
         Err(ApiError::Processing(format!(
@@ -392,12 +479,14 @@ impl PluginHost {
     }
 
     /// Imports, constructs and starts one version of a plugin from `source`
-    /// and records it RUNNING; on failure removes what it registered (L1).
+    /// where the operator said it runs (I1) and records it RUNNING; on
+    /// failure removes what it registered (L1).
     fn start_version(
         &self,
         name: &PluginName,
         path: &Path,
         source: &Arc<str>,
+        restarts: u32,
     ) -> Result<PluginInfo, VersionFailed> {
         // Every load is a new owner: a late call of an older version (a
         // stuck `stop()` finishing after the reload) cannot touch what this
@@ -406,15 +495,26 @@ impl PluginHost {
             name.as_str(),
             self.next_load_order.fetch_add(1, Ordering::Relaxed),
         );
-        let port: Arc<dyn ucs_pybridge::ServerPort> =
-            ucs_pybridge::InProcessPort::new(self.api.clone(), owner.clone());
-        let outcome = ucs_pybridge::load_plugin_source(
-            &port,
-            name.as_str(),
+        let version = Version {
+            api: &self.api,
+            owner: &owner,
             path,
             source,
-            &self.config.plugins_dir,
-        );
+            plugins_dir: &self.config.plugins_dir,
+        };
+        let mode = self.config.isolation.mode_of(name.as_str());
+        let started = match mode {
+            Isolation::InProcess => version.start_in_process(),
+            Isolation::Process => {
+                let loader = self.me.clone();
+                let (exited_name, generation) = (name.clone(), owner.generation());
+                version.start_hosted(&self.config.isolation.hosts, move |exit| {
+                    if let Some(loader) = loader.upgrade() {
+                        loader.host_exited(&exited_name, generation, exit);
+                    }
+                })
+            }
+        };
         let failed = |class_name: String, error: String| {
             // L1: what it registered before failing goes, quietly: the
             // failure itself is the news. Retired first, so a thread it
@@ -423,32 +523,39 @@ impl PluginHost {
             for leftover in self.api.remove_owned_by(&owner) {
                 tracing::debug!(plugin = %name, "removed after failed load: {leftover}");
             }
-            ucs_pybridge::forget_module(name.as_str());
+            if mode == Isolation::InProcess {
+                ucs_pybridge::forget_module(name.as_str());
+            }
             VersionFailed::Failed { class_name, error }
         };
-        match outcome {
-            LoadOutcome::Started(instance) => {
+        match started {
+            Started::Running {
+                runtime,
+                class_name,
+            } => {
                 let record = PluginRecord::Running(Running {
-                    instance,
+                    runtime,
+                    class_name,
+                    owner: owner.clone(),
                     source: Arc::clone(source),
                     load_order: owner.generation(),
                     last_error: String::new(),
                 });
-                let info = record.info(name.as_str(), path);
+                let info = record.info(name.as_str(), path, mode, restarts);
                 self.records().insert(name.to_string(), record);
                 info.ok_or(VersionFailed::NotAPlugin)
             }
-            LoadOutcome::NoPluginVariable => Err(VersionFailed::NotAPlugin),
-            LoadOutcome::Failed { class_name, error } => Err(failed(class_name, error)),
+            Started::NotAPlugin => Err(VersionFailed::NotAPlugin),
+            Started::Failed { class_name, error } => Err(failed(class_name, error)),
         }
     }
 
-    /// Stops a running instance (P5), removes what it left registered with a
+    /// Stops a running version (P5), removes what it left registered with a
     /// warning each (P7, L4), and records any `stop` failure (L2, L3).
-    fn stop_instance(&self, name: &PluginName, instance: PluginInstance) {
+    fn stop_instance(&self, name: &PluginName, running: Running) {
         self.stop_instance_within(
             name,
-            instance,
+            running,
             self.config.stop_timeout,
             self.config.thread_join_timeout,
         );
@@ -457,13 +564,18 @@ impl PluginHost {
     fn stop_instance_within(
         &self,
         name: &PluginName,
-        instance: PluginInstance,
+        running: Running,
         stop_timeout: Duration,
         join_timeout: Duration,
     ) {
-        let owner = instance.owner().clone();
-        let class_name = instance.class_name.clone();
-        let report = ucs_pybridge::stop_plugin(instance, stop_timeout, join_timeout);
+        let Running {
+            runtime,
+            class_name,
+            owner,
+            ..
+        } = running;
+        let in_process = runtime.isolation() == Isolation::InProcess;
+        let report = runtime.stop(stop_timeout, join_timeout);
         // From here on this version registers nothing more: a `stop()` or
         // thread still running later can neither add a registration that no
         // unload would remove nor, being an old owner, remove the next
@@ -484,7 +596,9 @@ impl PluginHost {
                 "plugin left {leftover} registered after stop(); removed it"
             );
         }
-        ucs_pybridge::forget_module(name.as_str());
+        if in_process {
+            ucs_pybridge::forget_module(name.as_str());
+        }
         self.records().insert(
             name.to_string(),
             PluginRecord::Stopped {
@@ -492,6 +606,177 @@ impl PluginHost {
                 error: errors.join("\n"),
             },
         );
+    }
+
+    fn supervision(&self) -> MutexGuard<'_, HashMap<String, Supervision>> {
+        self.supervision
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How often `name`'s host was restarted since it was loaded by hand.
+    fn restarts_of(&self, name: &str) -> u32 {
+        self.supervision()
+            .get(name)
+            .map_or(0, |supervision| supervision.restarts)
+    }
+
+    /// A plugin host ended. If it ran the running version of `name` and the
+    /// server did not ask for it, the plugin is FAILED with the cause, the
+    /// crash is audited, and a restart is scheduled with backoff unless the
+    /// restart intensity is used up (I2). Its registrations went already,
+    /// the moment its link closed. Runs on the host's keeper thread.
+    fn host_exited(&self, name: &PluginName, generation: u64, exit: HostExit) {
+        if exit.expected {
+            return;
+        }
+        let running = {
+            let mut records = self.records();
+            match records.get(name.as_str()) {
+                Some(PluginRecord::Running(running))
+                    if running.owner.generation() == generation => {}
+                // A load in progress reports its own failure; an older
+                // version's host is of no concern any more.
+                _ => return,
+            }
+            let Some(PluginRecord::Running(running)) = records.remove(name.as_str()) else {
+                return;
+            };
+            records.insert(
+                name.to_string(),
+                PluginRecord::Failed {
+                    class_name: running.class_name.clone(),
+                    error: exit.error.clone(),
+                    restart: None,
+                },
+            );
+            running
+        };
+        running.owner.retire();
+        self.api.remove_owned_by(&running.owner);
+        tracing::error!(plugin = %name, "{}", exit.error);
+        if let Some(info) = self.info_of(name) {
+            self.audit(
+                AuditKind::PluginCrash,
+                &info,
+                &Err(ApiError::Internal(exit.error.clone())),
+            );
+        }
+        let decision = {
+            let mut supervision = self.supervision();
+            let entry = supervision
+                .entry(name.to_string())
+                .or_insert_with(|| Supervision {
+                    intensity: RestartIntensity::new(self.config.isolation.restart),
+                    restarts: 0,
+                });
+            entry.intensity.on_exit(Instant::now())
+        };
+        match decision {
+            RestartDecision::Restart { after } => {
+                if let Some(PluginRecord::Failed { restart, .. }) =
+                    self.records().get_mut(name.as_str())
+                {
+                    *restart = Some(PendingRestart {
+                        source: Arc::clone(&running.source),
+                        generation,
+                    });
+                }
+                tracing::warn!(plugin = %name, "restarting its plugin host in {after:?}");
+                let loader = self.me.clone();
+                let restarted = name.clone();
+                let scheduled = std::thread::Builder::new()
+                    .name("ucs-restart".to_owned())
+                    .spawn(move || {
+                        std::thread::sleep(after);
+                        if let Some(loader) = loader.upgrade() {
+                            loader.restart(&restarted, generation);
+                        }
+                    });
+                if let Err(err) = scheduled {
+                    tracing::error!(plugin = %name, "cannot schedule its restart: {err}");
+                }
+            }
+            RestartDecision::GiveUp { restarts, window } => {
+                let gave_up = format!(
+                    "{}; its host died {restarts} times within {window:?}, so it is left FAILED \
+                     until loaded by hand",
+                    exit.error
+                );
+                tracing::error!(plugin = %name, "{gave_up}");
+                if let Some(PluginRecord::Failed { error, .. }) =
+                    self.records().get_mut(name.as_str())
+                {
+                    *error = gave_up;
+                }
+            }
+        }
+        self.api.core().deliver_deferred_events();
+        // The dead version's handle goes last, off every lock: dropping a
+        // host reaps what is left of its process group.
+        drop(running);
+    }
+
+    /// Starts again the version of `name` whose host died, unless it was
+    /// loaded, unloaded or restarted by hand meanwhile (I2).
+    fn restart(&self, name: &PluginName, generation: u64) {
+        let Ok(_turn) = self.take_turn(name) else {
+            return;
+        };
+        let pending = match self.records().get_mut(name.as_str()) {
+            Some(PluginRecord::Failed { restart, .. }) => match restart.take() {
+                Some(pending) if pending.generation == generation => pending,
+                other => {
+                    *restart = other;
+                    return;
+                }
+            },
+            _ => return,
+        };
+        let restarts = {
+            let mut supervision = self.supervision();
+            let entry = supervision
+                .entry(name.to_string())
+                .or_insert_with(|| Supervision {
+                    intensity: RestartIntensity::new(self.config.isolation.restart),
+                    restarts: 0,
+                });
+            entry.restarts += 1;
+            entry.restarts
+        };
+        let path = self.path_of(name);
+        let result = match self.start_version(name, &path, &pending.source, restarts) {
+            Ok(info) => {
+                tracing::warn!(
+                    plugin = %name,
+                    "plugin host restarted (restart {restarts}); the plugin serves again"
+                );
+                Ok(info)
+            }
+            Err(failed) => {
+                let (class_name, error) = match failed {
+                    VersionFailed::NotAPlugin => {
+                        (String::new(), "it is no longer a plugin".to_owned())
+                    }
+                    VersionFailed::Failed { class_name, error } => (class_name, error),
+                };
+                let error = format!("restart failed: {error}");
+                tracing::error!(plugin = %name, "{error}");
+                self.records().insert(
+                    name.to_string(),
+                    PluginRecord::Failed {
+                        class_name,
+                        error: error.clone(),
+                        restart: None,
+                    },
+                );
+                Err(ApiError::Processing(error))
+            }
+        };
+        if let Some(info) = self.info_of(name) {
+            self.audit(AuditKind::PluginRestart, &info, &result);
+        }
+        self.api.core().deliver_deferred_events();
     }
 
     /// Takes the running version of `name` out of its record to stop it,
@@ -503,7 +788,7 @@ impl PluginHost {
         let PluginRecord::Running(running) = record else {
             return None;
         };
-        let class_name = running.instance.class_name.clone();
+        let class_name = running.class_name.clone();
         match std::mem::replace(record, PluginRecord::Stopping { class_name }) {
             PluginRecord::Running(running) => Some(running),
             // Matched as running just above, under the same lock.
@@ -516,9 +801,14 @@ impl PluginHost {
 
     /// What `plugins.list` shows of `name`, if it is a plugin the host knows.
     fn info_of(&self, name: &PluginName) -> Option<PluginInfo> {
-        self.records()
-            .get(name.as_str())
-            .and_then(|record| record.info(name.as_str(), &self.path_of(name)))
+        self.records().get(name.as_str()).and_then(|record| {
+            record.info(
+                name.as_str(),
+                &self.path_of(name),
+                self.config.isolation.mode_of(name.as_str()),
+                self.restarts_of(name.as_str()),
+            )
+        })
     }
 
     /// Stops and unloads `name` (P6); a plugin that is not loaded is a
@@ -530,7 +820,7 @@ impl PluginHost {
                 "plugin '{name}' is not loaded"
             )));
         };
-        self.stop_instance(name, running.instance);
+        self.stop_instance(name, running);
         tracing::info!(plugin = %name, "plugin unloaded");
         self.info_of(name)
             .ok_or_else(|| ApiError::Internal(format!("plugin '{name}' vanished while unloading")))
@@ -555,7 +845,7 @@ impl PluginHost {
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let Some(Running { instance, .. }) = self.take_running(&name) else {
+            let Some(running) = self.take_running(&name) else {
                 continue;
             };
             if remaining.is_zero() {
@@ -567,7 +857,7 @@ impl PluginHost {
                 self.config.stop_timeout,
                 self.config.thread_join_timeout,
             );
-            self.stop_instance_within(&name, instance, stop_timeout, join_timeout);
+            self.stop_instance_within(&name, running, stop_timeout, join_timeout);
             tracing::info!(plugin = %name, "plugin stopped");
         }
     }
@@ -614,7 +904,11 @@ impl PluginControl for PluginHost {
             .iter()
             .filter_map(|(name, record)| {
                 let path = self.config.plugins_dir.join(format!("{name}.py"));
-                Some((name.clone(), record.info(name, &path)?))
+                let mode = self.config.isolation.mode_of(name);
+                Some((
+                    name.clone(),
+                    record.info(name, &path, mode, self.restarts_of(name))?,
+                ))
             })
             .collect();
         for name in files {
@@ -627,6 +921,9 @@ impl PluginControl for PluginHost {
                         state: PluginState::Stopped,
                         error: String::new(),
                         path: self.path_of(&name).to_string_lossy().into_owned(),
+                        isolation: self.config.isolation.mode_of(name.as_str()),
+                        host_pid: None,
+                        restarts: 0,
                     },
                 );
             }

@@ -1,9 +1,10 @@
 //! The command line, as clap reads it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 /// The default address of `ucs serve` and of the client (SPEC section 9).
@@ -129,6 +130,10 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// The plugin host of one process-isolated plugin (SPEC I1): started
+    /// by `ucs serve` over an inherited socket, never by hand.
+    #[command(name = "plugin-host", hide = true)]
+    PluginHost,
 }
 
 impl Command {
@@ -144,7 +149,8 @@ impl Command {
             Command::Serve(_)
             | Command::Stubs { .. }
             | Command::Plugin { .. }
-            | Command::Completions { .. } => None,
+            | Command::Completions { .. }
+            | Command::PluginHost => None,
         }
     }
 }
@@ -261,6 +267,44 @@ pub struct ServeArgs {
     /// development.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub watch: Option<bool>,
+    /// Where plugins run: `process` gives each plugin a host process of its
+    /// own, so a crash, hang or leak in it cannot stop the server (it is
+    /// restarted instead); `inprocess` runs them inside the server, the
+    /// fastest path. The config file can set it per plugin with
+    /// `[plugins.NAME] isolation = "..."` [default: inprocess].
+    #[arg(long, value_name = "MODE")]
+    pub isolation: Option<IsolationMode>,
+    /// Per-plugin settings, from the config file only: `[plugins.NAME]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+/// Where a plugin runs (SPEC I1), as the command line and config spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// In a plugin host process of its own.
+    Process,
+    /// Inside the server process.
+    Inprocess,
+}
+
+impl From<IsolationMode> for ucs_api::Isolation {
+    fn from(mode: IsolationMode) -> Self {
+        match mode {
+            IsolationMode::Process => ucs_api::Isolation::Process,
+            IsolationMode::Inprocess => ucs_api::Isolation::InProcess,
+        }
+    }
+}
+
+/// The `[plugins.NAME]` table of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Where this plugin runs, over `isolation`.
+    pub isolation: Option<IsolationMode>,
 }
 
 /// A duration key of the config file, written as on the command line

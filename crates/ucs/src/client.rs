@@ -86,7 +86,8 @@ async fn run_command(args: &ClientArgs, command: Command) -> Result<(), Failure>
         Command::Serve(_)
         | Command::Stubs { .. }
         | Command::Plugin { .. }
-        | Command::Completions { .. } => Err(Failure::Other(
+        | Command::Completions { .. }
+        | Command::PluginHost => Err(Failure::Other(
             "not a client command: it runs without a server".into(),
         )),
         Command::Login { .. } => {
@@ -185,7 +186,8 @@ async fn run_with_session(
         | Command::Logout { .. }
         | Command::Stubs { .. }
         | Command::Plugin { .. }
-        | Command::Completions { .. } => Err(Failure::Other("not a session command".into())),
+        | Command::Completions { .. }
+        | Command::PluginHost => Err(Failure::Other("not a session command".into())),
     }
 }
 
@@ -319,8 +321,17 @@ fn state_name(info: &pb::PluginInfo) -> &'static str {
         pb::PluginState::Running => ucs_api::PluginState::Running,
         pb::PluginState::Stopped => ucs_api::PluginState::Stopped,
         pb::PluginState::Failed => ucs_api::PluginState::Failed,
+        pb::PluginState::Starting => ucs_api::PluginState::Starting,
     };
     state.as_str()
+}
+
+fn isolation_name(info: &pb::PluginInfo) -> &'static str {
+    match info.isolation() {
+        pb::Isolation::Unspecified => "unknown",
+        pb::Isolation::Inprocess => ucs_api::Isolation::InProcess.as_str(),
+        pb::Isolation::Process => ucs_api::Isolation::Process.as_str(),
+    }
 }
 
 fn print_plugins(plugins: &[pb::PluginInfo], as_json: bool) -> Result<(), Failure> {
@@ -353,6 +364,9 @@ fn print_plugins(plugins: &[pb::PluginInfo], as_json: bool) -> Result<(), Failur
                     "state": state_name(info),
                     "error": info.error,
                     "path": info.path,
+                    "isolation": isolation_name(info),
+                    "host_pid": (info.host_pid != 0).then_some(info.host_pid),
+                    "restarts": info.restarts,
                     "registrations": registrations,
                 })
             })

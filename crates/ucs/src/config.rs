@@ -35,6 +35,10 @@ pub struct ServeSettings {
     pub breaker_threshold: u32,
     /// Whether to reload plugins as their files change (`--watch`).
     pub watch: bool,
+    /// Where plugins run by default (`--isolation`, I1).
+    pub isolation: ucs_api::Isolation,
+    /// Where each plugin named in the config's `[plugins.NAME]` runs.
+    pub plugin_isolation: std::collections::BTreeMap<String, ucs_api::Isolation>,
 }
 
 impl ServeSettings {
@@ -66,6 +70,12 @@ impl ServeSettings {
             hook_budget: merged.hook_budget.unwrap_or(policy.budget),
             breaker_threshold: merged.breaker_threshold.unwrap_or(policy.breaker_threshold),
             watch: merged.watch.unwrap_or(false),
+            isolation: merged.isolation.map(Into::into).unwrap_or_default(),
+            plugin_isolation: merged
+                .plugins
+                .iter()
+                .filter_map(|(name, plugin)| Some((name.clone(), plugin.isolation?.into())))
+                .collect(),
         })
     }
 }
@@ -87,6 +97,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         hook_budget,
         breaker_threshold,
         watch,
+        isolation,
+        plugins: _,
     } = flags;
     let ServeArgs {
         listen: file_listen,
@@ -102,6 +114,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         hook_budget: file_hook_budget,
         breaker_threshold: file_breaker_threshold,
         watch: file_watch,
+        isolation: file_isolation,
+        plugins: file_plugins,
     } = file;
     ServeArgs {
         listen: listen.or(file_listen),
@@ -117,6 +131,9 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         hook_budget: hook_budget.or(file_hook_budget),
         breaker_threshold: breaker_threshold.or(file_breaker_threshold),
         watch: watch.or(file_watch),
+        isolation: isolation.or(file_isolation),
+        // Per-plugin tables exist only in the file.
+        plugins: file_plugins,
     }
 }
 
@@ -225,6 +242,10 @@ metrics_listen = "127.0.0.1:9999"
 hook_budget = "1s"
 breaker_threshold = 3
 watch = true
+isolation = "process"
+
+[plugins.status_hook]
+isolation = "inprocess"
 "#,
         );
         // Every key the command line knows is in the file above.
@@ -256,6 +277,9 @@ watch = true
                 hook_budget: Duration::from_secs(1),
                 breaker_threshold: 3,
                 watch: true,
+                isolation: ucs_api::Isolation::Process,
+                plugin_isolation: [("status_hook".to_owned(), ucs_api::Isolation::InProcess)]
+                    .into(),
             }
         );
     }

@@ -50,6 +50,7 @@ pub fn main() -> ExitCode {
                 },
         } => plugin_tools::check(&files, start_timeout, stop_timeout, json),
         Command::Completions { shell } => cli::write_completions(shell),
+        Command::PluginHost => ucs_host::run_plugin_host(),
         command => client::run(command),
     }
 }

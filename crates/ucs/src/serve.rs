@@ -7,7 +7,6 @@
 //! reverse load order under the loader's deadline (SPEC L3), stop the
 //! runtime without waiting for blocking work that never ends, exit 0.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +63,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let policy = ucs_api::HookPolicy {
         budget: settings.hook_budget,
         breaker_threshold: settings.breaker_threshold,
+        ..ucs_api::HookPolicy::default()
     };
     let api = Api::with_policy(Arc::new(core), policy);
 
@@ -256,7 +256,7 @@ async fn serve_until_signal(
     }
     // Plugins load before the first call is served, so a client that sees
     // the server healthy sees its plugins too.
-    let host = start_plugins(api.clone(), settings.plugins_dir).await?;
+    let host = start_plugins(api.clone(), &settings).await?;
     // Watching starts after the start-up scan, so it sees only changes.
     let watcher = match (&host, watch) {
         (Some(host), true) => Some(crate::watch::start(api.clone(), Arc::clone(host))?),
@@ -319,8 +319,13 @@ async fn serve_until_signal(
 /// Starts the plugin host. A plugins directory that cannot be read is a
 /// warning, not a reason to refuse to serve: the server runs without
 /// plugins, and `plugins.*` calls say so.
-async fn start_plugins(api: Api, plugins_dir: PathBuf) -> anyhow::Result<Option<Arc<PluginHost>>> {
-    let config = LoaderConfig::new(plugins_dir);
+async fn start_plugins(
+    api: Api,
+    settings: &ServeSettings,
+) -> anyhow::Result<Option<Arc<PluginHost>>> {
+    let mut config = LoaderConfig::new(settings.plugins_dir.clone());
+    config.isolation.default = settings.isolation;
+    config.isolation.per_plugin = settings.plugin_isolation.clone();
     let started = tokio::task::spawn_blocking(move || PluginHost::start(api, config))
         .await
         .map_err(|join_error| anyhow!("the plugin loader failed: {join_error}"))?;

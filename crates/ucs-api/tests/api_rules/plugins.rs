@@ -23,6 +23,9 @@ impl FakeControl {
             state,
             error: String::new(),
             path: format!("/plugins/{name}.py"),
+            isolation: ucs_api::Isolation::InProcess,
+            host_pid: None,
+            restarts: 0,
         }
     }
 
@@ -149,8 +152,8 @@ fn d1_invalid_plugin_names_are_refused_before_the_control_is_called() {
 #[test]
 fn p6_valid_calls_reach_the_control_with_the_plugin_name() {
     let (server, control) = with_control();
-    let running = r#"{"name":"example","class_name":"Example","state":"running","error":"","path":"/plugins/example.py","registrations":[]}"#;
-    let stopped = r#"{"name":"example","class_name":"Example","state":"stopped","error":"","path":"/plugins/example.py","registrations":[]}"#;
+    let running = r#"{"name":"example","class_name":"Example","state":"running","error":"","path":"/plugins/example.py","isolation":"inprocess","host_pid":null,"restarts":0,"registrations":[]}"#;
+    let stopped = r#"{"name":"example","class_name":"Example","state":"stopped","error":"","path":"/plugins/example.py","isolation":"inprocess","host_pid":null,"restarts":0,"registrations":[]}"#;
     check(
         &server,
         &server.admin,

@@ -56,6 +56,15 @@ pub fn log_lines_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// The mode the rule suite runs its plugins in: `UCS_TEST_ISOLATION=process`
+/// runs every plugin in a plugin host (SPEC I1: every rule holds in both).
+pub fn isolation_under_test() -> ucs_api::Isolation {
+    match std::env::var("UCS_TEST_ISOLATION").as_deref() {
+        Ok("process") => ucs_api::Isolation::Process,
+        _ => ucs_api::Isolation::InProcess,
+    }
+}
+
 pub struct TestServer {
     pub core: Arc<Core>,
     pub api: Api,
@@ -90,6 +99,9 @@ impl TestServer {
         let mut config = LoaderConfig::new(dir.path().to_path_buf());
         config.stop_timeout = Duration::from_secs(2);
         config.thread_join_timeout = Duration::from_secs(2);
+        config.isolation.default = isolation_under_test();
+        config.isolation.hosts.program = PathBuf::from(env!("CARGO_BIN_EXE_ucs-plugin-host"));
+        config.isolation.hosts.args.clear();
         configure(&mut config);
         let host = PluginHost::start(api.clone(), config).unwrap();
         TestServer {
