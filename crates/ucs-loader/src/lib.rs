@@ -614,6 +614,19 @@ impl PluginHost {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `change` on the restart history of `name`, a fresh one if it
+    /// has none yet.
+    fn supervised<T>(&self, name: &PluginName, change: impl FnOnce(&mut Supervision) -> T) -> T {
+        let mut supervision = self.supervision();
+        let entry = supervision
+            .entry(name.to_string())
+            .or_insert_with(|| Supervision {
+                intensity: RestartIntensity::new(self.config.isolation.restart),
+                restarts: 0,
+            });
+        change(entry)
+    }
+
     /// How often `name`'s host was restarted since it was loaded by hand.
     fn restarts_of(&self, name: &str) -> u32 {
         self.supervision()
@@ -662,16 +675,7 @@ impl PluginHost {
                 &Err(ApiError::Internal(exit.error.clone())),
             );
         }
-        let decision = {
-            let mut supervision = self.supervision();
-            let entry = supervision
-                .entry(name.to_string())
-                .or_insert_with(|| Supervision {
-                    intensity: RestartIntensity::new(self.config.isolation.restart),
-                    restarts: 0,
-                });
-            entry.intensity.on_exit(Instant::now())
-        };
+        let decision = self.supervised(name, |entry| entry.intensity.on_exit(Instant::now()));
         match decision {
             RestartDecision::Restart { after } => {
                 if let Some(PluginRecord::Failed { restart, .. }) =
@@ -733,17 +737,10 @@ impl PluginHost {
             },
             _ => return,
         };
-        let restarts = {
-            let mut supervision = self.supervision();
-            let entry = supervision
-                .entry(name.to_string())
-                .or_insert_with(|| Supervision {
-                    intensity: RestartIntensity::new(self.config.isolation.restart),
-                    restarts: 0,
-                });
+        let restarts = self.supervised(name, |entry| {
             entry.restarts += 1;
             entry.restarts
-        };
+        });
         let path = self.path_of(name);
         let result = match self.start_version(name, &path, &pending.source, restarts) {
             Ok(info) => {
