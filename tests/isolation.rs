@@ -189,3 +189,34 @@ async fn i3_a_hook_sleeping_forever_is_killed_at_its_deadline_and_the_call_goes_
     let second = wait_restarted(&server, first.host_pid).await;
     assert_eq!(second.restarts, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_a_host_killed_from_outside_is_restarted_and_serves_its_hook_again() {
+    let server = Server::builder()
+        .demo()
+        .arg("--isolation=process")
+        .plugin("crasher.py", CRASHER)
+        .start()
+        .await;
+    let first = crasher(&server).await;
+    let pid = i32::try_from(first.host_pid).expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the host");
+    let second = wait_restarted(&server, first.host_pid).await;
+    assert_eq!(second.restarts, 1, "{second:?}");
+    assert!(
+        server
+            .log()
+            .contains("plugin host exited: signal 9 (SIGKILL)"),
+        "{}",
+        server.log()
+    );
+    // The restarted host serves the hook again: a crash is handled anew.
+    set_while_probing(&server, "crash")
+        .await
+        .expect("S4: stored");
+    wait_restarted(&server, second.host_pid).await;
+}
