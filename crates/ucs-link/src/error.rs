@@ -152,4 +152,10 @@ pub enum RemoteFailure {
     /// The handler's reply could not be encoded.
     #[error("the peer's reply could not be encoded: {0}")]
     ReplyNotEncodable(String),
+    /// The request was a callback into one of the peer's calls (a nested
+    /// call) and that call gave up (its deadline passed) before the request
+    /// could run on its thread. Refused at once, so the caller does not wait
+    /// for its own deadline for an answer nobody will use.
+    #[error("the peer's call this request was nested in has stopped waiting")]
+    CallerGone,
 }

@@ -49,6 +49,7 @@
 mod error;
 mod frame;
 mod link;
+mod nested;
 mod pool;
 pub mod supervise;
 
