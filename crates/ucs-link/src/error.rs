@@ -66,6 +66,14 @@ pub enum LinkError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The call was made on the link's own reader thread (from a notice
+    /// handler): its reply could only be read by the thread that would be
+    /// waiting for it, so it fails at once instead of stalling the link
+    /// until its deadline. Nothing was sent.
+    #[error(
+        "a call from the link's own reader thread (a notice handler) could never get its reply"
+    )]
+    CalledFromReader,
     /// This process was not started as a linked child, or its inherited link
     /// fd is unusable.
     #[error("no inherited link: {0}")]

@@ -1,8 +1,8 @@
 //! The wire format of a link, the only place that knows it.
 //!
 //! A frame is a `u32` little-endian length, then that many bytes: a postcard
-//! [`Header`], then the postcard body the header announces (a request, a
-//! reply, or a [`RemoteFailure`](crate::RemoteFailure)). The header is
+//! [`Header`], then the postcard body the header announces (a request or a
+//! notice, a reply, or a [`RemoteFailure`](crate::RemoteFailure)). The header is
 //! decoded on its own first, so a body that does not decode is reported with
 //! the frame it came in. Both ends are the same build of the same binary, so
 //! the format needs no version field; a peer that is not gets a `BadFrame`
@@ -52,6 +52,9 @@ pub(crate) enum Header {
         /// The request this answers.
         id: u64,
     },
+    /// A one-way message, handled on the receiver's reader in frame order
+    /// and never answered; the body is a request.
+    Notice,
 }
 
 /// Why a frame could not be built.
@@ -192,6 +195,7 @@ mod tests {
                 timeout_micros: 1_000,
                 nested_in: Some(3),
             },
+            Header::Notice,
         ] {
             let bytes = encode(&header, &("hello", 42u32), 1024).expect("encodes");
             let mut frame = Vec::new();
@@ -224,6 +228,7 @@ mod tests {
             postcard::to_stdvec(&Header::Failed { id: 1 }).expect("encodes"),
             [2, 1]
         );
+        assert_eq!(postcard::to_stdvec(&Header::Notice).expect("encodes"), [3]);
     }
 
     #[test]

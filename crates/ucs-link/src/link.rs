@@ -1,10 +1,11 @@
 //! The link itself: calls out, replies in, requests in to the pool or to the
-//! call they are nested in, and closing.
+//! call they are nested in, notices in to the notice handler, and closing.
 //!
 //! Threads: one reader (decodes frames, hands replies to the waiting calls
 //! by id, nested requests to the calls they are nested in and other
-//! requests to the pool; it never runs a handler and never writes to the
-//! socket, so nothing a handler does can stop it reading), one writer (the only thread that
+//! requests to the pool, and runs the notice handler, in frame order; it
+//! never runs a request's handler and never writes to the socket, so nothing
+//! a handler does can stop it reading), one writer (the only thread that
 //! writes, fed whole frames by a channel, so frames never interleave and no
 //! caller blocks on a full socket), and the handler pool (`pool.rs`). A
 //! pending call waits on its own channel with no lock held (L5), for its
@@ -16,6 +17,7 @@ use std::io::BufReader;
 use std::net::Shutdown;
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -114,7 +116,8 @@ pub struct LinkStats {
     /// Requests from the peer skipped because their caller's deadline had
     /// passed while they waited in the queue.
     pub expired_in_queue: u64,
-    /// Handler calls that panicked (the peer got `HandlerPanicked`).
+    /// Handler calls that panicked (the peer got `HandlerPanicked`), and
+    /// notice handler calls that panicked (nobody is told but the log).
     pub handler_panics: u64,
     /// Requests from the peer nested in a call of this side, handed to the
     /// thread waiting in that call instead of the pool.
@@ -166,6 +169,9 @@ struct Pending<R> {
     /// Nested requests sent to `slot` and not yet taken by the call.
     nested_waiting: u32,
 }
+
+/// The notice handler, type-erased.
+type NoticeHandler<In> = Box<dyn Fn(In) + Send + Sync>;
 
 /// A callback run once when the link closes.
 type OnClose = Box<dyn FnOnce(&CloseReason) + Send>;
@@ -456,6 +462,9 @@ impl<Out: Request> Caller<Out> {
         deadline: Duration,
     ) -> Result<Out::Response, LinkError> {
         let shared = &*self.shared;
+        if nested::is_reader_of(shared.link_id) {
+            return Err(LinkError::CalledFromReader);
+        }
         let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
         let timeout_micros = u64::try_from(deadline.as_micros()).unwrap_or(u64::MAX);
         let header = Header::Request {
@@ -522,6 +531,30 @@ impl<Out: Request> Caller<Out> {
             }
         }
         answer
+    }
+
+    /// Sends `notice` to the peer as a one-way message: no id, no reply, no
+    /// wait beyond handing the frame to the writer.
+    ///
+    /// The peer handles notices on its reader thread, in frame order with
+    /// everything else this side sends. So a notice sent before a call, or
+    /// before a handler returns its reply, from the same thread, has been
+    /// handled by the peer before that request reaches its handler or that
+    /// reply reaches its caller: a plugin host's log records reach the
+    /// server's log before the call they were written in returns, with no
+    /// round trip. Fails as a call does if the link is closed or the notice
+    /// does not fit a frame; a link started without a notice handler drops
+    /// it on arrival.
+    pub fn notify(&self, notice: Out) -> Result<(), LinkError> {
+        let shared = &*self.shared;
+        let bytes = shared.encode_out(&Header::Notice, &notice)?;
+        if let Some(reason) = shared.close_reason() {
+            return Err(LinkError::PeerGone(reason));
+        }
+        shared
+            .outgoing
+            .send(Outgoing::Frame(bytes))
+            .map_err(|_| self.gone())
     }
 
     /// The error for a call on a closed link.
@@ -629,10 +662,54 @@ impl<Out: Request, In: Request> Link<Out, In> {
     /// for one of this side's calls runs instead on the thread waiting in
     /// that call (see [`Caller::call_with_deadline`]). A panic in it is
     /// caught and answered as [`RemoteFailure::HandlerPanicked`].
+    ///
+    /// Notices from the peer ([`Caller::notify`]) are dropped, with a debug
+    /// log; [`Link::start_with_notices`] handles them.
     pub fn start<H>(stream: UnixStream, config: LinkConfig, handler: H) -> Result<Self, LinkError>
     where
         H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
     {
+        Self::start_inner(stream, config, Box::new(handler), None)
+    }
+
+    /// [`Link::start`], also handling the peer's notices with
+    /// `notice_handler`, on the reader thread, one at a time in the order
+    /// they came, in order with the replies and requests around them.
+    ///
+    /// That order is the point (the server logs a plugin host's log records
+    /// before the call they were written in returns), and its price: while
+    /// the notice handler runs, the link reads nothing, so no reply reaches
+    /// its call and no request its handler. It must not block: no waiting
+    /// on locks others hold long, on I/O or on channels; hand slow work to
+    /// another thread. A call on this link from it fails at once with
+    /// [`LinkError::CalledFromReader`] (its reply could never be read);
+    /// [`Caller::notify`] is fine. A panic in it is caught, logged and
+    /// counted in [`LinkStats::handler_panics`], and the link goes on.
+    pub fn start_with_notices<H, N>(
+        stream: UnixStream,
+        config: LinkConfig,
+        handler: H,
+        notice_handler: N,
+    ) -> Result<Self, LinkError>
+    where
+        H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
+        N: Fn(In) + Send + Sync + 'static,
+    {
+        Self::start_inner(
+            stream,
+            config,
+            Box::new(handler),
+            Some(Box::new(notice_handler)),
+        )
+    }
+
+    /// The work of both starts.
+    fn start_inner(
+        stream: UnixStream,
+        config: LinkConfig,
+        handler: crate::pool::Handler<Out, In>,
+        notices: Option<NoticeHandler<In>>,
+    ) -> Result<Self, LinkError> {
         let clone_socket = || {
             stream
                 .try_clone()
@@ -640,7 +717,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
         };
         let reader_stream = clone_socket()?;
         let writer_stream = clone_socket()?;
-        let pool = Arc::new(Pool::new(&config, Box::new(handler)));
+        let pool = Arc::new(Pool::new(&config, handler));
         let (outgoing, writer_queue) = mpsc::channel();
         let weak_pool: Weak<Pool<Out, In>> = Arc::downgrade(&pool);
         let shared = Arc::new(Shared {
@@ -679,7 +756,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
             .push(writer.map_err(|err| start_error("writer", err))?);
         let reader = thread::Builder::new()
             .name(format!("{}-read", config.name))
-            .spawn(move || read_loop(&shared, &pool, reader_stream));
+            .spawn(move || read_loop(&shared, &pool, notices.as_ref(), reader_stream));
         // On error `link` drops here, which closes and joins the writer.
         link.threads
             .push(reader.map_err(|err| start_error("reader", err))?);
@@ -776,15 +853,17 @@ const READ_BUFFER: usize = 64 << 10;
 fn read_loop<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
+    notices: Option<&NoticeHandler<In>>,
     stream: UnixStream,
 ) {
+    nested::mark_reader(shared.link_id);
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
     let mut frame = Vec::new();
     let reason = loop {
         if let Err(reason) = frame::read_frame(&mut reader, shared.max_frame_bytes, &mut frame) {
             break reason;
         }
-        if let Err(reason) = dispatch(shared, pool, &frame) {
+        if let Err(reason) = dispatch(shared, pool, notices, &frame) {
             break reason;
         }
     };
@@ -795,6 +874,7 @@ fn read_loop<Out: Request, In: Request>(
 fn dispatch<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
+    notices: Option<&NoticeHandler<In>>,
     frame: &[u8],
 ) -> Result<(), CloseReason> {
     let (header, body) = frame::split_header(frame)?;
@@ -840,6 +920,27 @@ fn dispatch<Out: Request, In: Request>(
         Header::Failed { id } => {
             let failure: RemoteFailure = frame::decode_body(body, "failure body")?;
             shared.deliver(id, Err(LinkError::Remote(failure)))
+        }
+        Header::Notice => {
+            // Decoded even with no handler: a notice that does not decode is
+            // a broken peer either way.
+            let notice: In = frame::decode_body(body, "notice body")?;
+            match notices {
+                Some(handler) => {
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler(notice))) {
+                        let message = crate::pool::panic_message(panic.as_ref());
+                        tracing::warn!(link = %shared.name, %message, "link notice handler panicked");
+                        shared
+                            .counters
+                            .handler_panics
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    tracing::debug!(link = %shared.name, "a notice on a link without a notice handler, dropped");
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -16,8 +16,12 @@
 //!   to the thread waiting in it, through that call's answer channel, as an
 //!   [`Arrival::Nested`]; the waiting thread runs it inline, answers it, and
 //!   goes back to waiting.
+//!
+//! The reader also marks its own thread, so a call on a link from that
+//! link's reader (a notice handler) fails at once instead of waiting for a
+//! reply that only the blocked reader could read.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +41,9 @@ thread_local! {
     /// The peer requests this thread is running a handler for, innermost
     /// last, as (link identity, the peer's request id).
     static HANDLING: RefCell<Vec<(u64, u64)>> = const { RefCell::new(Vec::new()) };
+
+    /// The link whose reader this thread is, if it is one.
+    static READER_OF: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Marks the current thread as running this side's handler for the peer's
@@ -81,6 +88,18 @@ pub(crate) fn nested_in(link: u64) -> Option<u64> {
         })
         .ok()
         .flatten()
+}
+
+/// Marks the current thread as link `link`'s reader, for its whole life.
+pub(crate) fn mark_reader(link: u64) {
+    READER_OF.with(|reader| reader.set(Some(link)));
+}
+
+/// Whether the current thread is link `link`'s reader.
+pub(crate) fn is_reader_of(link: u64) -> bool {
+    READER_OF
+        .try_with(|reader| reader.get() == Some(link))
+        .unwrap_or(false)
 }
 
 /// What the reader hands a waiting call, in the order it read it.

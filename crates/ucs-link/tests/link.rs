@@ -1,6 +1,6 @@
 //! The link between two ends in one process: pairing of overlapping calls,
-//! re-entrancy, nested call routing, deadlines, peer death, bad frames,
-//! bounds and shutdown (issue 18; SPEC L5, I1, I2, I3, I6).
+//! re-entrancy, nested call routing, notices, deadlines, peer death, bad
+//! frames, bounds and shutdown (issue 18; SPEC L5, I1, I2, I3, I6).
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -946,6 +946,115 @@ fn calls_on_another_link_from_a_handler_are_not_nested() {
         assert_eq!(host.stats().nested_inline, 1);
         let echo = served(&log).pop().expect("the host served the echo");
         assert_eq!(echo.thread, chain_thread);
+    });
+}
+
+/// Notices are handled on the reader in frame order, so every notice sent
+/// before a reply (b's handler sends 1000, then answers) or before a
+/// request (a sends 1000, then calls) has been handled when the call
+/// returns, with nothing to wait for.
+#[test]
+fn notices_are_handled_in_order_before_the_reply_or_request_behind_them() {
+    watchdog(WATCHDOG, || {
+        let noted = |seen: &Arc<Mutex<Vec<(u64, String)>>>| {
+            let seen = Arc::clone(seen);
+            move |notice: Msg| {
+                let Msg::Note(seq) = notice else {
+                    panic!("not a note: {notice:?}");
+                };
+                let on = thread::current().name().unwrap_or_default().to_owned();
+                seen.lock().expect("seen").push((seq, on));
+            }
+        };
+        let seen_a = Arc::new(Mutex::new(Vec::new()));
+        let seen_b = Arc::new(Mutex::new(Vec::new()));
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a =
+            Link::start_with_notices(a_end, config("nca"), serve("a"), noted(&seen_a)).expect("a");
+        let _b =
+            Link::start_with_notices(b_end, config("ncb"), serve("b"), noted(&seen_b)).expect("b");
+        let expected: Vec<u64> = (0..1000).collect();
+        // b's handler notifies, then replies.
+        assert_eq!(
+            a.call(Msg::Notify { count: 1000 }).expect("call"),
+            Reply::Notified(1000)
+        );
+        let seen: Vec<_> = seen_a.lock().expect("seen").clone();
+        assert_eq!(
+            seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            expected
+        );
+        assert!(
+            seen.iter().all(|(_, on)| on == "nca-read"),
+            "not on the reader"
+        );
+        // a notifies, then calls.
+        for seq in 0..1000 {
+            a.caller().notify(Msg::Note(seq)).expect("notice sent");
+        }
+        assert_eq!(a.call(Msg::Note(1000)).expect("call"), Reply::Noted(1000));
+        let seen: Vec<_> = seen_b.lock().expect("seen").clone();
+        assert_eq!(
+            seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            expected
+        );
+    });
+}
+
+/// Without a notice handler notices are dropped and the link works on; a
+/// panicking notice handler is counted and survived; a call from the
+/// notice handler on its own link fails at once instead of stalling the
+/// reader; a notice on a closed link fails like a call.
+#[test]
+fn notices_without_a_handler_are_dropped_and_a_bad_notice_handler_is_survived() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair("nd");
+        a.caller().notify(Msg::Note(1)).expect("sent");
+        assert_eq!(a.call(Msg::Note(2)).expect("still works"), Reply::Noted(2));
+        drop(b);
+        assert!(a.wait_closed(PROMPTLY).is_some());
+        assert!(matches!(
+            a.caller().notify(Msg::Note(3)),
+            Err(LinkError::PeerGone(CloseReason::PeerClosed))
+        ));
+
+        let own_caller: Arc<OnceLock<Caller<Msg>>> = Arc::default();
+        let (result_tx, results) = mpsc::channel();
+        let result_tx = Mutex::new(result_tx);
+        let notice_handler = {
+            let own_caller = Arc::clone(&own_caller);
+            move |notice: Msg| match notice {
+                Msg::Panic => panic!("notice boom"),
+                other => {
+                    let caller = own_caller.get().expect("set before any notice");
+                    let started = Instant::now();
+                    let result = caller.call(other);
+                    let _ = result_tx
+                        .lock()
+                        .expect("lock")
+                        .send((result, started.elapsed()));
+                }
+            }
+        };
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a =
+            Link::start_with_notices(a_end, config("nha"), serve("a"), notice_handler).expect("a");
+        let _ = own_caller.set(a.caller());
+        let b = Link::start(b_end, config("nhb"), serve("b")).expect("b");
+        b.caller().notify(Msg::Panic).expect("sent");
+        b.caller().notify(Msg::Note(4)).expect("sent");
+        let (result, took) = results.recv_timeout(PROMPTLY).expect("the notice ran");
+        assert!(
+            matches!(result, Err(LinkError::CalledFromReader)),
+            "{result:?}"
+        );
+        assert!(took < Duration::from_millis(100), "took {took:?}");
+        assert_eq!(a.stats().handler_panics, 1);
+        assert_eq!(
+            b.call(Msg::Note(5)).expect("a still reads"),
+            Reply::Noted(5)
+        );
+        assert!(a.close_reason().is_none());
     });
 }
 

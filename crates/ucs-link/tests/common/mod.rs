@@ -32,7 +32,10 @@ pub enum Msg {
     /// The handler calls the other side with the inner message and answers
     /// `Relayed` with its reply, or `RelayFailed` with the error.
     Relay(Box<Msg>),
-    /// Answered `Noted` with the same number.
+    /// The handler sends `count` notices `Note(0)`, `Note(1)`, ... to the
+    /// other side, then answers `Notified`.
+    Notify { count: u64 },
+    /// A notice (as a request it is answered `Noted`).
     Note(u64),
 }
 
@@ -47,6 +50,7 @@ pub enum Reply {
     Big(Vec<u8>),
     Relayed(Box<Reply>),
     RelayFailed(String),
+    Notified(u64),
     Noted(u64),
 }
 
@@ -89,6 +93,12 @@ pub fn serve(side: &'static str) -> impl Fn(Msg, &Caller<Msg>) -> Reply + Send +
             Ok(reply) => Reply::Relayed(Box::new(reply)),
             Err(err) => Reply::RelayFailed(err.to_string()),
         },
+        Msg::Notify { count } => {
+            for seq in 0..count {
+                caller.notify(Msg::Note(seq)).expect("notice sent");
+            }
+            Reply::Notified(count)
+        }
         Msg::Note(seq) => Reply::Noted(seq),
     }
 }
