@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Msg, eventually, serve, watchdog};
-use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, getpgid};
 use ucs_link::supervise::{ChildLimits, CommandExt, ExitCause, LINK_FD_ENV, MemoryLimit};
@@ -30,6 +30,9 @@ const PROMPTLY: Duration = Duration::from_secs(2);
 
 /// The deadline of the calls left pending in a child.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Set in a copy of this test binary run by [`rerun_alone`].
+const RERUN_ENV: &str = "UCS_LINK_TEST_RERUN";
 
 fn unlimited() -> ChildLimits {
     ChildLimits {
@@ -290,4 +293,85 @@ fn the_child_writes_to_the_link_fd_it_is_given() {
         assert_eq!(received, b"linked");
         assert!(child.wait().expect("waits").success());
     });
+}
+
+/// Runs the test `name` again, alone, in a fresh process of this test
+/// binary with [`RERUN_ENV`] set, for a test that changes process-wide
+/// state (fds, limits) the other tests must not see. Checks that it ran
+/// and passed.
+fn rerun_alone(name: &str) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(RERUN_ENV, name)
+        .output()
+        .expect("runs the test binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name} failed alone:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{name}: done")),
+        "{name} did not run:\n{stderr}"
+    );
+}
+
+/// Whether this process is the rerun of `name`.
+fn is_rerun_of(name: &str) -> bool {
+    std::env::var(RERUN_ENV).is_ok_and(|rerun| rerun == name)
+}
+
+/// A server whose stdin and stdout were closed after it started (a Python
+/// plugin's `sys.stdin.close()` closes fd 0) still gives a child a usable
+/// link: `socketpair` hands out fds 0 and 1 then, and the child's end on 1
+/// would be overwritten by the child's own stdout.
+#[test]
+fn a_parent_with_closed_stdio_still_links_its_child() {
+    const NAME: &str = "a_parent_with_closed_stdio_still_links_its_child";
+    if !is_rerun_of(NAME) {
+        return rerun_alone(NAME);
+    }
+    for fd in [0, 1] {
+        // SAFETY: this process is the rerun of this one test; nothing else
+        // uses its stdin or stdout, and `std` treats writes to a closed
+        // stdout as discarded.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+    let mut command = sh(&format!(
+        "[ \"${LINK_FD_ENV}\" -gt 2 ] && [ -S /proc/self/fd/${LINK_FD_ENV} ]"
+    ));
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    let mut linked = command.spawn_linked(&unlimited()).expect("spawns");
+    let status = linked.child.wait().expect("waits");
+    assert!(status.success(), "the child found no link: {status}");
+    eprintln!("{NAME}: done");
+}
+
+/// I5: the child's limit is never above this process's own hard limit:
+/// without privilege raising it would fail the spawn (EPERM), with it it
+/// would undo the limit an administrator put on the server.
+#[test]
+fn the_memory_limit_is_capped_at_the_parents_hard_limit() {
+    const NAME: &str = "the_memory_limit_is_capped_at_the_parents_hard_limit";
+    if !is_rerun_of(NAME) {
+        return rerun_alone(NAME);
+    }
+    const OWN: u64 = 2 << 30;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_AS).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_AS, soft.min(OWN), hard.min(OWN)).expect("lowers its own limit");
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg("import resource; print(*resource.getrlimit(resource.RLIMIT_AS))")
+        .stdout(Stdio::piped());
+    let linked = command
+        .spawn_linked(&ChildLimits {
+            memory: MemoryLimit::AddressSpace { bytes: 3 << 30 },
+        })
+        .expect("spawns");
+    let output = linked.child.wait_with_output().expect("waits");
+    assert!(output.status.success(), "{}", output.status);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("{OWN} {OWN}")
+    );
+    eprintln!("{NAME}: done");
 }
