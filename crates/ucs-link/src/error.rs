@@ -66,6 +66,14 @@ pub enum LinkError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The call was made on the link's own reader thread (from a notice
+    /// handler): its reply could only be read by the thread that would be
+    /// waiting for it, so it fails at once instead of stalling the link
+    /// until its deadline. Nothing was sent.
+    #[error(
+        "a call from the link's own reader thread (a notice handler) could never get its reply"
+    )]
+    CalledFromReader,
     /// This process was not started as a linked child, or its inherited link
     /// fd is unusable.
     #[error("no inherited link: {0}")]
@@ -152,4 +160,10 @@ pub enum RemoteFailure {
     /// The handler's reply could not be encoded.
     #[error("the peer's reply could not be encoded: {0}")]
     ReplyNotEncodable(String),
+    /// The request was a callback into one of the peer's calls (a nested
+    /// call) and that call gave up (its deadline passed) before the request
+    /// could run on its thread. Refused at once, so the caller does not wait
+    /// for its own deadline for an answer nobody will use.
+    #[error("the peer's call this request was nested in has stopped waiting")]
+    CallerGone,
 }

@@ -1,8 +1,8 @@
 //! The wire format of a link, the only place that knows it.
 //!
 //! A frame is a `u32` little-endian length, then that many bytes: a postcard
-//! [`Header`], then the postcard body the header announces (a request, a
-//! reply, or a [`RemoteFailure`](crate::RemoteFailure)). The header is
+//! [`Header`], then the postcard body the header announces (a request or a
+//! notice, a reply, or a [`RemoteFailure`](crate::RemoteFailure)). The header is
 //! decoded on its own first, so a body that does not decode is reported with
 //! the frame it came in. Both ends are the same build of the same binary, so
 //! the format needs no version field; a peer that is not gets a `BadFrame`
@@ -37,6 +37,10 @@ pub(crate) enum Header {
         id: u64,
         /// The caller's deadline, in microseconds from sending.
         timeout_micros: u64,
+        /// The receiver's id of the request whose handler made this call,
+        /// if the call was made from inside one: the receiver then runs it
+        /// on the thread waiting in that call, as in-process (I1).
+        nested_in: Option<u64>,
     },
     /// The reply to the request `id` the receiver sent; the body is the reply.
     Reply {
@@ -48,8 +52,8 @@ pub(crate) enum Header {
         /// The request this answers.
         id: u64,
     },
-    /// A one-way message (a request type's value) with no reply, handled
-    /// on the receiver's reader in frame order.
+    /// A one-way message, handled on the receiver's reader in frame order
+    /// and never answered; the body is a request.
     Notice,
 }
 
@@ -180,17 +184,51 @@ mod tests {
 
     #[test]
     fn a_frame_reads_back_as_it_was_encoded() {
-        let header = Header::Request {
-            id: 7,
-            timeout_micros: 1_000,
+        for header in [
+            Header::Request {
+                id: 7,
+                timeout_micros: 1_000,
+                nested_in: None,
+            },
+            Header::Request {
+                id: 8,
+                timeout_micros: 1_000,
+                nested_in: Some(3),
+            },
+            Header::Notice,
+        ] {
+            let bytes = encode(&header, &("hello", 42u32), 1024).expect("encodes");
+            let mut frame = Vec::new();
+            read_frame(&mut &bytes[..], 1024, &mut frame).expect("reads");
+            let (read_header, body) = split_header(&frame).expect("header");
+            assert_eq!(read_header, header);
+            let body: (String, u32) = decode_body(body, "body").expect("body");
+            assert_eq!(body, ("hello".to_owned(), 42));
+        }
+    }
+
+    /// The variants' order is the wire format: tests and tools that write
+    /// frames by hand rely on it.
+    #[test]
+    fn header_variants_keep_their_wire_numbers() {
+        let request = Header::Request {
+            id: 1,
+            timeout_micros: 2,
+            nested_in: Some(3),
         };
-        let bytes = encode(&header, &("hello", 42u32), 1024).expect("encodes");
-        let mut frame = Vec::new();
-        read_frame(&mut &bytes[..], 1024, &mut frame).expect("reads");
-        let (read_header, body) = split_header(&frame).expect("header");
-        assert_eq!(read_header, header);
-        let body: (String, u32) = decode_body(body, "body").expect("body");
-        assert_eq!(body, ("hello".to_owned(), 42));
+        assert_eq!(
+            postcard::to_stdvec(&request).expect("encodes"),
+            [0, 1, 2, 1, 3]
+        );
+        assert_eq!(
+            postcard::to_stdvec(&Header::Reply { id: 1 }).expect("encodes"),
+            [1, 1]
+        );
+        assert_eq!(
+            postcard::to_stdvec(&Header::Failed { id: 1 }).expect("encodes"),
+            [2, 1]
+        );
+        assert_eq!(postcard::to_stdvec(&Header::Notice).expect("encodes"), [3]);
     }
 
     #[test]

@@ -13,15 +13,36 @@
 //! # The link
 //! Each side of a [`Link<Out, In>`] sends `Out` requests with
 //! [`Caller::call_with_deadline`] and serves the peer's `In` requests with
-//! a handler. Frames are length-prefixed and carry a request id, so any
-//! number of calls overlap both ways. The rules it keeps:
+//! a handler; it also sends one-way `Out` notices with [`Caller::notify`]
+//! and, started with [`Link::start_with_notices`], handles the peer's.
+//! Frames are length-prefixed and carry a request id, so any number of
+//! calls overlap both ways. The rules it keeps:
 //! - no lock is held while waiting on the socket or on a reply (L5): a call
-//!   waits on a one-shot channel of its own, and the reader thread hands it
-//!   its reply by id;
+//!   waits on a channel of its own, and the reader thread hands it its
+//!   reply by id;
 //! - handlers run on a capped pool of the link's threads (I6), never on the
 //!   reader, so a handler may call the peer and wait, and the peer's handler
-//!   may call back, as deep as the caps allow;
-//! - every call has a deadline; a reply after it is dropped;
+//!   may call back;
+//! - a callback runs where it would in-process (I1): a call made while a
+//!   thread runs this side's handler for the peer's request X is marked
+//!   nested in X (a thread-local stack of (link, request) entries; only
+//!   entries of the same link count), and the peer runs it on its thread
+//!   waiting in X, inline, not on its pool. A re-entrant chain of any depth
+//!   thus runs on the two threads it started on, keeps thread identity for
+//!   thread ids, `threading.RLock` and `threading.local`, and takes no pool
+//!   thread beyond the first (nested jobs do not count against
+//!   `max_handlers`). A nested request still waiting when its call gives up
+//!   is refused with [`RemoteFailure::CallerGone`] at once; one arriving
+//!   after goes to the pool;
+//! - notices are handled on the reader, one at a time, in frame order with
+//!   the replies and requests around them: a notice sent before a reply is
+//!   handled before that reply reaches its call (a plugin host's log records
+//!   are logged before the call they were written in returns). A notice
+//!   handler must not block, as the link reads nothing while it runs; a call
+//!   from it on its own link fails at once with
+//!   [`LinkError::CalledFromReader`];
+//! - every call has a deadline, which covers the nested requests it runs
+//!   while it waits; a reply after it is dropped;
 //! - when the peer dies (end of stream, reset, a garbage or oversized frame)
 //!   every pending call fails at once with [`LinkError::PeerGone`] and its
 //!   [`CloseReason`], later calls fail at once, the pool stops, and
@@ -36,7 +57,9 @@
 //!
 //! # Layout
 //! - `link`: [`Link`], [`Caller`], [`LinkConfig`], the [`Request`] trait,
-//!   the reader and writer threads, closing.
+//!   the reader and writer threads, the waiting call, closing.
+//! - `nested`: nested call routing: the thread-local stack of requests
+//!   being handled, link identities, and the jobs a waiting call runs.
 //! - `pool`: the handler threads, their cap and the bounded queue.
 //! - `frame`: the wire format (length prefix, header, body) and the one
 //!   `send` that writes.
@@ -49,6 +72,7 @@
 mod error;
 mod frame;
 mod link;
+mod nested;
 mod pool;
 pub mod supervise;
 

@@ -1,21 +1,25 @@
-//! The link itself: calls out, replies in, requests in to the pool, and
-//! closing.
+//! The link itself: calls out, replies in, requests in to the pool or to the
+//! call they are nested in, notices in to the notice handler, and closing.
 //!
 //! Threads: one reader (decodes frames, hands replies to the waiting calls
-//! by id and requests to the pool; it never runs a handler and never writes
-//! to the socket, so nothing a handler or the peer does can stop it reading),
-//! one writer (the only thread that writes, fed whole frames by a channel, so
-//! frames never interleave and no caller blocks on a full socket), and the
-//! handler pool (`pool.rs`). A pending call waits on its own one-shot channel
-//! with no lock held (L5).
+//! by id, nested requests to the calls they are nested in and other
+//! requests to the pool, and runs the notice handler, in frame order; it
+//! never runs a request's handler and never writes to the socket, so nothing
+//! a handler does can stop it reading), one writer (the only thread that
+//! writes, fed whole frames by a channel, so frames never interleave and no
+//! caller blocks on a full socket), and the handler pool (`pool.rs`). A
+//! pending call waits on its own channel with no lock held (L5), for its
+//! answer or for the peer's callbacks into it, which it runs itself
+//! (`nested.rs`).
 
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::Shutdown;
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{CloseReason, LinkError, RemoteFailure};
 use crate::frame::{self, EncodeError, Header};
+use crate::nested::{self, Arrival};
 use crate::pool::{Job, Pool};
 
 /// A message one side sends the other to have it run, and the type of its
@@ -55,9 +60,15 @@ pub struct LinkConfig {
     /// The deadline of [`Caller::call`]; [`Caller::call_with_deadline`]
     /// overrides it per call.
     pub call_deadline: Duration,
-    /// The most threads that run this side's handler at once (I6: a plugin
-    /// never holds more than its share of the server's threads). Each level
-    /// of a re-entrant call chain holds one on its side.
+    /// The most pool threads that run this side's handler at once (I6: a
+    /// plugin never holds more than its share of the server's threads).
+    ///
+    /// A nested request (the peer calling back into a call this side is
+    /// waiting in, from the handler serving it) does not count against it:
+    /// it runs on the thread waiting in that call, which is blocked anyway.
+    /// So a re-entrant chain of any depth holds one pool thread, on the side
+    /// it first crossed to: every level that comes back runs on the thread
+    /// that started the chain, every deeper level on that one pool thread.
     pub max_handlers: NonZeroU32,
     /// How many requests may wait for a handler thread once all are busy;
     /// past that a request is refused at once with
@@ -105,8 +116,15 @@ pub struct LinkStats {
     /// Requests from the peer skipped because their caller's deadline had
     /// passed while they waited in the queue.
     pub expired_in_queue: u64,
-    /// Handler calls that panicked (the peer got `HandlerPanicked`).
+    /// Handler calls that panicked (the peer got `HandlerPanicked`), and
+    /// notice handler calls that panicked (nobody is told but the log).
     pub handler_panics: u64,
+    /// Requests from the peer nested in a call of this side, handed to the
+    /// thread waiting in that call instead of the pool.
+    pub nested_inline: u64,
+    /// Nested requests refused with [`RemoteFailure::CallerGone`]: the call
+    /// they were nested in gave up before they could run.
+    pub nested_refused: u64,
 }
 
 /// What closing the link found.
@@ -130,10 +148,30 @@ pub(crate) struct Counters {
     pub(crate) expired_in_queue: AtomicU64,
     /// See [`LinkStats::handler_panics`].
     pub(crate) handler_panics: AtomicU64,
+    /// See [`LinkStats::nested_inline`].
+    pub(crate) nested_inline: AtomicU64,
+    /// See [`LinkStats::nested_refused`].
+    pub(crate) nested_refused: AtomicU64,
 }
 
-/// One call's answer slot: a one-shot channel the reader fills.
-type ReplySlot<R> = SyncSender<Result<R, LinkError>>;
+/// The most nested requests that may wait in one call's channel while its
+/// thread is busy. A well-behaved peer has at most one: only the thread
+/// running the handler of that call sends nested requests, and it waits in
+/// each. More means a broken peer flooding one call; those go to the pool
+/// instead, whose bounds refuse them.
+const MAX_NESTED_WAITING: u32 = 8;
+
+/// A call waiting for its answer.
+struct Pending<R> {
+    /// Where the reader puts the answer and the nested requests, in the
+    /// order it reads them.
+    slot: Sender<Arrival<R>>,
+    /// Nested requests sent to `slot` and not yet taken by the call.
+    nested_waiting: u32,
+}
+
+/// The notice handler, type-erased.
+type NoticeHandler<In> = Box<dyn Fn(In) + Send + Sync>;
 
 /// A callback run once when the link closes.
 type OnClose = Box<dyn FnOnce(&CloseReason) + Send>;
@@ -143,7 +181,7 @@ enum CallState<R> {
     /// Calls can be made.
     Open {
         /// The calls waiting for a reply, by id.
-        pending: HashMap<u64, ReplySlot<R>>,
+        pending: HashMap<u64, Pending<R>>,
         /// Run once, on close.
         on_close: Vec<OnClose>,
     },
@@ -162,6 +200,10 @@ pub(crate) enum Outgoing {
 /// The calling half of a link, shared by every [`Caller`], the reader, the
 /// writer and the handler threads.
 pub(crate) struct Shared<Out: Request> {
+    /// This link among all the process's links, for nested call routing:
+    /// a thread handling a request of this link marks its calls on this
+    /// link, and only these, as nested (`nested.rs`).
+    link_id: u64,
     /// See [`LinkConfig::name`].
     name: String,
     /// See [`LinkConfig::max_frame_bytes`].
@@ -218,9 +260,11 @@ impl<Out: Request> Shared<Out> {
         let _ = self.socket.shutdown(Shutdown::Both);
         let _ = self.outgoing.send(Outgoing::Stop);
         (self.stop_pool)();
-        for (_, slot) in pending {
-            // A full or dropped slot means the call has its answer or gave up.
-            let _ = slot.try_send(Err(LinkError::PeerGone(reason.clone())));
+        for (_, call) in pending {
+            // A dropped channel means the call gave up.
+            let _ = call
+                .slot
+                .send(Arrival::Answer(Err(LinkError::PeerGone(reason.clone()))));
         }
         for callback in on_close {
             callback(&reason);
@@ -239,13 +283,15 @@ impl<Out: Request> Shared<Out> {
     /// call that gave up is dropped and counted; a reply to an id never
     /// handed out closes the link.
     fn deliver(&self, id: u64, reply: Result<Out::Response, LinkError>) -> Result<(), CloseReason> {
-        let slot = match &mut *lock(&self.calls) {
+        let call = match &mut *lock(&self.calls) {
             CallState::Open { pending, .. } => pending.remove(&id),
             CallState::Closed(_) => return Ok(()),
         };
-        match slot {
-            Some(slot) => {
-                let _ = slot.try_send(reply);
+        match call {
+            Some(call) => {
+                // Fails only if the call gave up after `remove`; then the
+                // reply is late and goes nowhere.
+                let _ = call.slot.send(Arrival::Answer(reply));
                 Ok(())
             }
             None if id >= self.next_id.load(Ordering::SeqCst) => Err(CloseReason::Protocol(
@@ -263,6 +309,44 @@ impl<Out: Request> Shared<Out> {
         if let CallState::Open { pending, .. } = &mut *lock(&self.calls) {
             pending.remove(&id);
         }
+    }
+
+    /// The channel of the pending call `id`, for a request nested in it;
+    /// `None` if it is not pending (it gave up, or it was answered), or if
+    /// it already has [`MAX_NESTED_WAITING`] nested requests waiting.
+    /// Counts the request as waiting until [`Shared::took_nested`].
+    fn nested_slot(&self, id: u64) -> Option<Sender<Arrival<Out::Response>>> {
+        match &mut *lock(&self.calls) {
+            CallState::Open { pending, .. } => {
+                let call = pending.get_mut(&id)?;
+                if call.nested_waiting >= MAX_NESTED_WAITING {
+                    return None;
+                }
+                call.nested_waiting += 1;
+                Some(call.slot.clone())
+            }
+            CallState::Closed(_) => None,
+        }
+    }
+
+    /// The call `id` took one of its nested requests out of its channel.
+    fn took_nested(&self, id: u64) {
+        if let CallState::Open { pending, .. } = &mut *lock(&self.calls)
+            && let Some(call) = pending.get_mut(&id)
+        {
+            call.nested_waiting = call.nested_waiting.saturating_sub(1);
+        }
+    }
+
+    /// Encodes a request or a notice of this side, failing as a call does.
+    fn encode_out(&self, header: &Header, request: &Out) -> Result<Vec<u8>, LinkError> {
+        frame::encode(header, request, self.max_frame_bytes).map_err(|err| match err {
+            EncodeError::TooLarge { len } => LinkError::RequestTooLarge {
+                len,
+                max: self.max_frame_bytes,
+            },
+            EncodeError::Postcard(err) => LinkError::Encode(err),
+        })
     }
 
     /// Queues a frame for the writer. Fails only once the link is closed,
@@ -302,6 +386,11 @@ impl<Out: Request> Shared<Out> {
     /// The link's name.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This link's identity among the process's links (for `Handling`).
+    pub(crate) fn link_id(&self) -> u64 {
+        self.link_id
     }
 }
 
@@ -356,72 +445,116 @@ impl<Out: Request> Caller<Out> {
     /// returns [`LinkError::DeadlineExceeded`] and the reply, should it
     /// come, is dropped; the link stays open. If the link closes meanwhile
     /// it returns [`LinkError::PeerGone`] at once.
+    ///
+    /// While it waits, the peer's handler for this request may call back
+    /// into this side (a nested call): such a request runs here, on the
+    /// calling thread, as it would in-process (I1), and the wait goes on.
+    /// The deadline covers that time too, but a nested handler that is
+    /// running when it passes is not interrupted: the call returns once the
+    /// handler does. Nested requests still waiting when the call gives up
+    /// are refused with [`RemoteFailure::CallerGone`]. A call made from
+    /// inside this side's handler for a peer's request is itself marked as
+    /// nested in that request, and the peer runs it on its thread waiting
+    /// in that request.
     pub fn call_with_deadline(
         &self,
         request: Out,
         deadline: Duration,
     ) -> Result<Out::Response, LinkError> {
         let shared = &*self.shared;
+        if nested::is_reader_of(shared.link_id) {
+            return Err(LinkError::CalledFromReader);
+        }
         let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
         let timeout_micros = u64::try_from(deadline.as_micros()).unwrap_or(u64::MAX);
-        let bytes = frame::encode(
-            &Header::Request { id, timeout_micros },
-            &request,
-            shared.max_frame_bytes,
-        )
-        .map_err(|err| match err {
-            EncodeError::TooLarge { len } => LinkError::RequestTooLarge {
-                len,
-                max: shared.max_frame_bytes,
-            },
-            EncodeError::Postcard(err) => LinkError::Encode(err),
-        })?;
-        let (slot, answer) = mpsc::sync_channel(1);
+        let header = Header::Request {
+            id,
+            timeout_micros,
+            nested_in: nested::nested_in(shared.link_id),
+        };
+        let bytes = shared.encode_out(&header, &request)?;
+        let (slot, arrivals) = mpsc::channel();
         match &mut *lock(&shared.calls) {
             CallState::Closed(reason) => return Err(LinkError::PeerGone(reason.clone())),
             CallState::Open { pending, .. } => {
-                pending.insert(id, slot);
+                pending.insert(
+                    id,
+                    Pending {
+                        slot,
+                        nested_waiting: 0,
+                    },
+                );
             }
         }
+        let gives_up = Instant::now().checked_add(deadline);
         if shared.outgoing.send(Outgoing::Frame(bytes)).is_err() {
             shared.forget(id);
             return Err(self.gone());
         }
-        match answer.recv_timeout(deadline) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => {
-                shared.forget(id);
-                // The reply may have landed between the timeout and `forget`:
-                // the work is done, so hand it over rather than waste it.
-                answer
-                    .try_recv()
-                    .unwrap_or(Err(LinkError::DeadlineExceeded(deadline)))
+        loop {
+            let arrival = match gives_up {
+                // Checked before receiving, not left to `recv_timeout`: with
+                // a nested request already waiting, a zero timeout would
+                // still hand it over and run it past the deadline.
+                Some(gives_up) => match gives_up.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => arrivals.recv_timeout(left),
+                    _ => Err(RecvTimeoutError::Timeout),
+                },
+                None => arrivals.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match arrival {
+                Ok(Arrival::Answer(result)) => return result,
+                Ok(Arrival::Nested(job)) => {
+                    shared.took_nested(id);
+                    if shared.close_reason().is_some() {
+                        // Its reply could go nowhere; the answer behind it
+                        // is `PeerGone`. Dropping refuses it, to no one.
+                        drop(job);
+                    } else {
+                        job.run();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return Err(self.gone()),
             }
-            Err(RecvTimeoutError::Disconnected) => Err(self.gone()),
         }
+        shared.forget(id);
+        // What landed between the timeout and `forget`: a reply is handed
+        // over rather than wasted, the work is done; a nested request is
+        // refused (dropping it does) so its caller does not wait in vain.
+        // Anything the reader sends after this finds the channel gone, or
+        // is dropped with it, and is refused the same way.
+        let mut answer = Err(LinkError::DeadlineExceeded(deadline));
+        for arrival in arrivals.try_iter() {
+            if let Arrival::Answer(result) = arrival {
+                answer = result;
+            }
+        }
+        answer
     }
 
-    /// Sends `notice` one way: no reply, no waiting. The peer handles it on
-    /// its reader thread in frame order, so a notice sent before this side
-    /// answers a call is handled before the peer's caller gets the answer
-    /// (the plugin host's log records are notices, so a traceback is in the
-    /// server's log before the call it failed returns).
+    /// Sends `notice` to the peer as a one-way message: no id, no reply, no
+    /// wait beyond handing the frame to the writer.
+    ///
+    /// The peer handles notices on its reader thread, in frame order with
+    /// everything else this side sends. So a notice sent before a call, or
+    /// before a handler returns its reply, from the same thread, has been
+    /// handled by the peer before that request reaches its handler or that
+    /// reply reaches its caller: a plugin host's log records reach the
+    /// server's log before the call they were written in returns, with no
+    /// round trip. Fails as a call does if the link is closed or the notice
+    /// does not fit a frame; a link started without a notice handler drops
+    /// it on arrival.
     pub fn notify(&self, notice: Out) -> Result<(), LinkError> {
         let shared = &*self.shared;
-        let bytes = frame::encode(&Header::Notice, &notice, shared.max_frame_bytes).map_err(
-            |err| match err {
-                EncodeError::TooLarge { len } => LinkError::RequestTooLarge {
-                    len,
-                    max: shared.max_frame_bytes,
-                },
-                EncodeError::Postcard(err) => LinkError::Encode(err),
-            },
-        )?;
+        let bytes = shared.encode_out(&Header::Notice, &notice)?;
         if let Some(reason) = shared.close_reason() {
             return Err(LinkError::PeerGone(reason));
         }
-        shared.send_frame(bytes);
-        Ok(())
+        shared
+            .outgoing
+            .send(Outgoing::Frame(bytes))
+            .map_err(|_| self.gone())
     }
 
     /// The error for a call on a closed link.
@@ -479,6 +612,8 @@ impl<Out: Request> Caller<Out> {
             refused_busy: counters.refused_busy.load(Ordering::Relaxed),
             expired_in_queue: counters.expired_in_queue.load(Ordering::Relaxed),
             handler_panics: counters.handler_panics.load(Ordering::Relaxed),
+            nested_inline: counters.nested_inline.load(Ordering::Relaxed),
+            nested_refused: counters.nested_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -519,34 +654,62 @@ impl<Out: Request, In: Request> Link<Out, In> {
     /// a child inherited), serving the peer's requests with `handler`.
     ///
     /// The handler gets a [`Caller`] of this same link, so it can call the
-    /// peer back before it answers (re-entrantly, as deep as the two sides'
-    /// [`LinkConfig::max_handlers`] allow). It runs on the link's handler
-    /// threads, never on the reader, so a slow handler delays only itself.
-    /// A panic in it is caught and answered as
-    /// [`RemoteFailure::HandlerPanicked`].
+    /// peer back before it answers, re-entrantly and to any depth: the peer
+    /// runs such a callback on its thread waiting for this answer, taking
+    /// no thread of its [`LinkConfig::max_handlers`]. The handler runs on
+    /// the link's handler threads, never on the reader, so a slow handler
+    /// delays only itself; a request the peer makes from inside its handler
+    /// for one of this side's calls runs instead on the thread waiting in
+    /// that call (see [`Caller::call_with_deadline`]). A panic in it is
+    /// caught and answered as [`RemoteFailure::HandlerPanicked`].
+    ///
+    /// Notices from the peer ([`Caller::notify`]) are dropped, with a debug
+    /// log; [`Link::start_with_notices`] handles them.
     pub fn start<H>(stream: UnixStream, config: LinkConfig, handler: H) -> Result<Self, LinkError>
     where
         H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
     {
-        let name = config.name.clone();
-        Self::start_with_notices(stream, config, handler, move |_notice: In| {
-            tracing::debug!(link = %name, "dropped a notice: this side takes none");
-        })
+        Self::start_inner(stream, config, Box::new(handler), None)
     }
 
-    /// [`Link::start`], with `notice` handling the peer's
-    /// [`Caller::notify`] messages. It runs on the reader thread, in frame
-    /// order: it must not block, or it stalls the whole link.
+    /// [`Link::start`], also handling the peer's notices with
+    /// `notice_handler`, on the reader thread, one at a time in the order
+    /// they came, in order with the replies and requests around them.
+    ///
+    /// That order is the point (the server logs a plugin host's log records
+    /// before the call they were written in returns), and its price: while
+    /// the notice handler runs, the link reads nothing, so no reply reaches
+    /// its call and no request its handler. It must not block: no waiting
+    /// on locks others hold long, on I/O or on channels; hand slow work to
+    /// another thread. A call on this link from it fails at once with
+    /// [`LinkError::CalledFromReader`] (its reply could never be read);
+    /// [`Caller::notify`] is fine. A panic in it is caught, logged and
+    /// counted in [`LinkStats::handler_panics`], and the link goes on.
     pub fn start_with_notices<H, N>(
         stream: UnixStream,
         config: LinkConfig,
         handler: H,
-        notice: N,
+        notice_handler: N,
     ) -> Result<Self, LinkError>
     where
         H: Fn(In, &Caller<Out>) -> In::Response + Send + Sync + 'static,
-        N: Fn(In) + Send + 'static,
+        N: Fn(In) + Send + Sync + 'static,
     {
+        Self::start_inner(
+            stream,
+            config,
+            Box::new(handler),
+            Some(Box::new(notice_handler)),
+        )
+    }
+
+    /// The work of both starts.
+    fn start_inner(
+        stream: UnixStream,
+        config: LinkConfig,
+        handler: crate::pool::Handler<Out, In>,
+        notices: Option<NoticeHandler<In>>,
+    ) -> Result<Self, LinkError> {
         let clone_socket = || {
             stream
                 .try_clone()
@@ -554,10 +717,11 @@ impl<Out: Request, In: Request> Link<Out, In> {
         };
         let reader_stream = clone_socket()?;
         let writer_stream = clone_socket()?;
-        let pool = Arc::new(Pool::new(&config, Box::new(handler)));
+        let pool = Arc::new(Pool::new(&config, handler));
         let (outgoing, writer_queue) = mpsc::channel();
         let weak_pool: Weak<Pool<Out, In>> = Arc::downgrade(&pool);
         let shared = Arc::new(Shared {
+            link_id: nested::new_link_id(),
             name: config.name.clone(),
             max_frame_bytes: config.max_frame_bytes,
             call_deadline: config.call_deadline,
@@ -592,7 +756,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
             .push(writer.map_err(|err| start_error("writer", err))?);
         let reader = thread::Builder::new()
             .name(format!("{}-read", config.name))
-            .spawn(move || read_loop(&shared, &pool, reader_stream, &notice));
+            .spawn(move || read_loop(&shared, &pool, notices.as_ref(), reader_stream));
         // On error `link` drops here, which closes and joins the writer.
         link.threads
             .push(reader.map_err(|err| start_error("reader", err))?);
@@ -689,16 +853,17 @@ const READ_BUFFER: usize = 64 << 10;
 fn read_loop<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
+    notices: Option<&NoticeHandler<In>>,
     stream: UnixStream,
-    notice: &dyn Fn(In),
 ) {
+    nested::mark_reader(shared.link_id);
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
     let mut frame = Vec::new();
     let reason = loop {
         if let Err(reason) = frame::read_frame(&mut reader, shared.max_frame_bytes, &mut frame) {
             break reason;
         }
-        if let Err(reason) = dispatch(shared, pool, &frame, notice) {
+        if let Err(reason) = dispatch(shared, pool, notices, &frame) {
             break reason;
         }
     };
@@ -709,12 +874,16 @@ fn read_loop<Out: Request, In: Request>(
 fn dispatch<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
+    notices: Option<&NoticeHandler<In>>,
     frame: &[u8],
-    notice: &dyn Fn(In),
 ) -> Result<(), CloseReason> {
     let (header, body) = frame::split_header(frame)?;
     match header {
-        Header::Request { id, timeout_micros } => {
+        Header::Request {
+            id,
+            timeout_micros,
+            nested_in,
+        } => {
             let request: In = frame::decode_body(body, "request body")?;
             let expires = Instant::now().checked_add(Duration::from_micros(timeout_micros));
             let job = Job {
@@ -722,6 +891,20 @@ fn dispatch<Out: Request, In: Request>(
                 request,
                 expires,
             };
+            if let Some(slot) = nested_in.and_then(|outer| shared.nested_slot(outer)) {
+                shared
+                    .counters
+                    .nested_inline
+                    .fetch_add(1, Ordering::Relaxed);
+                // Fails only if the call has just given up and dropped its
+                // end; the job comes back in the error and drops here, which
+                // refuses it with `CallerGone`.
+                let _ = slot.send(Arrival::Nested(pool.nested_job(shared, job)));
+                return Ok(());
+            }
+            // Not nested, or nested in a call that is no longer waiting (it
+            // gave up, and the peer's handler calls on regardless): the pool
+            // runs it as any other request.
             if let Err(failure) = pool.submit(shared, job) {
                 if matches!(failure, RemoteFailure::Busy { .. }) {
                     shared.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
@@ -739,7 +922,24 @@ fn dispatch<Out: Request, In: Request>(
             shared.deliver(id, Err(LinkError::Remote(failure)))
         }
         Header::Notice => {
-            notice(frame::decode_body(body, "notice body")?);
+            // Decoded even with no handler: a notice that does not decode is
+            // a broken peer either way.
+            let notice: In = frame::decode_body(body, "notice body")?;
+            match notices {
+                Some(handler) => {
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler(notice))) {
+                        let message = crate::pool::panic_message(panic.as_ref());
+                        tracing::warn!(link = %shared.name, %message, "link notice handler panicked");
+                        shared
+                            .counters
+                            .handler_panics
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    tracing::debug!(link = %shared.name, "a notice on a link without a notice handler, dropped");
+                }
+            }
             Ok(())
         }
     }

@@ -7,6 +7,11 @@
 //! what lets a handler call the peer and wait for the answer (re-entrancy).
 //! The cap is I6's share of threads; the queue bound keeps a flood of
 //! requests from a broken peer from growing memory without end.
+//!
+//! A request nested in one of this side's calls does not come here: the
+//! reader wraps it with [`Pool::nested_job`] and hands it to the thread
+//! waiting in that call, which runs it with the same [`Pool::run`] as a
+//! worker (`nested.rs`).
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::RemoteFailure;
 use crate::link::{Caller, LinkConfig, Request, Shared, lock};
+use crate::nested::{Handling, NestedJob, Run};
 
 /// The handler, type-erased.
 pub(crate) type Handler<Out, In> =
@@ -30,6 +36,14 @@ pub(crate) struct Job<In> {
     pub(crate) request: In,
     /// When its caller stops waiting; `None` if never within `Instant`'s range.
     pub(crate) expires: Option<Instant>,
+}
+
+impl<In> Job<In> {
+    /// Whether its caller has stopped waiting.
+    fn expired(&self) -> bool {
+        self.expires
+            .is_some_and(|expires| Instant::now() >= expires)
+    }
 }
 
 /// Whether the pool takes work.
@@ -193,6 +207,71 @@ impl<Out: Request, In: Request> Pool<Out, In> {
         (joined, still_live as usize)
     }
 
+    /// Runs the handler for `job` on this thread and answers the peer:
+    /// the one way a request is run, on a worker or inline in a waiting
+    /// call. While the handler runs, calls it makes on this link are nested
+    /// in `job` ([`Handling`]). A panic is caught and answered
+    /// `HandlerPanicked`, so it never unwinds into a worker's loop or
+    /// through the call an inline job runs in.
+    pub(crate) fn run(&self, caller: &Caller<Out>, job: Job<In>) {
+        let shared = caller.shared();
+        if job.expired() {
+            // Its caller has stopped waiting: running it would only delay
+            // the requests behind it.
+            shared
+                .counters
+                .expired_in_queue
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let id = job.id;
+        let outcome = {
+            let _handling = Handling::enter(shared.link_id(), id);
+            catch_unwind(AssertUnwindSafe(|| (self.handler)(job.request, caller)))
+        };
+        match outcome {
+            Ok(reply) => shared.send_reply(id, &reply),
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::warn!(link = %shared.name(), %message, "link handler panicked");
+                shared
+                    .counters
+                    .handler_panics
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.send_failed(id, &RemoteFailure::HandlerPanicked(message));
+            }
+        }
+    }
+
+    /// Wraps `job`, a request nested in one of this side's calls, for the
+    /// thread waiting in that call: run, it goes through [`Pool::run`];
+    /// refused or dropped unrun, it answers `CallerGone`, unless its own
+    /// caller has given up on it as well.
+    pub(crate) fn nested_job(
+        self: &Arc<Self>,
+        shared: &Arc<Shared<Out>>,
+        job: Job<In>,
+    ) -> NestedJob {
+        let pool = Arc::clone(self);
+        let shared = Arc::clone(shared);
+        NestedJob::new(move |run| match run {
+            Run::Handle => pool.run(&Caller::from_shared(shared), job),
+            Run::Refuse if job.expired() => {
+                shared
+                    .counters
+                    .expired_in_queue
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Run::Refuse => {
+                shared
+                    .counters
+                    .nested_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.send_failed(job.id, &RemoteFailure::CallerGone);
+            }
+        })
+    }
+
     /// Takes the next job, or `None` once the pool is stopped.
     fn next_job(&self) -> Option<Job<In>> {
         let mut state = lock(&self.state);
@@ -219,34 +298,12 @@ impl<Out: Request, In: Request> Pool<Out, In> {
 fn work<Out: Request, In: Request>(pool: &Pool<Out, In>, shared: Arc<Shared<Out>>) {
     let caller = Caller::from_shared(shared);
     while let Some(job) = pool.next_job() {
-        let shared = caller.shared();
-        if job.expires.is_some_and(|expires| Instant::now() >= expires) {
-            // Its caller has stopped waiting: running it would only delay
-            // the requests behind it.
-            shared
-                .counters
-                .expired_in_queue
-                .fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let id = job.id;
-        match catch_unwind(AssertUnwindSafe(|| (pool.handler)(job.request, &caller))) {
-            Ok(reply) => shared.send_reply(id, &reply),
-            Err(panic) => {
-                let message = panic_message(panic.as_ref());
-                tracing::warn!(link = %shared.name(), %message, "link handler panicked");
-                shared
-                    .counters
-                    .handler_panics
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.send_failed(id, &RemoteFailure::HandlerPanicked(message));
-            }
-        }
+        pool.run(&caller, job);
     }
 }
 
 /// The text of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {

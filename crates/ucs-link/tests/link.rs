@@ -1,6 +1,6 @@
 //! The link between two ends in one process: pairing of overlapping calls,
-//! re-entrancy, deadlines, peer death, bad frames, bounds and shutdown
-//! (issue 18; SPEC L5, I2, I3, I6).
+//! re-entrancy, nested call routing, notices, deadlines, peer death, bad
+//! frames, bounds and shutdown (issue 18; SPEC L5, I1, I2, I3, I6).
 
 mod common;
 
@@ -8,12 +8,14 @@ use std::io::{Read, Write};
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Msg, Reply, eventually, serve, threads_named, watchdog};
-use ucs_link::{CloseReason, Link, LinkConfig, LinkError, RemoteFailure};
+use common::{
+    Gate, Log, Msg, Reply, Served, eventually, recording, serve, threads_named, watchdog,
+};
+use ucs_link::{Caller, CloseReason, Link, LinkConfig, LinkError, RemoteFailure};
 
 /// Every test finishes well within this, or fails.
 const WATCHDOG: Duration = Duration::from_secs(30);
@@ -109,33 +111,42 @@ fn a_reentrant_chain_six_deep_completes() {
     });
 }
 
-/// I6 with re-entrancy: a chain deeper than the handler caps is refused with
-/// a clear error at the first level that finds no thread, instead of
-/// deadlocking until the deadline.
+/// I6 with re-entrancy: a chain far deeper than the handler caps completes
+/// with one handler thread on each side and no queue, because every nested
+/// level runs on a thread already waiting in the chain. Without routing the
+/// second level on each side would find no thread and be refused Busy.
 #[test]
-fn a_chain_deeper_than_the_handler_caps_is_refused_not_deadlocked() {
+fn a_chain_deeper_than_the_handler_caps_completes_on_the_waiting_threads() {
     watchdog(WATCHDOG, || {
         let capped = |name: &str| LinkConfig {
-            max_handlers: NonZeroU32::new(2).expect("nonzero"),
+            max_handlers: NonZeroU32::new(1).expect("nonzero"),
             max_queued: 0,
             ..config(name)
         };
-        let (a, _b) = pair_with(capped("cpa"), capped("cpb"));
+        let (a, b) = pair_with(capped("cpa"), capped("cpb"));
         let started = Instant::now();
         let reply = a
             .call(Msg::Chain {
                 left: 10,
                 trail: Vec::new(),
             })
-            .expect("the first level answers");
+            .expect("the chain answers");
         assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
-        match reply {
-            Reply::ChainFailed(message) => assert!(
-                message.contains("the peer is busy: its 2 handler threads are running"),
-                "{message}"
-            ),
-            other => panic!("expected a refused chain, got {other:?}"),
+        let mut expected = Vec::new();
+        for _ in 0..11 {
+            let side = if expected.len() % 2 == 0 { "b" } else { "a" };
+            expected.push(side.to_owned());
         }
+        assert_eq!(reply, Reply::Chain(expected));
+        for link in [&a, &b] {
+            assert_eq!(link.stats().refused_busy, 0, "{:?}", link.stats());
+        }
+        // b's levels 1, 3, ... ran on its one pool thread; a's levels all ran
+        // on this thread, so a never started a handler thread.
+        assert_eq!(b.stats().nested_inline, 5);
+        assert_eq!(a.stats().nested_inline, 5);
+        assert_eq!(threads_named("cpb-handle").len(), 1);
+        assert_eq!(threads_named("cpa-handle"), Vec::<String>::new());
     });
 }
 
@@ -584,5 +595,500 @@ fn closing_this_side_fails_its_own_pending_calls() {
             pending.join().expect("thread"),
             Err(LinkError::PeerGone(CloseReason::ShutDown))
         ));
+    });
+}
+
+/// Two linked ends serving [`recording`] into one log.
+fn recorded_pair(prefix: &str) -> (TestLink, TestLink, Log) {
+    let log = Log::default();
+    let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+    let a = Link::start(a_end, config(&format!("{prefix}a")), recording("a", &log)).expect("a");
+    let b = Link::start(b_end, config(&format!("{prefix}b")), recording("b", &log)).expect("b");
+    (a, b, log)
+}
+
+/// What the log holds so far.
+fn served(log: &Log) -> Vec<Served> {
+    log.lock().expect("log").clone()
+}
+
+/// I1: a callback into a call runs on the thread waiting in that call, as it
+/// would in-process, through four levels: this thread calls b, b's handler
+/// (on b's pool thread) calls a, whose handler runs here and calls b, whose
+/// handler runs on that same pool thread and calls a, which runs here again.
+#[test]
+fn nested_calls_run_on_the_threads_that_wait_in_them() {
+    watchdog(WATCHDOG, || {
+        let (a, b, log) = recorded_pair("nt");
+        let me = thread::current().id();
+        let reply = a
+            .call(Msg::Chain {
+                left: 3,
+                trail: Vec::new(),
+            })
+            .expect("the chain completes");
+        assert_eq!(
+            reply,
+            Reply::Chain(["b", "a", "b", "a"].map(str::to_owned).to_vec())
+        );
+        let served = served(&log);
+        let sides: Vec<_> = served.iter().map(|run| run.side).collect();
+        assert_eq!(sides, ["b", "a", "b", "a"]);
+        let b_thread = served[0].thread;
+        assert_ne!(b_thread, me);
+        assert_eq!(served[0].thread_name.as_deref(), Some("ntb-handle"));
+        for run in &served {
+            let expected = if run.side == "a" { me } else { b_thread };
+            assert_eq!(run.thread, expected, "{run:?} ran on the wrong thread");
+        }
+        assert_eq!(a.stats().nested_inline, 2);
+        assert_eq!(b.stats().nested_inline, 1);
+        assert_eq!(threads_named("nta-handle"), Vec::<String>::new());
+        assert_eq!(threads_named("ntb-handle").len(), 1);
+    });
+}
+
+/// A call from a thread that is not handling anything is not nested, even
+/// while a chain is in flight and its thread is busy: it goes to the pool
+/// and is answered while the chain is still blocked, both ways.
+#[test]
+fn a_call_from_another_thread_during_a_chain_goes_to_the_pool() {
+    watchdog(WATCHDOG, || {
+        let log = Log::default();
+        let gate = Gate::default();
+        let (entered_tx, entered) = mpsc::channel();
+        let entered_tx = Mutex::new(entered_tx);
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a = {
+            let gate = gate.clone();
+            let inner = recording("a", &log);
+            Link::start(a_end, config("oca"), move |msg, caller| {
+                if matches!(msg, Msg::Sleep { .. }) {
+                    let _ = entered_tx
+                        .lock()
+                        .expect("lock")
+                        .send(thread::current().id());
+                    assert!(gate.wait(WATCHDOG), "the gate never opened");
+                }
+                inner(msg, caller)
+            })
+            .expect("a")
+        };
+        let b = Link::start(b_end, config("ocb"), recording("b", &log)).expect("b");
+        let chain_caller = a.caller();
+        let chain = thread::spawn(move || {
+            let me = thread::current().id();
+            (
+                me,
+                chain_caller.call(Msg::Relay(Box::new(Msg::Sleep { millis: 0 }))),
+            )
+        });
+        let held_on = entered.recv_timeout(PROMPTLY).expect("the chain reaches a");
+        for (link, serving_pool) in [(&b, "oca-handle"), (&a, "ocb-handle")] {
+            let started = Instant::now();
+            let reply = link
+                .call(Msg::Echo {
+                    thread: 9,
+                    seq: 9,
+                    micros: 0,
+                })
+                .expect("answered while the chain is held");
+            assert_eq!(reply, Reply::Echo { thread: 9, seq: 9 });
+            assert!(started.elapsed() < PROMPTLY, "took {:?}", started.elapsed());
+            let echo = served(&log)
+                .into_iter()
+                .rev()
+                .find(|run| matches!(run.msg, Msg::Echo { .. }))
+                .expect("the echo was served");
+            assert_eq!(echo.thread_name.as_deref(), Some(serving_pool));
+            assert_ne!(echo.thread, held_on);
+        }
+        gate.open();
+        let (chain_thread, reply) = chain.join().expect("chain thread");
+        assert_eq!(
+            chain_thread, held_on,
+            "the nested Sleep ran on the chain's thread"
+        );
+        assert_eq!(
+            reply.expect("the chain completes"),
+            Reply::Relayed(Box::new(Reply::Slept))
+        );
+        assert_eq!(a.stats().nested_inline, 1);
+        assert_eq!(b.stats().nested_inline, 0);
+    });
+}
+
+/// A nested request that arrives after the call it was nested in gave up
+/// is not lost: with no waiter left it goes to the pool and is answered at
+/// once, not at its own deadline.
+#[test]
+fn a_nested_request_after_its_caller_gave_up_is_run_by_the_pool() {
+    watchdog(WATCHDOG, || {
+        let log = Log::default();
+        let (report_tx, report) = mpsc::channel();
+        let report_tx = Mutex::new(report_tx);
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a = Link::start(a_end, config("lga"), recording("a", &log)).expect("a");
+        let _b = Link::start(b_end, config("lgb"), move |msg, caller: &Caller<Msg>| {
+            if let Msg::Sleep { millis } = msg {
+                thread::sleep(Duration::from_millis(millis));
+            }
+            let started = Instant::now();
+            let result = caller.call_with_deadline(
+                Msg::Echo {
+                    thread: 1,
+                    seq: 1,
+                    micros: 0,
+                },
+                Duration::from_secs(10),
+            );
+            let _ = report_tx
+                .lock()
+                .expect("lock")
+                .send((result, started.elapsed()));
+            Reply::Slept
+        })
+        .expect("b");
+        let err = a
+            .call_with_deadline(Msg::Sleep { millis: 300 }, Duration::from_millis(50))
+            .expect_err("gave up");
+        assert!(matches!(err, LinkError::DeadlineExceeded(_)), "{err:?}");
+        let (result, took) = report.recv_timeout(WATCHDOG).expect("b's handler reports");
+        assert_eq!(result.expect("answered"), Reply::Echo { thread: 1, seq: 1 });
+        assert!(took < PROMPTLY, "took {took:?}");
+        let echo = served(&log).pop().expect("a served the echo");
+        assert_eq!(echo.thread_name.as_deref(), Some("lga-handle"));
+        assert_eq!(a.stats().nested_inline, 0);
+    });
+}
+
+/// A nested request still waiting for its thread when the call it was
+/// nested in gives up is refused with CallerGone at once, not dropped to
+/// time out at the peer. Here: the chain's thread is held in a first nested
+/// handler past its call's deadline while the peer, having given up on that
+/// one, sends a second nested request, which waits behind it.
+#[test]
+fn a_nested_request_waiting_when_its_caller_gives_up_is_refused_caller_gone() {
+    watchdog(WATCHDOG, || {
+        let log = Log::default();
+        let gate = Gate::default();
+        let (entered_tx, entered) = mpsc::channel();
+        let entered_tx = Mutex::new(entered_tx);
+        let (report_tx, report) = mpsc::channel();
+        let report_tx = Mutex::new(report_tx);
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a = {
+            let gate = gate.clone();
+            let inner = recording("a", &log);
+            Link::start(a_end, config("cga"), move |msg, caller| {
+                if matches!(msg, Msg::Sleep { .. }) {
+                    let _ = entered_tx.lock().expect("lock").send(());
+                    assert!(gate.wait(WATCHDOG), "the gate never opened");
+                }
+                inner(msg, caller)
+            })
+            .expect("a")
+        };
+        let _b = Link::start(
+            b_end,
+            config("cgb"),
+            move |_msg: Msg, caller: &Caller<Msg>| {
+                let first =
+                    caller.call_with_deadline(Msg::Sleep { millis: 0 }, Duration::from_millis(50));
+                let second = caller.call_with_deadline(
+                    Msg::Echo {
+                        thread: 2,
+                        seq: 2,
+                        micros: 0,
+                    },
+                    Duration::from_secs(10),
+                );
+                let _ = report_tx
+                    .lock()
+                    .expect("lock")
+                    .send((first, second, Instant::now()));
+                Reply::Slept
+            },
+        )
+        .expect("b");
+        let deadline = Duration::from_millis(300);
+        let chain_caller = a.caller();
+        let (started_tx, started) = mpsc::channel();
+        let chain = thread::spawn(move || {
+            let _ = started_tx.send(Instant::now());
+            chain_caller.call_with_deadline(Msg::Panic, deadline)
+        });
+        let chain_started = started.recv_timeout(PROMPTLY).expect("the chain starts");
+        entered
+            .recv_timeout(PROMPTLY)
+            .expect("the first nested request runs");
+        assert!(
+            eventually(WATCHDOG, || a.stats().nested_inline == 2),
+            "the second nested request never reached the chain's thread: {:?}",
+            a.stats()
+        );
+        let past_deadline = chain_started + deadline + Duration::from_millis(50);
+        thread::sleep(past_deadline.saturating_duration_since(Instant::now()));
+        let opened = Instant::now();
+        gate.open();
+        let err = chain
+            .join()
+            .expect("chain thread")
+            .expect_err("past its deadline");
+        assert!(
+            matches!(err, LinkError::DeadlineExceeded(d) if d == deadline),
+            "{err:?}"
+        );
+        let (first, second, answered) = report.recv_timeout(WATCHDOG).expect("b reports");
+        assert!(
+            matches!(first, Err(LinkError::DeadlineExceeded(_))),
+            "{first:?}"
+        );
+        assert!(
+            matches!(second, Err(LinkError::Remote(RemoteFailure::CallerGone))),
+            "{second:?}"
+        );
+        let took = answered.saturating_duration_since(opened);
+        assert!(took < PROMPTLY, "the refusal took {took:?}");
+        assert_eq!(a.stats().nested_refused, 1);
+        // Refused, so the echo never ran.
+        assert!(
+            !served(&log)
+                .iter()
+                .any(|run| matches!(run.msg, Msg::Echo { .. }))
+        );
+    });
+}
+
+/// Reads one frame from a raw socket: the header's fields (variant, id,
+/// and for a request its timeout and `nested_in`) and the body's bytes.
+fn read_raw_request(raw: &mut UnixStream) -> (u64, Option<u64>, Msg) {
+    let mut prefix = [0u8; 4];
+    raw.read_exact(&mut prefix).expect("a frame");
+    let mut frame = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    raw.read_exact(&mut frame).expect("the frame's bytes");
+    // Header::Request is variant 0: id, timeout_micros, nested_in.
+    let ((variant, id, _timeout, nested_in), body): ((u32, u64, u64, Option<u64>), _) =
+        postcard::take_from_bytes(&frame).expect("a request header");
+    assert_eq!(variant, 0, "not a request");
+    let msg: Msg = postcard::from_bytes(body).expect("a request body");
+    (id, nested_in, msg)
+}
+
+/// Writes a reply frame to a raw socket.
+fn write_raw_reply(raw: &mut UnixStream, id: u64, reply: &Reply) {
+    // Header::Reply is variant 1.
+    let mut frame = postcard::to_stdvec(&(1u32, id)).expect("encodes");
+    frame.extend(postcard::to_stdvec(reply).expect("encodes"));
+    raw.write_all(&(frame.len() as u32).to_le_bytes())
+        .expect("writes");
+    raw.write_all(&frame).expect("writes");
+}
+
+/// The server has one link per host: a call on link 2 made while handling
+/// link 1's request is not nested (the request it would name belongs to
+/// link 1, and link 2's peer may well have a call of that same id waiting),
+/// while a call on link 1 from the same handler is.
+#[test]
+fn calls_on_another_link_from_a_handler_are_not_nested() {
+    watchdog(WATCHDOG, || {
+        let log = Log::default();
+        let (two_end, mut raw) = UnixStream::pair().expect("socket pair");
+        let two = Link::start(two_end, config("tw2"), serve("s")).expect("link 2");
+        let over_two = two.caller();
+        let (one_end, host_end) = UnixStream::pair().expect("socket pair");
+        let _one = Link::start(
+            one_end,
+            config("tw1"),
+            move |msg, over_one: &Caller<Msg>| {
+                let Msg::Relay(inner) = msg else {
+                    return Reply::RelayFailed("unexpected".to_owned());
+                };
+                let from_two = over_two.call((*inner).clone());
+                let from_one = over_one.call(*inner);
+                match (from_two, from_one) {
+                    (Ok(_), Ok(reply)) => Reply::Relayed(Box::new(reply)),
+                    (two, one) => Reply::RelayFailed(format!("{two:?} {one:?}")),
+                }
+            },
+        )
+        .expect("link 1");
+        let host = Link::start(host_end, config("twh"), recording("h", &log)).expect("host");
+        let host_caller = host.caller();
+        let chain = thread::spawn(move || {
+            let reply = host_caller.call(Msg::Relay(Box::new(Msg::Echo {
+                thread: 3,
+                seq: 3,
+                micros: 0,
+            })));
+            (thread::current().id(), reply)
+        });
+        let (id, nested_in, msg) = read_raw_request(&mut raw);
+        assert_eq!(
+            nested_in, None,
+            "a call on link 2 was marked nested in link 1's request"
+        );
+        assert_eq!(
+            msg,
+            Msg::Echo {
+                thread: 3,
+                seq: 3,
+                micros: 0
+            }
+        );
+        write_raw_reply(&mut raw, id, &Reply::Echo { thread: 3, seq: 3 });
+        let (chain_thread, reply) = chain.join().expect("chain thread");
+        assert_eq!(
+            reply.expect("the relay completes"),
+            Reply::Relayed(Box::new(Reply::Echo { thread: 3, seq: 3 }))
+        );
+        // The call on link 1 was nested: the host ran it on the waiting thread.
+        assert_eq!(host.stats().nested_inline, 1);
+        let echo = served(&log).pop().expect("the host served the echo");
+        assert_eq!(echo.thread, chain_thread);
+    });
+}
+
+/// Notices are handled on the reader in frame order, so every notice sent
+/// before a reply (b's handler sends 1000, then answers) or before a
+/// request (a sends 1000, then calls) has been handled when the call
+/// returns, with nothing to wait for.
+#[test]
+fn notices_are_handled_in_order_before_the_reply_or_request_behind_them() {
+    watchdog(WATCHDOG, || {
+        let noted = |seen: &Arc<Mutex<Vec<(u64, String)>>>| {
+            let seen = Arc::clone(seen);
+            move |notice: Msg| {
+                let Msg::Note(seq) = notice else {
+                    panic!("not a note: {notice:?}");
+                };
+                let on = thread::current().name().unwrap_or_default().to_owned();
+                seen.lock().expect("seen").push((seq, on));
+            }
+        };
+        let seen_a = Arc::new(Mutex::new(Vec::new()));
+        let seen_b = Arc::new(Mutex::new(Vec::new()));
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a =
+            Link::start_with_notices(a_end, config("nca"), serve("a"), noted(&seen_a)).expect("a");
+        let _b =
+            Link::start_with_notices(b_end, config("ncb"), serve("b"), noted(&seen_b)).expect("b");
+        let expected: Vec<u64> = (0..1000).collect();
+        // b's handler notifies, then replies.
+        assert_eq!(
+            a.call(Msg::Notify { count: 1000 }).expect("call"),
+            Reply::Notified(1000)
+        );
+        let seen: Vec<_> = seen_a.lock().expect("seen").clone();
+        assert_eq!(
+            seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            expected
+        );
+        assert!(
+            seen.iter().all(|(_, on)| on == "nca-read"),
+            "not on the reader"
+        );
+        // a notifies, then calls.
+        for seq in 0..1000 {
+            a.caller().notify(Msg::Note(seq)).expect("notice sent");
+        }
+        assert_eq!(a.call(Msg::Note(1000)).expect("call"), Reply::Noted(1000));
+        let seen: Vec<_> = seen_b.lock().expect("seen").clone();
+        assert_eq!(
+            seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            expected
+        );
+    });
+}
+
+/// Without a notice handler notices are dropped and the link works on; a
+/// panicking notice handler is counted and survived; a call from the
+/// notice handler on its own link fails at once instead of stalling the
+/// reader; a notice on a closed link fails like a call.
+#[test]
+fn notices_without_a_handler_are_dropped_and_a_bad_notice_handler_is_survived() {
+    watchdog(WATCHDOG, || {
+        let (a, b) = pair("nd");
+        a.caller().notify(Msg::Note(1)).expect("sent");
+        assert_eq!(a.call(Msg::Note(2)).expect("still works"), Reply::Noted(2));
+        drop(b);
+        assert!(a.wait_closed(PROMPTLY).is_some());
+        assert!(matches!(
+            a.caller().notify(Msg::Note(3)),
+            Err(LinkError::PeerGone(CloseReason::PeerClosed))
+        ));
+
+        let own_caller: Arc<OnceLock<Caller<Msg>>> = Arc::default();
+        let (result_tx, results) = mpsc::channel();
+        let result_tx = Mutex::new(result_tx);
+        let notice_handler = {
+            let own_caller = Arc::clone(&own_caller);
+            move |notice: Msg| match notice {
+                Msg::Panic => panic!("notice boom"),
+                other => {
+                    let caller = own_caller.get().expect("set before any notice");
+                    let started = Instant::now();
+                    let result = caller.call(other);
+                    let _ = result_tx
+                        .lock()
+                        .expect("lock")
+                        .send((result, started.elapsed()));
+                }
+            }
+        };
+        let (a_end, b_end) = UnixStream::pair().expect("socket pair");
+        let a =
+            Link::start_with_notices(a_end, config("nha"), serve("a"), notice_handler).expect("a");
+        let _ = own_caller.set(a.caller());
+        let b = Link::start(b_end, config("nhb"), serve("b")).expect("b");
+        b.caller().notify(Msg::Panic).expect("sent");
+        b.caller().notify(Msg::Note(4)).expect("sent");
+        let (result, took) = results.recv_timeout(PROMPTLY).expect("the notice ran");
+        assert!(
+            matches!(result, Err(LinkError::CalledFromReader)),
+            "{result:?}"
+        );
+        assert!(took < Duration::from_millis(100), "took {took:?}");
+        assert_eq!(a.stats().handler_panics, 1);
+        assert_eq!(
+            b.call(Msg::Note(5)).expect("a still reads"),
+            Reply::Noted(5)
+        );
+        assert!(a.close_reason().is_none());
+    });
+}
+
+/// A nested handler that panics on the waiting thread is answered
+/// HandlerPanicked like one on the pool; the panic does not unwind through
+/// the waiting call, which gets its own answer, and the thread goes on
+/// serving nested requests.
+#[test]
+fn a_panicking_nested_handler_fails_only_its_request() {
+    watchdog(WATCHDOG, || {
+        let (a, b, log) = recorded_pair("np");
+        let reply = a
+            .call(Msg::Relay(Box::new(Msg::Panic)))
+            .expect("the outer call is answered");
+        match reply {
+            Reply::RelayFailed(message) => assert_eq!(
+                message,
+                "the peer did not run the request: the peer's handler panicked: boom"
+            ),
+            other => panic!("expected a failed relay, got {other:?}"),
+        }
+        assert_eq!(a.stats().handler_panics, 1);
+        assert_eq!(a.stats().nested_inline, 1);
+        let panicked = served(&log)
+            .into_iter()
+            .find(|run| run.msg == Msg::Panic)
+            .expect("a ran the panic");
+        assert_eq!(panicked.thread, thread::current().id());
+        assert_eq!(
+            a.call(Msg::Relay(Box::new(Msg::Note(6))))
+                .expect("works on"),
+            Reply::Relayed(Box::new(Reply::Noted(6)))
+        );
+        assert_eq!(a.stats().nested_inline, 2);
+        assert_eq!(b.stats().nested_inline, 0);
     });
 }

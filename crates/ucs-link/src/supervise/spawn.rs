@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::prctl;
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 use nix::unistd::{Pid, getpid, getppid};
 
@@ -47,11 +47,13 @@ pub enum MemoryLimit {
     /// No limit beyond the parent's own.
     Unlimited,
     /// `RLIMIT_AS`: the child's virtual address space, soft and hard, so the
-    /// child cannot raise it. It counts reservations, not pages used: every
-    /// thread's stack (8 MiB each by default) and glibc's per-thread malloc
-    /// arenas (64 MiB of address space each, see `MALLOC_ARENA_MAX`) count
-    /// in full, so a host with many threads needs a limit well above its
-    /// resident size.
+    /// child cannot raise it, and never above this process's own hard limit
+    /// (a child could not get more anyway without privilege, and with it
+    /// would undo an administrator's `LimitAS=`). It counts reservations,
+    /// not pages used: every thread's stack (8 MiB each by default) and
+    /// glibc's per-thread malloc arenas (64 MiB of address space each, see
+    /// `MALLOC_ARENA_MAX`) count in full, so a host with many threads needs
+    /// a limit well above its resident size.
     AddressSpace {
         /// The limit in bytes.
         bytes: u64,
@@ -103,9 +105,12 @@ impl CommandExt for Command {
         // only this child's `pre_exec` clears the flag, on its copy.
         let (parent_end, child_end) =
             UnixStream::pair().map_err(|err| spawn_error(self.get_program(), err))?;
+        let child_end =
+            above_stdio(child_end).map_err(|err| spawn_error(self.get_program(), err))?;
         let child_fd = child_end.as_raw_fd();
         let parent = getpid();
-        let memory = limits.memory;
+        let memory = within_own_limit(limits.memory)
+            .map_err(|err| spawn_error(self.get_program(), err.into()))?;
         self.env(LINK_FD_ENV, child_fd.to_string());
         self.process_group(0);
         // SAFETY: the closure runs in the child between `fork` and `exec`,
@@ -129,6 +134,45 @@ impl CommandExt for Command {
             child,
             stream: parent_end,
         })
+    }
+}
+
+/// `end`, moved to an fd above 2 if it is one of the stdio numbers.
+///
+/// A process whose stdin, stdout or stderr was closed after it started (an
+/// embedded Python plugin's `sys.stdin.close()` closes fd 0) gets those
+/// numbers back from `socketpair`. The child's end on 0, 1 or 2 would be
+/// overwritten by the child's stdio setup (`Stdio::null()`, pipes), or,
+/// left alone, refused by [`inherited_link`]. `try_clone` duplicates with
+/// `F_DUPFD_CLOEXEC` from 3 up; the low fd closes when `end` drops.
+fn above_stdio(end: UnixStream) -> io::Result<UnixStream> {
+    if end.as_raw_fd() > 2 {
+        return Ok(end);
+    }
+    let moved = end.try_clone()?;
+    if moved.as_raw_fd() > 2 {
+        Ok(moved)
+    } else {
+        Err(io::Error::other(
+            "the link's fd could not be moved above the stdio fds",
+        ))
+    }
+}
+
+/// `memory`, lowered to this process's own hard `RLIMIT_AS`: without
+/// privilege, raising it fails the spawn with `EPERM`; with it (root), it
+/// would undo the limit an administrator put on the server (a unit's
+/// `LimitAS=`). Read here rather than in the child: it is the same value
+/// at `fork`, and the child's setup stays as small as it can be.
+fn within_own_limit(memory: MemoryLimit) -> nix::Result<MemoryLimit> {
+    match memory {
+        MemoryLimit::Unlimited => Ok(MemoryLimit::Unlimited),
+        MemoryLimit::AddressSpace { bytes } => {
+            let (_, hard) = getrlimit(Resource::RLIMIT_AS)?;
+            Ok(MemoryLimit::AddressSpace {
+                bytes: bytes.min(hard),
+            })
+        }
     }
 }
 

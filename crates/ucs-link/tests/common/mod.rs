@@ -1,11 +1,13 @@
-//! What the link tests share: the messages, a handler that serves them, a
-//! watchdog so no test hangs, and a look at the process's threads.
+//! What the link tests share: the messages, a handler that serves them (and
+//! one that also records which thread served what), a gate to hold a
+//! handler, a watchdog so no test hangs, and a look at the process's
+//! threads.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::mpsc;
-use std::thread;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,14 @@ pub enum Msg {
     Carry(Vec<u8>),
     /// The handler answers with `len` bytes (to overflow a frame coming back).
     MakeBig { len: usize },
+    /// The handler calls the other side with the inner message and answers
+    /// `Relayed` with its reply, or `RelayFailed` with the error.
+    Relay(Box<Msg>),
+    /// The handler sends `count` notices `Note(0)`, `Note(1)`, ... to the
+    /// other side, then answers `Notified`.
+    Notify { count: u64 },
+    /// A notice (as a request it is answered `Noted`).
+    Note(u64),
 }
 
 /// The answers.
@@ -38,6 +48,10 @@ pub enum Reply {
     Slept,
     Carried(usize),
     Big(Vec<u8>),
+    Relayed(Box<Reply>),
+    RelayFailed(String),
+    Notified(u64),
+    Noted(u64),
 }
 
 impl Request for Msg {
@@ -75,6 +89,79 @@ pub fn serve(side: &'static str) -> impl Fn(Msg, &Caller<Msg>) -> Reply + Send +
         Msg::Panic => panic!("boom"),
         Msg::Carry(bytes) => Reply::Carried(bytes.len()),
         Msg::MakeBig { len } => Reply::Big(vec![7; len]),
+        Msg::Relay(inner) => match caller.call(*inner) {
+            Ok(reply) => Reply::Relayed(Box::new(reply)),
+            Err(err) => Reply::RelayFailed(err.to_string()),
+        },
+        Msg::Notify { count } => {
+            for seq in 0..count {
+                caller.notify(Msg::Note(seq)).expect("notice sent");
+            }
+            Reply::Notified(count)
+        }
+        Msg::Note(seq) => Reply::Noted(seq),
+    }
+}
+
+/// One handler run, as [`recording`] saw it.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The side whose handler ran.
+    pub side: &'static str,
+    /// The request.
+    pub msg: Msg,
+    /// The thread it ran on.
+    pub thread: ThreadId,
+    /// That thread's name.
+    pub thread_name: Option<String>,
+}
+
+/// What a [`recording`] handler saw, in order.
+pub type Log = Arc<Mutex<Vec<Served>>>;
+
+/// [`serve`], recording each request and the thread that ran it in `log`
+/// before serving it.
+pub fn recording(
+    side: &'static str,
+    log: &Log,
+) -> impl Fn(Msg, &Caller<Msg>) -> Reply + Send + Sync + 'static {
+    let log = Arc::clone(log);
+    let inner = serve(side);
+    move |msg, caller| {
+        let current = thread::current();
+        log.lock().expect("log").push(Served {
+            side,
+            msg: msg.clone(),
+            thread: current.id(),
+            thread_name: current.name().map(str::to_owned),
+        });
+        inner(msg, caller)
+    }
+}
+
+/// A one-way gate: threads wait at it until it is opened.
+#[derive(Debug, Default, Clone)]
+pub struct Gate {
+    /// Open or not, and the waiters' wake-up.
+    state: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Gate {
+    /// Opens it for good and wakes every waiter.
+    pub fn open(&self) {
+        let (open, opened) = &*self.state;
+        *open.lock().expect("gate") = true;
+        opened.notify_all();
+    }
+
+    /// Waits until it is open, at most `limit`; says whether it opened.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let (open, opened) = &*self.state;
+        let guard = open.lock().expect("gate");
+        let (guard, _) = opened
+            .wait_timeout_while(guard, limit, |open| !*open)
+            .expect("gate");
+        *guard
     }
 }
 
