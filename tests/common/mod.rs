@@ -110,6 +110,15 @@ impl ServerBuilder {
         self
     }
 
+    /// `--isolation=MODE` from `UCS_TEST_ISOLATION`, unless the test chose a
+    /// mode itself: the example-plugin and fault suites run in both modes
+    /// (SPEC I1).
+    fn isolation_under_test(&self) -> Option<String> {
+        let mode = std::env::var("UCS_TEST_ISOLATION").ok()?;
+        let chosen = self.args.iter().any(|arg| arg.starts_with("--isolation"));
+        (!chosen).then(|| format!("--isolation={mode}"))
+    }
+
     /// Starts the server and waits until its health service says SERVING.
     pub(crate) async fn start(self) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
@@ -137,6 +146,7 @@ impl ServerBuilder {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(self.demo.then_some("--demo"))
+            .args(self.isolation_under_test())
             .args(&self.args)
             .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env_remove("UCS_SID")

@@ -468,7 +468,25 @@ impl HostedPlugin {
             Err(LinkError::DeadlineExceeded(_)) => StopReport::TimedOut(stop_timeout),
             Err(err) => StopReport::NotRun(format!("its plugin host is gone: {err}")),
         };
-        self.end(Duration::from_secs(1));
+        if self.remote.caller.has_pending_calls() {
+            // A call into this host is still running: the plugin stops
+            // itself from inside its own hook or middleware (I1: in process
+            // the hook returns after the unload, and so it does here). The
+            // host ends once those calls have their answers; each has its
+            // deadline, which bounds the wait.
+            let retire = thread::Builder::new()
+                .name(format!("ucs-retire-{}", self.remote.owner.name()))
+                .spawn(move || {
+                    let limit = self.remote.call_deadline + Duration::from_secs(1);
+                    self.remote.caller.wait_idle(limit);
+                    self.end(Duration::from_secs(1));
+                });
+            if let Err(err) = retire {
+                tracing::warn!(%err, "no thread to retire a plugin host; ending it now");
+            }
+        } else {
+            self.end(Duration::from_secs(1));
+        }
         report
     }
 

@@ -18,7 +18,7 @@ use std::net::Shutdown;
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
@@ -213,8 +213,12 @@ pub(crate) struct Shared<Out: Request> {
     /// Open with the pending calls, or closed with the reason. Held only to
     /// insert, remove or swap, never across a wait (L5).
     calls: Mutex<CallState<Out::Response>>,
-    /// Signalled when `calls` becomes `Closed`.
+    /// Signalled when `calls` becomes `Closed`, and when its last pending
+    /// call ends while someone waits for that ([`Caller::wait_idle`]).
     closed: Condvar,
+    /// Threads in [`Caller::wait_idle`]: only then does ending a call
+    /// signal `closed`, so the hot path makes no futex call.
+    idle_waiters: AtomicUsize,
     /// The next request id. Ids of one side only ever grow, so a reply with
     /// an id not yet handed out is a protocol error, not a late reply.
     next_id: AtomicU64,
@@ -284,7 +288,11 @@ impl<Out: Request> Shared<Out> {
     /// handed out closes the link.
     fn deliver(&self, id: u64, reply: Result<Out::Response, LinkError>) -> Result<(), CloseReason> {
         let call = match &mut *lock(&self.calls) {
-            CallState::Open { pending, .. } => pending.remove(&id),
+            CallState::Open { pending, .. } => {
+                let call = pending.remove(&id);
+                self.signal_if_idle(pending.is_empty());
+                call
+            }
             CallState::Closed(_) => return Ok(()),
         };
         match call {
@@ -308,6 +316,15 @@ impl<Out: Request> Shared<Out> {
     fn forget(&self, id: u64) {
         if let CallState::Open { pending, .. } = &mut *lock(&self.calls) {
             pending.remove(&id);
+            self.signal_if_idle(pending.is_empty());
+        }
+    }
+
+    /// Wakes [`Caller::wait_idle`] once no call is pending; called with
+    /// `calls` locked, so a waiter that has counted itself cannot miss it.
+    fn signal_if_idle(&self, idle: bool) {
+        if idle && self.idle_waiters.load(Ordering::SeqCst) > 0 {
+            self.closed.notify_all();
         }
     }
 
@@ -589,6 +606,40 @@ impl<Out: Request> Caller<Out> {
         }
     }
 
+    /// Waits until no call of this side is waiting for a reply (or the link
+    /// is closed), at most `timeout`; `false` if calls are still pending
+    /// then. For ending a peer only after the calls already in it have
+    /// their answers: a plugin that unloads itself from inside its own hook
+    /// still returns from that hook (I1).
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut calls = lock(&self.shared.calls);
+        self.shared.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let idle = loop {
+            match &*calls {
+                CallState::Open { pending, .. } if !pending.is_empty() => {}
+                CallState::Open { .. } | CallState::Closed(_) => break true,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            calls = self
+                .shared
+                .closed
+                .wait_timeout(calls, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        self.shared.idle_waiters.fetch_sub(1, Ordering::SeqCst);
+        idle
+    }
+
+    /// Whether a call of this side is waiting for a reply.
+    pub fn has_pending_calls(&self) -> bool {
+        matches!(&*lock(&self.shared.calls), CallState::Open { pending, .. } if !pending.is_empty())
+    }
+
     /// Runs `callback` once when the link closes: on the thread that closes
     /// it (the reader on peer death, the closing thread on shutdown), or at
     /// once on this thread if it is already closed. Keep it short and do not
@@ -730,6 +781,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
                 on_close: Vec::new(),
             }),
             closed: Condvar::new(),
+            idle_waiters: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             outgoing,
             socket: stream,

@@ -179,6 +179,39 @@ fn a_late_reply_after_the_deadline_is_dropped_and_the_link_works_on() {
     });
 }
 
+/// I1: `wait_idle` waits for the calls in flight, not for a timer: it says
+/// "busy" while a call waits for its reply and returns as soon as the reply
+/// arrives, and a link with no calls is idle at once.
+#[test]
+fn wait_idle_returns_when_the_last_pending_call_is_answered() {
+    watchdog(WATCHDOG, || {
+        let (a, _b) = pair("idle");
+        let caller = a.caller();
+        assert!(!caller.has_pending_calls());
+        assert!(caller.wait_idle(Duration::ZERO), "no call: idle at once");
+        let sleeper = {
+            let caller = a.caller();
+            thread::spawn(move || caller.call(Msg::Sleep { millis: 300 }))
+        };
+        assert!(
+            eventually(Duration::from_secs(5), || caller.has_pending_calls()),
+            "the call never went out"
+        );
+        assert!(
+            !caller.wait_idle(Duration::from_millis(50)),
+            "idle while a call waits"
+        );
+        let started = Instant::now();
+        assert!(caller.wait_idle(Duration::from_secs(5)), "never idle");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            sleeper.join().expect("sleeper").expect("answered"),
+            Reply::Slept
+        );
+        assert!(!caller.has_pending_calls());
+    });
+}
+
 /// I2: the peer's end dropped while calls wait: every pending call fails at
 /// once with PeerGone, later calls fail immediately, and the link's threads
 /// stop by themselves, before the link is even dropped.
