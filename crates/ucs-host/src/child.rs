@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,14 @@ pub const HOST_LOG_ENV: &str = "UCS_HOST_LOG";
 /// host whose server is wedged from waiting forever.
 const SERVER_CALL_DEADLINE: Duration = Duration::from_secs(300);
 
+/// How many of the server's calls the host runs at once. In process, every
+/// server thread that calls a plugin runs the plugin itself, so the host
+/// must not make the server's calls wait for one another: a callback queued
+/// behind four middlewares whose changes wait for that very callback's event
+/// (commit-order dispatch, D5) would stall them all until the deadline. The
+/// server's own threads bound the real number; threads start on demand.
+const MAX_CONCURRENT_SERVER_CALLS: u32 = 512;
+
 /// Runs a plugin host on the link this process inherited, until the server
 /// closes it. Returns only on failure to start; a host whose link closes
 /// exits at once without finalising Python (a plugin's threads must not be
@@ -70,6 +79,7 @@ pub fn run_plugin_host() -> ExitCode {
         stream,
         LinkConfig {
             call_deadline: SERVER_CALL_DEADLINE,
+            max_handlers: NonZeroU32::new(MAX_CONCURRENT_SERVER_CALLS).unwrap_or(NonZeroU32::MIN),
             ..LinkConfig::named("host")
         },
         move |request, caller| handler_host.handle(request, caller),
