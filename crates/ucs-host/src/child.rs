@@ -172,7 +172,7 @@ impl HostState {
                         .before_change(&identificator, &old.into(), &new.into())
                         .into(),
                 ),
-                _ => unknown(registration),
+                _ => self.unknown(registration),
             },
             ToHost::Event {
                 registration,
@@ -185,7 +185,7 @@ impl HostState {
                         .map(|failure| failure.message),
                 ),
                 (_, None) => HostReply::Refused("an event this host cannot read".to_owned()),
-                _ => unknown(registration),
+                _ => self.unknown(registration),
             },
             ToHost::Middleware {
                 registration,
@@ -206,8 +206,23 @@ impl HostState {
                             .map_err(WireApiError::from),
                     )
                 }
-                _ => unknown(registration),
+                _ => self.unknown(registration),
             },
+        }
+    }
+
+    /// The answer to a request this host cannot serve: `Unregistered` if
+    /// the plugin removed the registration while the server's call was on
+    /// its way (a race with no wrong winner: the call goes on as if it had
+    /// come just after the removal), `Refused` if the request did not fit
+    /// it, which one build of both ends never sends.
+    fn unknown(&self, registration: HostRegistration) -> HostReply {
+        if self.entry(registration).is_none() {
+            HostReply::Unregistered
+        } else {
+            HostReply::Refused(format!(
+                "registration {registration} does not take this request"
+            ))
         }
     }
 
@@ -230,7 +245,7 @@ impl HostState {
             agent.into_agent(),
             AgentStatus::from_code(status),
         ) else {
-            return unknown(registration);
+            return self.unknown(registration);
         };
         HostReply::Status(hook.decide(&agent, status, reason).into())
     }
@@ -326,14 +341,6 @@ impl Entry {
             },
         }
     }
-}
-
-/// The answer to a request for a registration this host does not have: the
-/// plugin removed it while the server's call was on its way.
-fn unknown(registration: HostRegistration) -> HostReply {
-    HostReply::Refused(format!(
-        "registration {registration} is not (or no longer) in this plugin host"
-    ))
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.

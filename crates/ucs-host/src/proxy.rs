@@ -157,6 +157,7 @@ impl StatusHook for RemoteStatusHook {
                 };
                 let verdict = match proxy.invoke(request) {
                     Ok(HostReply::Status(verdict)) => StatusVerdict::from(verdict),
+                    Ok(HostReply::Unregistered) => StatusVerdict::LetThrough,
                     Ok(other) => StatusVerdict::Failed(PluginFailure::new(proxy.mismatch(&other))),
                     Err(why) => StatusVerdict::Failed(PluginFailure::new(why)),
                 };
@@ -188,6 +189,7 @@ impl SharedDataHook for RemoteSharedHook {
                 };
                 let verdict = match proxy.invoke(request) {
                     Ok(HostReply::Shared(verdict)) => SharedVerdict::from(verdict),
+                    Ok(HostReply::Unregistered) => SharedVerdict::Store(new.clone()),
                     Ok(other) => SharedVerdict::Failed(PluginFailure::new(proxy.mismatch(&other))),
                     Err(why) => SharedVerdict::Failed(PluginFailure::new(why)),
                 };
@@ -216,7 +218,7 @@ impl EventCallback for RemoteCallback {
                     event: WireEvent::from(event),
                 };
                 let result = match proxy.invoke(request) {
-                    Ok(HostReply::Event(None)) => Ok(()),
+                    Ok(HostReply::Event(None) | HostReply::Unregistered) => Ok(()),
                     Ok(HostReply::Event(Some(failure))) => Err(PluginFailure::new(failure)),
                     Ok(other) => Err(PluginFailure::new(proxy.mismatch(&other))),
                     Err(why) => Err(PluginFailure::new(why)),
@@ -252,9 +254,15 @@ impl Middleware for RemoteMiddleware {
                     args: wire::wire_values(&args),
                 };
                 let reply = proxy.invoke(request);
-                let excluded = chain.close();
+                let mut excluded = chain.close();
                 let (result, outcome) = match reply {
                     Ok(HostReply::Middleware(Ok(value))) => (Ok(value.into()), CallOutcome::Ok),
+                    Ok(HostReply::Unregistered) => {
+                        let started = Instant::now();
+                        let result = next.call(args.clone());
+                        excluded += started.elapsed();
+                        (result, CallOutcome::Ok)
+                    }
                     // M3: the error classes reach the caller as they are;
                     // the host already turned anything else into INTERNAL
                     // and logged its traceback.

@@ -548,8 +548,10 @@ pub enum HostReply {
     Event(Option<String>),
     /// To `Middleware`.
     Middleware(Result<WireValue, WireApiError>),
-    /// The request named a registration the host does not have, or did not
-    /// fit the host's state.
+    /// The plugin removed the registration while the call was on its way:
+    /// the server goes on as if it had never been called.
+    Unregistered,
+    /// The request did not fit the host's state.
     Refused(String),
 }
 
