@@ -101,9 +101,29 @@ fn test() -> Result<(), Failure> {
             "warnings",
         ]),
         Step::cargo(&["test", "--workspace"]),
+        // I1: the rule suites that drive real plugin files run in both
+        // modes. The loader's suite runs in process above, the server's
+        // suites isolated (the server's default); here, the other way.
+        Step::cargo(&["test", "-p", "ucs-loader"]).with_env(ISOLATION_ENV, "process"),
+        Step::cargo(&[
+            "test",
+            "-p",
+            "ucs",
+            "--test",
+            "example_plugins",
+            "--test",
+            "faults",
+            "--test",
+            "soak",
+        ])
+        .with_env(ISOLATION_ENV, "inprocess"),
     ])?;
     type_check_plugins()
 }
+
+/// Chooses the isolation mode the plugin rule suites run in (SPEC I1);
+/// read by `crates/ucs-loader/tests/common` and `tests/common`.
+const ISOLATION_ENV: &str = "UCS_TEST_ISOLATION";
 
 /// Names the Python whose mypy type-checks the plugins; `python3` when
 /// unset. `.ci/run` points it at the venv it installs mypy into.
@@ -171,8 +191,8 @@ fn type_check_plugins() -> Result<(), Failure> {
 /// `server/plugins/`, `etc/ucs.toml` (every `serve` key), `systemd/`, and
 /// `examples/plugins/`, `docs/`, `stubs/`, `README.md` beside them.
 fn dist() -> Result<(), Failure> {
-    let mut build = Step::cargo(&["build", "--release", "--locked", "-p", "ucs"]);
-    build.env.push(("UCS_DIST".to_owned(), "1".to_owned()));
+    let build =
+        Step::cargo(&["build", "--release", "--locked", "-p", "ucs"]).with_env("UCS_DIST", "1");
     run_steps(&[build])?;
     let root = workspace_root();
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -293,6 +313,14 @@ impl Step {
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             env: Vec::new(),
         }
+    }
+}
+
+impl Step {
+    /// The same command with `key=value` in its environment.
+    fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 }
 

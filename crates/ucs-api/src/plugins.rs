@@ -46,10 +46,11 @@ impl PluginState {
 }
 
 /// Where a plugin runs (I1): chosen by the operator, never by the plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// No `Default`: the server runs plugins in process isolation unless told
+/// otherwise, an embedder of the loader chooses for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isolation {
     /// Inside the server process, the original's way and the fastest.
-    #[default]
     InProcess,
     /// In a plugin host process of its own: a crash, hang or leak of the
     /// plugin cannot stop the server (I2-I5).

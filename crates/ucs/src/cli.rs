@@ -271,7 +271,7 @@ pub struct ServeArgs {
     /// own, so a crash, hang or leak in it cannot stop the server (it is
     /// restarted instead); `inprocess` runs them inside the server, the
     /// fastest path. The config file can set it per plugin with
-    /// `[plugins.NAME] isolation = "..."` [default: inprocess].
+    /// `[plugins.NAME] isolation = "..."` [default: process].
     #[arg(long, value_name = "MODE")]
     pub isolation: Option<IsolationMode>,
     /// Per-plugin settings, from the config file only: `[plugins.NAME]`.

@@ -70,7 +70,9 @@ impl ServeSettings {
             hook_budget: merged.hook_budget.unwrap_or(policy.budget),
             breaker_threshold: merged.breaker_threshold.unwrap_or(policy.breaker_threshold),
             watch: merged.watch.unwrap_or(false),
-            isolation: merged.isolation.map(Into::into).unwrap_or_default(),
+            isolation: merged
+                .isolation
+                .map_or(ucs_api::Isolation::Process, Into::into),
             plugin_isolation: merged
                 .plugins
                 .iter()
@@ -223,6 +225,9 @@ mod tests {
         assert_eq!(settings.plugins_dir, PathBuf::from(DEFAULT_PLUGINS_DIR));
         assert!(!settings.demo && !settings.watch && !settings.log_json);
         assert_eq!(settings.metrics_listen, None);
+        // I1: the rule suite passes in both modes, so plugins are isolated
+        // unless the operator says otherwise.
+        assert_eq!(settings.isolation, ucs_api::Isolation::Process);
     }
 
     /// Issue 17 item 5: a file with every key sets every setting.
