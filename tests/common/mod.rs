@@ -69,6 +69,9 @@ pub(crate) struct ServerBuilder {
     /// A data directory to use instead of a fresh one, e.g. to restart on
     /// the state a previous server left.
     data_dir: Option<PathBuf>,
+    /// Whether `start` returns as soon as gRPC serves, before the plugins
+    /// found at start are loaded (I4).
+    serving_only: bool,
 }
 
 impl ServerBuilder {
@@ -119,7 +122,14 @@ impl ServerBuilder {
         (!chosen).then(|| format!("--isolation={mode}"))
     }
 
-    /// Starts the server and waits until its health service says SERVING.
+    /// `start` returns once gRPC serves, not once the plugins are loaded.
+    pub(crate) fn serving_only(mut self) -> Self {
+        self.serving_only = true;
+        self
+    }
+
+    /// Starts the server and waits until its health service says SERVING
+    /// and, unless [`ServerBuilder::serving_only`], its plugins are loaded.
     pub(crate) async fn start(self) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
         let plugins_dir = root.path().join("plugins");
@@ -180,6 +190,9 @@ impl ServerBuilder {
             _root: root,
         };
         server.wait_until_serving().await;
+        if !self.serving_only {
+            server.wait_for_start_up().await;
+        }
         server
     }
 }
@@ -241,7 +254,7 @@ impl Server {
                     && response.into_inner().status() == ServingStatus::Serving
                 {
                     self.channel = Some(channel);
-                    return;
+                    break;
                 }
             }
             if Instant::now() >= deadline {
@@ -251,6 +264,21 @@ impl Server {
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the plugins found at start are loaded: the server serves
+    /// before slow ones are up (I4), and most tests are about plugins.
+    pub(crate) async fn wait_for_start_up(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.log().contains(ucs_loader::START_UP_DONE) {
+            if Instant::now() >= deadline {
+                panic!(
+                    "the plugins found at start did not load within {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

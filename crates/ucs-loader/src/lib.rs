@@ -17,8 +17,8 @@ mod runtime;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use ucs_api::plugins::NotAPluginFile;
@@ -108,6 +108,19 @@ pub enum LoaderError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// No thread could be started to load the plugins in the background.
+    #[error("cannot start the plugin loading thread: {0}")]
+    NoStartThread(#[source] std::io::Error),
+}
+
+/// The log message that ends the loading of the plugins found at start,
+/// for operators and for tests that wait for it (I4).
+pub const START_UP_DONE: &str = "start-up loading done";
+
+/// Locks a mutex whose data every holder leaves consistent, so a panic
+/// elsewhere does not make it unusable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One plugin file the host has tried to load, in the state it is in. Each
@@ -144,6 +157,10 @@ enum PluginRecord {
     /// The file has no `UCS_PLUGIN` (P2): a helper module, not a plugin, so
     /// it is not listed even though its name passes the file filter.
     NotAPlugin,
+    /// Found at start and not loaded yet, or being loaded for the first
+    /// time (I4): listed STARTING, so a client that connects while a slow
+    /// constructor runs sees why the plugin is not there yet.
+    Starting,
 }
 
 /// A restart the supervisor has scheduled for a plugin whose host died.
@@ -198,6 +215,7 @@ impl PluginRecord {
             PluginRecord::Failed {
                 class_name, error, ..
             } => (class_name.as_str(), PluginState::Failed, error.as_str()),
+            PluginRecord::Starting => ("", PluginState::Starting, ""),
             PluginRecord::NotAPlugin => return None,
         };
         Some(PluginInfo {
@@ -245,8 +263,20 @@ pub struct PluginHost {
     next_load_order: AtomicU64,
     /// Restart intensity and count per plugin whose host died (I2).
     supervision: Mutex<HashMap<String, Supervision>>,
+    /// Whether the plugins found at start are loaded yet (I4).
+    start_up: Mutex<StartUp>,
+    /// Set when shutdown begins: start-up loads nothing more.
+    closing: AtomicBool,
     /// This loader, for the callbacks of its plugin hosts.
     me: Weak<PluginHost>,
+}
+
+/// Whether the plugins found at start are all loaded (I4).
+enum StartUp {
+    /// Loaded, or never started in the background.
+    Done,
+    /// The start-up thread is loading them; it sends once when done.
+    Loading(mpsc::Receiver<()>),
 }
 
 /// The restart history of one plugin since it was last loaded by hand.
@@ -260,8 +290,62 @@ struct Supervision {
 impl PluginHost {
     /// Starts Python, wires `plugins.*` into `api` and loads every plugin in
     /// the directory in file-name order (P1). A plugin that fails is recorded
-    /// FAILED and the others load regardless (L1).
+    /// FAILED and the others load regardless (L1). Returns when all have
+    /// loaded; the server uses [`PluginHost::start_in_background`].
     pub fn start(api: Api, config: LoaderConfig) -> Result<Arc<PluginHost>, LoaderError> {
+        let (host, names) = Self::prepare(api, config)?;
+        host.load_at_start(names);
+        Ok(host)
+    }
+
+    /// [`PluginHost::start`], with the loading on a thread of its own, and
+    /// returns once it is done or after `wait`, whichever is first (I4): the
+    /// server serves whatever a plugin's constructor does, and the plugins
+    /// not loaded yet are listed STARTING until they are. Loading keeps the
+    /// file-name order (P1, D2), so a slow plugin delays the ones after it.
+    pub fn start_in_background(
+        api: Api,
+        config: LoaderConfig,
+        wait: Duration,
+    ) -> Result<Arc<PluginHost>, LoaderError> {
+        let (host, names) = Self::prepare(api, config)?;
+        {
+            let mut records = host.records();
+            for name in &names {
+                records
+                    .entry(name.to_string())
+                    .or_insert(PluginRecord::Starting);
+            }
+        }
+        let (loaded, done) = mpsc::channel();
+        let loader = Arc::clone(&host);
+        let spawned = std::thread::Builder::new()
+            .name("ucs-plugin-start".to_owned())
+            .spawn(move || {
+                loader.load_at_start(names);
+                // The receiver may be gone: nobody waits any more.
+                let _ = loaded.send(());
+            });
+        if let Err(err) = spawned {
+            return Err(LoaderError::NoStartThread(err));
+        }
+        match done.recv_timeout(wait) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let starting = host.names_starting();
+                tracing::warn!("serving while plugins still start: {}", starting.join(", "));
+                *lock(&host.start_up) = StartUp::Loading(done);
+            }
+        }
+        Ok(host)
+    }
+
+    /// The host with `plugins.*` wired in and the plugin files found, none
+    /// loaded yet.
+    fn prepare(
+        api: Api,
+        config: LoaderConfig,
+    ) -> Result<(Arc<PluginHost>, Vec<PluginName>), LoaderError> {
         ucs_pybridge::init();
         let host = Arc::new_cyclic(|me| PluginHost {
             api,
@@ -270,6 +354,8 @@ impl PluginHost {
             turns: Turns::new(),
             next_load_order: AtomicU64::new(1),
             supervision: Mutex::new(HashMap::new()),
+            start_up: Mutex::new(StartUp::Done),
+            closing: AtomicBool::new(false),
             me: me.clone(),
         });
         let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
@@ -278,18 +364,49 @@ impl PluginHost {
         for file in &files.misnamed {
             tracing::warn!("skipping {file}: a plugin file name must be a Python identifier");
         }
-        for name in files.names {
-            let loaded = host.load_audited(&name);
-            host.api.core().deliver_deferred_events();
-            match loaded {
-                Ok(info) => {
-                    tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name)
+        Ok((host, files.names))
+    }
+
+    /// Loads `names` in order, unless shutdown begins meanwhile; a plugin
+    /// not reached is no longer listed STARTING.
+    fn load_at_start(&self, names: Vec<PluginName>) {
+        for name in names {
+            if !self.closing.load(Ordering::SeqCst) {
+                let loaded = self.load_audited(&name);
+                self.api.core().deliver_deferred_events();
+                match loaded {
+                    Ok(info) => {
+                        tracing::info!(plugin = %name, "plugin loaded: class {}", info.class_name)
+                    }
+                    Err(ApiError::NotFound(_)) => {}
+                    Err(err) => tracing::debug!(plugin = %name, "not loaded at start: {err}"),
                 }
-                Err(ApiError::NotFound(_)) => {}
-                Err(err) => tracing::debug!(plugin = %name, "not loaded at start: {err}"),
+            }
+            // Gone before it was loaded, or never reached.
+            let mut records = self.records();
+            if matches!(records.get(name.as_str()), Some(PluginRecord::Starting)) {
+                records.remove(name.as_str());
             }
         }
-        Ok(host)
+        *lock(&self.start_up) = StartUp::Done;
+        let (mut running, mut failed) = (0, 0);
+        for record in self.records().values() {
+            match record {
+                PluginRecord::Running(_) => running += 1,
+                PluginRecord::Failed { .. } => failed += 1,
+                _ => {}
+            }
+        }
+        tracing::info!("{START_UP_DONE}: {running} running, {failed} failed");
+    }
+
+    /// The plugins listed STARTING, by name.
+    fn names_starting(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .filter(|(_, record)| matches!(record, PluginRecord::Starting))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The plugin files of the directory (P1): `*.py` except `__init__.py`
@@ -412,7 +529,12 @@ impl PluginHost {
                 self.stop_instance(name, running);
                 Some(source)
             }
-            None => None,
+            None => {
+                // Every outcome below replaces this record (I4).
+                self.records()
+                    .insert(name.to_string(), PluginRecord::Starting);
+                None
+            }
         };
         // Loaded by hand: a fresh restart history (I2).
         self.supervision().remove(name.as_str());
@@ -828,6 +950,19 @@ impl PluginHost {
     /// past the deadline. Safe to call more than once.
     pub fn shutdown(&self) {
         let deadline = Instant::now() + self.config.shutdown_deadline;
+        self.closing.store(true, Ordering::SeqCst);
+        let start_up = std::mem::replace(&mut *lock(&self.start_up), StartUp::Done);
+        if let StartUp::Loading(done) = start_up {
+            // The plugin being loaded now is stopped with the others once
+            // it is up; one whose constructor outlasts the deadline is not.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(remaining) {
+                tracing::warn!(
+                    "shutdown deadline passed while plugins still start: {}",
+                    self.names_starting().join(", ")
+                );
+            }
+        }
         let mut running: Vec<(u64, String)> = self
             .records()
             .iter()

@@ -316,6 +316,11 @@ async fn serve_until_signal(
     served
 }
 
+/// How long start-up waits for the plugins before it serves anyway (I4):
+/// enough for a handful of ordinary plugins, short enough that clients can
+/// log in within a second of start whatever a constructor does.
+const START_WAIT: Duration = Duration::from_millis(500);
+
 /// Starts the plugin host. A plugins directory that cannot be read is a
 /// warning, not a reason to refuse to serve: the server runs without
 /// plugins, and `plugins.*` calls say so.
@@ -326,9 +331,11 @@ async fn start_plugins(
     let mut config = LoaderConfig::new(settings.plugins_dir.clone());
     config.isolation.default = settings.isolation;
     config.isolation.per_plugin = settings.plugin_isolation.clone();
-    let started = tokio::task::spawn_blocking(move || PluginHost::start(api, config))
-        .await
-        .map_err(|join_error| anyhow!("the plugin loader failed: {join_error}"))?;
+    let started = tokio::task::spawn_blocking(move || {
+        PluginHost::start_in_background(api, config, START_WAIT)
+    })
+    .await
+    .map_err(|join_error| anyhow!("the plugin loader failed: {join_error}"))?;
     // Exhaustive on purpose: a new kind of loader error needs a decision
     // here between "warn and serve" and "refuse to start".
     match started {
@@ -340,5 +347,6 @@ async fn start_plugins(
             );
             Ok(None)
         }
+        Err(err @ LoaderError::NoStartThread(_)) => Err(err.into()),
     }
 }
