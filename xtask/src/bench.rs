@@ -291,6 +291,37 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             unit: "×",
             goal: Some(Goal::AtMost(3.0)),
         },
+        // Issue 18: what process isolation costs, and how fast it recovers.
+        Figure {
+            name: "isolated status hook: µs added to agents.setStatus p50 (host round trip)",
+            value: get("hook.process.p50_us")? - get("hook.inprocess.p50_us")?,
+            unit: " µs",
+            goal: Some(Goal::AtMost(30.0)),
+        },
+        Figure {
+            name: "isolated status hook: µs added to agents.setStatus p99",
+            value: get("hook.process.p99_us")? - get("hook.inprocess.p99_us")?,
+            unit: " µs",
+            goal: None,
+        },
+        Figure {
+            name: "host segfault to its plugin serving again, p50 (100 ms of it is backoff)",
+            value: get("crash.to_serving.p50_ms")?,
+            unit: " ms",
+            goal: Some(Goal::AtMost(500.0)),
+        },
+        Figure {
+            name: "RSS per plugin host, mean of the 4 example plugins",
+            value: get("memory.host.mean_rss_kib")? / 1024.0,
+            unit: " MiB",
+            goal: Some(Goal::AtMost(12.0)),
+        },
+        Figure {
+            name: "agents.list p99, isolated plugin thread spinning / idle",
+            value: get("gil.isolated.spinning.p99_us")? / get("gil.isolated.idle.p99_us")?,
+            unit: "×",
+            goal: Some(Goal::AtMost(1.1)),
+        },
     ])
 }
 

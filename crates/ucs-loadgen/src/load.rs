@@ -55,6 +55,12 @@ impl Target {
         })
     }
 
+    /// The same target calling with `args_json` (a JSON list).
+    pub(crate) fn with_args(mut self, args_json: &str) -> Self {
+        args_json.clone_into(&mut self.request.args_json);
+        self
+    }
+
     /// One call; the answer's `result_json`.
     pub(crate) async fn call_once(&self) -> Result<String, tonic::Status> {
         let mut client = ApiClient::new(self.channels[0].clone());

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ucs_grpc::pb;
 use ucs_grpc::pb::auth_client::AuthClient;
+use ucs_grpc::pb::plugins_client::PluginsClient;
 
 /// How long a child may take to answer its first call.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,12 +118,33 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc/PID/status")
 }
 
+/// Where a benchmarked server runs its plugins (SPEC I1): every figure
+/// names its mode, since the server's default may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// `--isolation=inprocess`.
+    InProcess,
+    /// `--isolation=process`.
+    Process,
+}
+
+impl Isolation {
+    /// The flag's value.
+    fn flag(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "inprocess",
+            Isolation::Process => "process",
+        }
+    }
+}
+
 /// Starts `ucs serve --demo` over `plugins_dir` on a free loopback port.
 pub(crate) fn start_ucs(
     ucs_binary: &Path,
     work_dir: &Path,
     name: &str,
     plugins_dir: &Path,
+    isolation: Isolation,
 ) -> anyhow::Result<ChildProcess> {
     let port = free_port()?;
     let data_dir = work_dir.join(format!("{name}-data"));
@@ -136,6 +158,7 @@ pub(crate) fn start_ucs(
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--demo")
+        .arg(format!("--isolation={}", isolation.flag()))
         .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
         .env_remove("UCS_SID");
@@ -147,21 +170,34 @@ pub(crate) fn start_ucs(
     )
 }
 
-/// Logs in as admin once the server answers; returns the sid.
+/// Logs in as admin once the server answers and its plugins are loaded
+/// (it serves before slow ones are, I4); returns the sid.
 pub(crate) async fn login_when_ready(server: &mut ChildProcess) -> anyhow::Result<String> {
     let url = server.url.clone();
     server
         .wait_ready(|| {
             let url = url.clone();
             async move {
-                let mut auth = AuthClient::connect(url).await?;
-                let response = auth
+                let mut auth = AuthClient::connect(url.clone()).await?;
+                let sid = auth
                     .login(pb::LoginRequest {
                         username: "admin".to_owned(),
                         password: ADMIN_PASSWORD.to_owned(),
                     })
-                    .await?;
-                Ok(response.into_inner().sid)
+                    .await?
+                    .into_inner()
+                    .sid;
+                let listed = PluginsClient::connect(url)
+                    .await?
+                    .list(pb::ListPluginsRequest { sid: sid.clone() })
+                    .await?
+                    .into_inner()
+                    .plugins;
+                let starting = listed
+                    .iter()
+                    .any(|info| info.state() == pb::PluginState::Starting);
+                anyhow::ensure!(!starting, "plugins still starting");
+                Ok(sid)
             }
         })
         .await

@@ -8,7 +8,13 @@
 //! - `reload.*`: p50 of `Plugins.Load` of a loaded small plugin, and of a
 //!   plain importlib import of the same file in `python`;
 //! - `memory.*`: idle VmRSS of the server with the four example plugins and
-//!   of a bare `python` that imported threading.
+//!   of a bare `python` that imported threading;
+//! - process isolation (issue 18): `hook.*`, `agents.setStatus` through a
+//!   Python status hook in process and in a plugin host, one call at a
+//!   time (the difference is the link's round trip); `crash.*`, a host's
+//!   segfault to its restarted plugin serving again; `memory.host.*`, the
+//!   RSS of each example plugin's host; `gil.isolated.*`, the GIL figure
+//!   with the spinner in a host.
 //!
 //! Results go to `--out` as `key value` lines; progress to stderr.
 
@@ -23,7 +29,7 @@ use ucs_grpc::pb::api_client::ApiClient;
 use ucs_grpc::pb::plugins_client::PluginsClient;
 
 use crate::load::{self, LoadStats, Target, median, percentile};
-use crate::processes::{self, ChildProcess, login_when_ready, start_ucs};
+use crate::processes::{self, ChildProcess, Isolation, login_when_ready, start_ucs};
 
 /// The session id the ceiling and the Python peer accept.
 const PEER_SID: &str = "bench-session";
@@ -105,9 +111,20 @@ pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let runtime = load::client_runtime()?;
     runtime.block_on(async {
         load_comparison(&args, &plan, work.path(), &mut results).await?;
-        gil_independence(&args, &plan, work.path(), &mut results).await?;
+        gil_independence(
+            &args,
+            &plan,
+            work.path(),
+            &mut results,
+            Isolation::InProcess,
+        )
+        .await?;
+        gil_independence(&args, &plan, work.path(), &mut results, Isolation::Process).await?;
         reload_latency(&args, &plan, work.path(), &mut results).await?;
-        memory(&args, &plan, work.path(), &mut results).await
+        memory(&args, &plan, work.path(), &mut results).await?;
+        hook_round_trip(&args, &plan, work.path(), &mut results).await?;
+        crash_to_serving(&args, &plan, work.path(), &mut results).await?;
+        host_memory(&args, &plan, work.path(), &mut results).await
     })?;
     std::fs::write(&args.out, &results.text)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
@@ -199,8 +216,20 @@ async fn load_comparison(
             bench_plugin("trivial_middleware.py")?,
         )],
     )?;
-    let mut plain = start_ucs(&args.ucs, work, "ucs-plain", &plain_dir)?;
-    let mut with_middleware = start_ucs(&args.ucs, work, "ucs-middleware", &middleware_dir)?;
+    let mut plain = start_ucs(
+        &args.ucs,
+        work,
+        "ucs-plain",
+        &plain_dir,
+        Isolation::InProcess,
+    )?;
+    let mut with_middleware = start_ucs(
+        &args.ucs,
+        work,
+        "ucs-middleware",
+        &middleware_dir,
+        Isolation::InProcess,
+    )?;
     let plain_sid = login_when_ready(&mut plain).await?;
     let middleware_sid = login_when_ready(&mut with_middleware).await?;
     let (plain_target, expected) = first_answer(&mut plain, &plain_sid).await?;
@@ -295,19 +324,26 @@ async fn set_spin(
     Ok(())
 }
 
+/// `prefix` is `gil` for the spinner in process, `gil.isolated` for the
+/// spinner in its own plugin host (I1: its GIL is not the server's).
 async fn gil_independence(
     args: &SuiteArgs,
     plan: &Plan,
     work: &Path,
     results: &mut Results,
+    isolation: Isolation,
 ) -> anyhow::Result<()> {
-    eprintln!("ucs-loadgen: gil: a plugin thread spinning in Python vs idle");
+    let prefix = match isolation {
+        Isolation::InProcess => "gil",
+        Isolation::Process => "gil.isolated",
+    };
+    eprintln!("ucs-loadgen: {prefix}: a plugin thread spinning in Python vs idle");
     let dir = plugins_dir(
         work,
-        "gil-plugins",
+        &format!("{prefix}-plugins"),
         &[("gil_spinner.py", bench_plugin("gil_spinner.py")?)],
     )?;
-    let mut server = start_ucs(&args.ucs, work, "ucs-gil", &dir)?;
+    let mut server = start_ucs(&args.ucs, work, &format!("ucs-{prefix}"), &dir, isolation)?;
     let sid = login_when_ready(&mut server).await?;
     let (target, _) = first_answer(&mut server, &sid).await?;
     let mut api = ApiClient::connect(server.url.clone()).await?;
@@ -328,8 +364,8 @@ async fn gil_independence(
         server.check_alive()?;
     }
     set_spin(&mut api, &sid, false).await?;
-    idle.report(results, "gil.idle");
-    spinning.report(results, "gil.spinning");
+    idle.report(results, &format!("{prefix}.idle"));
+    spinning.report(results, &format!("{prefix}.spinning"));
     Ok(())
 }
 
@@ -342,7 +378,7 @@ async fn reload_latency(
     eprintln!("ucs-loadgen: reload: plugins.load of a loaded plugin vs a plain import");
     let source = bench_plugin("reload_small.py")?;
     let dir = plugins_dir(work, "reload-plugins", &[("reload_small.py", source)])?;
-    let mut server = start_ucs(&args.ucs, work, "ucs-reload", &dir)?;
+    let mut server = start_ucs(&args.ucs, work, "ucs-reload", &dir, Isolation::InProcess)?;
     let sid = login_when_ready(&mut server).await?;
     let mut plugins = PluginsClient::connect(server.url.clone()).await?;
     let mut latencies = Vec::with_capacity(plan.reloads);
@@ -395,43 +431,13 @@ async fn memory(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     eprintln!("ucs-loadgen: memory: the server with the example plugins vs a bare python");
-    let examples = crate::bench_dir().join("../plugins");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&examples)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == "py") {
-            let name = path
-                .file_name()
-                .context("a file name")?
-                .to_string_lossy()
-                .into_owned();
-            files.push((name, std::fs::read_to_string(&path)?));
-        }
-    }
-    anyhow::ensure!(
-        files.len() == 4,
-        "expected the four example plugins in plugins/"
-    );
-    let files: Vec<(&str, String)> = files
-        .iter()
-        .map(|(name, source)| (name.as_str(), source.clone()))
-        .collect();
-    let dir = plugins_dir(work, "example-plugins", &files)?;
-    let mut server = start_ucs(&args.ucs, work, "ucs-examples", &dir)?;
+    let dir = example_plugins_dir(work, "example-plugins")?;
+    let mut server = start_ucs(&args.ucs, work, "ucs-examples", &dir, Isolation::InProcess)?;
     let sid = login_when_ready(&mut server).await?;
-    let mut plugins = PluginsClient::connect(server.url.clone()).await?;
-    let listed = plugins
-        .list(pb::ListPluginsRequest { sid })
-        .await?
-        .into_inner()
-        .plugins;
-    let running = listed
-        .iter()
-        .filter(|info| info.state == pb::PluginState::Running as i32)
-        .count();
+    let running = running_plugins(&server, &sid).await?;
     anyhow::ensure!(
-        running == 4,
-        "expected 4 running example plugins, got {listed:?}"
+        running.len() == 4,
+        "expected 4 running example plugins, got {running:?}"
     );
     tokio::time::sleep(plan.settle).await;
     results.put("memory.ucs.rss_kib", server.rss_kib()? as f64);
@@ -449,5 +455,204 @@ async fn memory(
     )?;
     tokio::time::sleep(plan.settle).await;
     results.put("memory.python.rss_kib", python.rss_kib()? as f64);
+    Ok(())
+}
+
+/// A plugins directory under `work` with the four example plugins.
+fn example_plugins_dir(work: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let examples = crate::bench_dir().join("../plugins");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&examples)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "py") {
+            let file_name = path
+                .file_name()
+                .context("a file name")?
+                .to_string_lossy()
+                .into_owned();
+            files.push((file_name, std::fs::read_to_string(&path)?));
+        }
+    }
+    anyhow::ensure!(
+        files.len() == 4,
+        "expected the four example plugins in plugins/"
+    );
+    let files: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, source)| (name.as_str(), source.clone()))
+        .collect();
+    plugins_dir(work, name, &files)
+}
+
+/// The plugins RUNNING, with their host pids (0 in process).
+async fn running_plugins(server: &ChildProcess, sid: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut plugins = PluginsClient::connect(server.url.clone()).await?;
+    Ok(plugins
+        .list(pb::ListPluginsRequest {
+            sid: sid.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .plugins
+        .into_iter()
+        .filter(|info| info.state() == pb::PluginState::Running)
+        .map(|info| (info.name, info.host_pid))
+        .collect())
+}
+
+/// The id of the demo agent `alice`.
+async fn alice(server: &ChildProcess, sid: &str) -> anyhow::Result<i64> {
+    let users = Target::connect(&server.url, sid, "config.users.get")
+        .await?
+        .call_once()
+        .await?;
+    let users: serde_json::Value = serde_json::from_str(&users)?;
+    users
+        .as_array()
+        .and_then(|users| users.iter().find(|user| user["username"] == "alice"))
+        .and_then(|user| user["id"].as_i64())
+        .context("no demo agent alice")
+}
+
+async fn hook_round_trip(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: hook: agents.setStatus through a Python hook, in process vs isolated");
+    let dir = plugins_dir(
+        work,
+        "hook-plugins",
+        &[(
+            "trivial_status_hook.py",
+            bench_plugin("trivial_status_hook.py")?,
+        )],
+    )?;
+    let mut targets = Vec::new();
+    let mut servers = Vec::new();
+    for (name, isolation) in [
+        ("hook.inprocess", Isolation::InProcess),
+        ("hook.process", Isolation::Process),
+    ] {
+        let mut server = start_ucs(&args.ucs, work, &format!("ucs-{name}"), &dir, isolation)?;
+        let sid = login_when_ready(&mut server).await?;
+        let agent = alice(&server, &sid).await?;
+        let target = Target::connect(&server.url, &sid, "agents.setStatus")
+            .await?
+            .with_args(&format!("[{agent}, 1, \"\"]"));
+        target.call_once().await?;
+        targets.push((name, target));
+        servers.push(server);
+    }
+    let mut rounds: Vec<Rounds> = targets.iter().map(|_| Rounds::default()).collect();
+    for round in 0..plan.rounds {
+        for ((name, target), collected) in targets.iter().zip(&mut rounds) {
+            // One call at a time: the round trip, not queueing.
+            let stats = load::run(target, 1, plan.warm_up, plan.window).await?;
+            eprintln!("ucs-loadgen: round {}: {name}: {stats}", round + 1);
+            collected.add(&stats);
+        }
+        for server in &mut servers {
+            server.check_alive()?;
+        }
+    }
+    for ((name, _), collected) in targets.iter().zip(&mut rounds) {
+        collected.report(results, name);
+    }
+    Ok(())
+}
+
+async fn crash_to_serving(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: crash: a plugin host's segfault to its plugin serving again");
+    let dir = plugins_dir(
+        work,
+        "crash-plugins",
+        &[("crasher.py", bench_plugin("crasher.py")?)],
+    )?;
+    let mut server = start_ucs(&args.ucs, work, "ucs-crash", &dir, Isolation::Process)?;
+    let sid = login_when_ready(&mut server).await?;
+    let crash = Target::connect(&server.url, &sid, "shared.set")
+        .await?
+        .with_args("[\"bench.crash\", 1]");
+    let mut plugins = PluginsClient::connect(server.url.clone()).await?;
+    let mut took_us = Vec::new();
+    for _ in 0..plan.rounds {
+        let before = running_plugins(&server, &sid).await?;
+        // S4: answered once the host is gone, the data stored anyway.
+        crash.call_once().await?;
+        let crashed = Instant::now();
+        let deadline = crashed + Duration::from_secs(10);
+        loop {
+            let now = running_plugins(&server, &sid).await?;
+            if !now.is_empty() && now != before {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the crasher was not restarted");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        took_us.push(u64::try_from(crashed.elapsed().as_micros()).unwrap_or(u64::MAX));
+        // Loaded by hand: a fresh restart history, so every round waits
+        // for the first backoff, not a longer one (I2).
+        plugins
+            .load(pb::PluginRequest {
+                sid: sid.clone(),
+                name: "crasher".to_owned(),
+            })
+            .await?;
+        server.check_alive()?;
+    }
+    took_us.sort_unstable();
+    results.put(
+        "crash.to_serving.p50_ms",
+        percentile(&took_us, 0.5) / 1000.0,
+    );
+    results.put(
+        "crash.to_serving.max_ms",
+        percentile(&took_us, 1.0) / 1000.0,
+    );
+    Ok(())
+}
+
+async fn host_memory(
+    args: &SuiteArgs,
+    plan: &Plan,
+    work: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    eprintln!("ucs-loadgen: memory: each example plugin's plugin host");
+    let dir = example_plugins_dir(work, "isolated-example-plugins")?;
+    let mut server = start_ucs(
+        &args.ucs,
+        work,
+        "ucs-isolated-examples",
+        &dir,
+        Isolation::Process,
+    )?;
+    let sid = login_when_ready(&mut server).await?;
+    let running = running_plugins(&server, &sid).await?;
+    anyhow::ensure!(
+        running.len() == 4 && running.iter().all(|(_, pid)| *pid != 0),
+        "expected 4 example plugins running in hosts, got {running:?}"
+    );
+    tokio::time::sleep(plan.settle).await;
+    let mut total = 0;
+    let mut largest = 0;
+    for (name, pid) in &running {
+        let rss = processes::rss_kib(*pid).with_context(|| format!("the host of {name}"))?;
+        total += rss;
+        largest = largest.max(rss);
+    }
+    results.put(
+        "memory.host.mean_rss_kib",
+        total as f64 / running.len() as f64,
+    );
+    results.put("memory.host.max_rss_kib", largest as f64);
+    results.put("memory.ucs_isolated.rss_kib", server.rss_kib()? as f64);
     Ok(())
 }
