@@ -79,6 +79,17 @@ impl SqliteStore {
         let lock = DataDirLock::take(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let opening = |err: rusqlite::Error| open_error(data_dir, &path, err);
+        // SQLite takes an empty file for a new database and would start it
+        // afresh: every user and shared value gone without a word. Only a
+        // first start finds no file; an empty one was truncated.
+        if std::fs::metadata(&path).is_ok_and(|found| found.len() == 0) {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: "it is empty (0 bytes): it was truncated, and nothing is reset \
+                         silently; delete it only to start with an empty database"
+                    .to_owned(),
+            });
+        }
 
         let mut connection = Connection::open(&path).map_err(opening)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(opening)?;

@@ -224,6 +224,29 @@ fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
     assert_eq!(std::fs::read_to_string(&database).unwrap(), garbage);
 }
 
+/// Issue 15 item 7: a database truncated to zero bytes is not taken for a
+/// new one (that would start with only `admin` and rewrite the file): it
+/// is refused, and left as it is.
+#[test]
+fn a_database_truncated_to_zero_bytes_is_refused_not_reset() {
+    let dir = data_dir();
+    let store = open(dir.path());
+    store.save_shared("kept", &Value::from("data")).unwrap();
+    drop(store);
+    let database = dir.path().join(DATABASE_FILE);
+    std::fs::File::create(&database).unwrap();
+    let err = check_open_fails(
+        dir.path(),
+        &[
+            "ucs.db is corrupt",
+            "empty (0 bytes)",
+            "restore it from a backup",
+        ],
+    );
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_eq!(std::fs::metadata(&database).unwrap().len(), 0, "rewritten");
+}
+
 #[test]
 fn a_damaged_database_is_refused() {
     let dir = data_dir();
