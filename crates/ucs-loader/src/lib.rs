@@ -113,6 +113,11 @@ pub enum LoaderError {
     NoStartThread(#[source] std::io::Error),
 }
 
+/// Why a symbolic link in the plugins directory is not loaded, at start and
+/// by `plugins.load` alike (issue 15 item 6).
+const LINK_REFUSED: &str = "plugins load only from regular files in the plugins directory, \
+     never through a symbolic link, which may lead out of it (D1)";
+
 /// The log message that ends the loading of the plugins found at start,
 /// for operators and for tests that wait for it (I4).
 pub const START_UP_DONE: &str = "start-up loading done";
@@ -237,6 +242,9 @@ struct PluginFiles {
     names: Vec<PluginName>,
     /// `*.py` files skipped because their stem is not an identifier (D1).
     misnamed: Vec<String>,
+    /// `*.py` symbolic links, skipped: a link may lead out of the plugins
+    /// directory, and no path ever does (D1).
+    linked: Vec<String>,
 }
 
 /// Why one version of a plugin did not start.
@@ -364,6 +372,9 @@ impl PluginHost {
         for file in &files.misnamed {
             tracing::warn!("skipping {file}: a plugin file name must be a Python identifier");
         }
+        for file in &files.linked {
+            tracing::warn!("skipping {file}: {LINK_REFUSED}");
+        }
         Ok((host, files.names))
     }
 
@@ -418,9 +429,17 @@ impl PluginHost {
             source,
         })?;
         let mut misnamed = Vec::new();
+        let mut linked = Vec::new();
         let mut names: Vec<PluginName> = entries
             .filter_map(Result::ok)
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+            .filter(|entry| match entry.file_type() {
+                Ok(kind) if kind.is_symlink() => {
+                    linked.push(entry.file_name().to_string_lossy().into_owned());
+                    false
+                }
+                Ok(kind) => kind.is_file(),
+                Err(_) => false,
+            })
             .filter_map(|entry| entry.file_name().into_string().ok())
             .filter_map(|file| match PluginName::from_file_name(&file) {
                 Ok(name) => Some(name),
@@ -433,7 +452,13 @@ impl PluginHost {
             .collect();
         names.sort();
         misnamed.sort();
-        Ok(PluginFiles { names, misnamed })
+        linked.retain(|file| file.ends_with(".py"));
+        linked.sort();
+        Ok(PluginFiles {
+            names,
+            misnamed,
+            linked,
+        })
     }
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<String, PluginRecord>> {
@@ -510,6 +535,12 @@ impl PluginHost {
     /// last error.
     fn load_named(&self, name: &PluginName) -> Result<PluginInfo, ApiError> {
         let path = self.path_of(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|found| found.file_type().is_symlink()) {
+            return Err(ApiError::Processing(format!(
+                "{} is a symbolic link: {LINK_REFUSED}",
+                path.display()
+            )));
+        }
         if !path.is_file() {
             return Err(ApiError::NotFound(format!(
                 "plugin file {} not found",

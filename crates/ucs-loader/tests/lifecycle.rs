@@ -75,6 +75,37 @@ fn p1_only_top_level_py_files_are_plugins_not_init_dotfiles_or_subdirectories() 
     assert_eq!(names, ["p1_skip_a", "p1_skip_b"]);
 }
 
+/// D1, issue 15 item 6: a symbolic link in the plugins directory, here to
+/// a plugin outside it, is never run: skipped with a warning at start and
+/// refused with a message by `plugins.load`, the same way both times.
+#[test]
+fn d1_a_symlink_out_of_the_plugins_directory_is_never_loaded() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("d1_outside.py");
+    std::fs::write(&target, recording_plugin()).unwrap();
+    let server = TestServer::start_with(&[], |config| {
+        std::os::unix::fs::symlink(&target, config.plugins_dir.join("d1_link_start.py")).unwrap();
+    });
+    assert_eq!(server.shared("order"), Value::empty_map(), "ran at start");
+    assert!(
+        !common::log_lines_with("skipping d1_link_start.py: plugins load only from regular files")
+            .is_empty(),
+        "skipped silently"
+    );
+
+    std::os::unix::fs::symlink(&target, server.path("d1_link_load.py")).unwrap();
+    let err = server.load("d1_link_load").unwrap_err();
+    let ApiError::Processing(message) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(message.contains("is a symbolic link"), "{message}");
+    assert_eq!(
+        server.shared("order"),
+        Value::empty_map(),
+        "ran by plugins.load"
+    );
+}
+
 #[test]
 fn p2_file_without_ucs_plugin_is_skipped_at_start_and_not_listed() {
     let plugin = py(r#"
