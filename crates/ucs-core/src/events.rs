@@ -13,7 +13,7 @@
 //! another dispatcher stops waiting after [`EventBus::wait_limit`], so a
 //! callback that blocks can delay its events but never hang the server (L5).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -141,9 +141,26 @@ pub trait EventSink: Send + Sync {
 /// One registered callback.
 pub type CallbackRegistration = Registered<dyn EventCallback>;
 
+/// How many changes in a row event callbacks may cause, each made by a
+/// callback of the one before (issue 15 item 2): like a packet's TTL, it
+/// ends a ping-pong of callbacks that answer each other's changes, which
+/// would otherwise keep the call that started it from ever returning (D5).
+/// Far above what a plugin reacting to a change needs.
+pub const MAX_CASCADE_DEPTH: u32 = 8;
+
+/// A committed event waiting for its callbacks, with what caused it.
+struct Queued {
+    event: Arc<Event>,
+    /// 0 for a change an API call or a plugin thread made; n + 1 for one a
+    /// callback of an event of depth n made.
+    depth: u32,
+    /// The callback that made the change, if one did.
+    cause: Option<(Owner, Arc<str>)>,
+}
+
 struct DispatchState {
     /// Committed events not yet taken by a dispatcher, in seq order.
-    pending: VecDeque<Arc<Event>>,
+    pending: VecDeque<Queued>,
     /// Events whose callbacks are running now.
     in_progress: BTreeSet<u64>,
     /// The thread dispatching, if any; only one at a time keeps commit order.
@@ -156,7 +173,10 @@ struct DispatchState {
 
 impl DispatchState {
     fn is_done(&self, seq: u64) -> bool {
-        self.pending.front().is_none_or(|front| front.seq > seq) && !self.in_progress.contains(&seq)
+        self.pending
+            .front()
+            .is_none_or(|front| front.event.seq > seq)
+            && !self.in_progress.contains(&seq)
     }
 }
 
@@ -177,6 +197,12 @@ thread_local! {
     /// The highest seq committed while this thread held a turn, which the
     /// change holding it delivers once the turn is gone.
     static DEFERRED_THROUGH: Cell<u64> = const { Cell::new(0) };
+    /// The depth a change committed on this thread now gets: one more
+    /// than the event whose callbacks run here, 0 outside callbacks.
+    static CASCADE_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The callback running on this thread, to name in the log if its
+    /// changes cascade too deep.
+    static RUNNING_CALLBACK: RefCell<Option<(Owner, Arc<str>)>> = const { RefCell::new(None) };
 }
 
 /// Returned by a commit: the seq to dispatch through, if any callback wants it.
@@ -303,7 +329,11 @@ impl EventBus {
             return Committed(None);
         }
         let seq = event.seq;
-        state.pending.push_back(event);
+        state.pending.push_back(Queued {
+            event,
+            depth: CASCADE_DEPTH.with(Cell::get),
+            cause: RUNNING_CALLBACK.with(|running| running.borrow().clone()),
+        });
         Committed(Some(seq))
     }
 
@@ -343,9 +373,9 @@ impl EventBus {
                 return;
             }
             if state.dispatcher.is_none()
-                && let Some(event) = state.pending.pop_front()
+                && let Some(queued) = state.pending.pop_front()
             {
-                state.in_progress.insert(event.seq);
+                state.in_progress.insert(queued.event.seq);
                 state.dispatcher = Some(me);
                 drop(state);
                 {
@@ -353,9 +383,9 @@ impl EventBus {
                     // claimed by this thread: the guard gives it back.
                     let _dispatching = Dispatching {
                         bus: self,
-                        seq: event.seq,
+                        seq: queued.event.seq,
                     };
-                    self.run_callbacks(&event);
+                    self.run_callbacks_of(&queued);
                 }
                 state = self.state();
                 continue;
@@ -392,11 +422,42 @@ impl EventBus {
         }
     }
 
+    /// Runs the callbacks of `queued`, unless callbacks made it too deep
+    /// in a cascade: then none, which ends the cascade, and the callback
+    /// that made it is named.
+    fn run_callbacks_of(&self, queued: &Queued) {
+        if queued.depth > MAX_CASCADE_DEPTH {
+            let (plugin, callable) = queued.cause.as_ref().map_or_else(
+                || (String::new(), "a callback".into()),
+                |(owner, callable)| (owner.to_string(), Arc::clone(callable)),
+            );
+            tracing::error!(
+                plugin = %plugin,
+                event = queued.event.name(),
+                seq = queued.event.seq,
+                "event callbacks loop: {callable} made the {}th change in a row caused by \
+                 callbacks of one change; its callbacks are not called, which ends the loop \
+                 (the change itself stands)",
+                queued.depth
+            );
+            return;
+        }
+        let outer = CASCADE_DEPTH.with(|depth| depth.replace(queued.depth + 1));
+        self.run_callbacks(&queued.event);
+        CASCADE_DEPTH.with(|depth| depth.set(outer));
+    }
+
     fn run_callbacks(&self, event: &Event) {
         let Some(registrations) = self.callbacks.snapshot(event.name()) else {
             return;
         };
         for registration in registrations.iter() {
+            let outer = RUNNING_CALLBACK.with(|running| {
+                running.replace(Some((
+                    registration.owner.clone(),
+                    Arc::clone(&registration.callable),
+                )))
+            });
             // A panic in a callback (a bug in Rust code it called) is that
             // callback's failure, as an exception would be (D5): the other
             // callbacks still run and the change stands.
@@ -407,6 +468,7 @@ impl EventBus {
                         panic_message(panic.as_ref())
                     )))
                 });
+            RUNNING_CALLBACK.with(|running| running.replace(outer));
             if let Err(failure) = outcome {
                 tracing::error!(
                     plugin = %registration.owner,

@@ -207,6 +207,66 @@ UCS_PLUGIN = 'D5Before'
     // The change was committed before the callback ran: it sees it too.
 }
 
+/// Issue 15 item 2: a callback that answers every status change of an
+/// agent with another change of that agent would ping-pong forever, and
+/// the call that started it would never return (D5). The cascade stops
+/// after `MAX_CASCADE_DEPTH` changes made by callbacks, the call returns,
+/// the plugin is named, and the count stays put afterwards.
+#[test]
+fn d5_a_callback_ping_pong_ends_at_the_cascade_depth_and_the_first_call_returns() {
+    let plugin = py(r#"
+class PingPong:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        self.calls = 0
+        ucs.addCallback(events.EVENT_AGENT_STATUS, self.on_status)
+
+    def on_status(self, agent, args):
+        if agent['username'] != 'pingpong_agent':
+            return
+        self.calls += 1
+        put(self.ucs, 'pingpong_calls', self.calls)
+        flipped = constants.AGENT_AUX if agent['status'] == constants.AGENT_READY else constants.AGENT_READY
+        self.ucs.api.agents.setStatus(self.ucs.sid, agent['id'], flipped, 'pong')
+
+UCS_PLUGIN = 'PingPong'
+"#);
+    let server = TestServer::start(&[("pingpong.py", &plugin)]);
+    let agent = server.add_agent("pingpong_agent");
+    let (done, returned) = std::sync::mpsc::channel();
+    let api = server.api.clone();
+    let sid = server.admin_sid.clone();
+    std::thread::spawn(move || {
+        let result = api.call(
+            &sid,
+            "agents.setStatus",
+            vec![Value::Int(agent), Value::Int(READY), Value::from("")],
+        );
+        let _ = done.send(result.map(drop));
+    });
+    returned
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the call that started the ping-pong returned")
+        .expect("and succeeded");
+    // The API call's change, then one change per level of the cascade.
+    let limit = i64::from(ucs_core::events::MAX_CASCADE_DEPTH);
+    assert_eq!(server.shared("pingpong_calls"), Value::Int(limit + 1));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        server.shared("pingpong_calls"),
+        Value::Int(limit + 1),
+        "the cascade went on after the call returned"
+    );
+    assert!(
+        !log_records_of(
+            "pingpong",
+            &["event callbacks loop", "PingPong.on_status()"]
+        )
+        .is_empty(),
+        "the looping plugin is not named"
+    );
+}
+
 /// Records agent-status events at commit, in seq order, as the test's truth.
 struct CommitOrder(Mutex<Vec<Value>>);
 
