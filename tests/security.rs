@@ -364,3 +364,57 @@ async fn bad_input_gets_a_status_and_never_a_crash() {
         .expect("still serving");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
+
+/// Issue 15 item 3: a plugin (in process) closes fds 1 and 2. The next
+/// connections the server accepts may get those numbers; the server's log,
+/// which names users, must still go to its own log, never to a stranger's
+/// socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_closing_stdout_and_stderr_does_not_send_the_log_to_clients() {
+    let server = Server::builder()
+        .demo()
+        .arg("--isolation=inprocess")
+        .plugin(
+            "fd_closer.py",
+            "import os\nUCS_PLUGIN = 'C'\nclass C:\n    def __init__(self, ucs):\n        os.close(1)\n        os.close(2)\n",
+        )
+        .start()
+        .await;
+    let address = server
+        .url
+        .strip_prefix("http://")
+        .expect("plaintext url")
+        .to_owned();
+    let strangers: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    // Let the server accept them before it logs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.write_plugin("fd_broken.py", "UCS_PLUGIN = 'B'\nclass B(:\n");
+    let sid = server.admin_sid().await;
+    let _ = server
+        .plugins()
+        .load(pb::PluginRequest {
+            sid,
+            name: "fd_broken".into(),
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for mut stranger in strangers {
+        stranger
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut received = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stranger, &mut received);
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            !text.contains("plugin") && !text.contains("admin"),
+            "the server log went to a client's socket: {text}"
+        );
+    }
+    assert!(
+        server.log().contains("plugin failed to load"),
+        "the server log stopped: {}",
+        server.log()
+    );
+}

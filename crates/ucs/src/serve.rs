@@ -116,14 +116,40 @@ fn pin_mmap_threshold() {
     }
 }
 
+/// The server's log goes to a copy of stderr with a number of its own
+/// (issue 15 item 3): a plugin that closes fds 1 and 2 frees those numbers
+/// for the next accepted connection, and the log, with callers' user
+/// records in it, must never be written to a stranger's socket.
+#[derive(Clone)]
+struct LogFile(Arc<std::fs::File>);
+
+impl std::io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, not in a log file or journal.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Fails only without a free fd at start; stderr itself is then the log.
+    let own = std::os::fd::AsFd::as_fd(&std::io::stderr())
+        .try_clone_to_owned()
+        .map(|fd| LogFile(Arc::new(std::fs::File::from(fd))));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            match &own {
+                Ok(file) => Box::new(file.clone()),
+                Err(_) => Box::new(std::io::stderr()),
+            }
+        });
     // A second subscriber (as in tests) is refused; the first one stays.
     let _ = if json {
         builder.json().try_init()
