@@ -641,3 +641,45 @@ class FlagGuard:
         "no event for the refused edit"
     );
 }
+
+/// Issue 15 item 4: `os.fork()` in a hook raises instead of leaving a copy
+/// of the server behind (holding its socket and data-dir lock), and the
+/// status change goes on (H6 does not even come into it: the hook caught
+/// it). `subprocess`, which execs, still works.
+#[test]
+fn a_hook_cannot_fork_the_server_but_can_run_a_program() {
+    let plugin = py(r#"
+import os, subprocess
+
+class Forker:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def hook(self, agent, status, reason):
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            outcome = 'forked'
+        except OSError as err:
+            outcome = str(err)
+        ran = subprocess.run(['true']).returncode
+        put(self.ucs, 'fork_outcome', [outcome, ran])
+        return status, reason
+
+UCS_PLUGIN = 'Forker'
+"#);
+    let server = TestServer::start(&[("forker.py", &plugin)]);
+    let agent = server.add_agent("fork_agent");
+    server.set_status(agent, 1, "").expect("the change goes on");
+    let outcome = server.shared("fork_outcome");
+    let Value::List(items) = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        matches!(&items[0], Value::Str(text) if text.contains("os.fork() is not allowed in a UCS plugin")),
+        "{outcome:?}"
+    );
+    assert_eq!(items[1], Value::Int(0), "subprocess no longer runs");
+}

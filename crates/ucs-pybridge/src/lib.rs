@@ -12,6 +12,7 @@
 //! - [`convert`]: [`ucs_core::Value`] to Python and back (D4).
 //! - [`errors`]: the `error` module and its mapping to API errors (M3).
 //! - [`thread_state`]: keeping a Python thread state per server thread.
+//! - [`fork`]: `os.fork()` in a plugin raises; it would copy the server.
 //!
 //! GIL rule (L5): the GIL is taken only to run Python, and every path from
 //! Python back into the server detaches first.
@@ -19,6 +20,7 @@
 pub mod adapters;
 pub mod convert;
 pub mod errors;
+pub mod fork;
 pub mod modules;
 pub mod plugin;
 pub mod port;

@@ -231,5 +231,5 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     sys_modules.set_item("events", events(py)?)?;
     sys_modules.set_item("error", error(py)?)?;
     sys_modules.set_item("agents", agents(py)?)?;
-    Ok(())
+    crate::fork::forbid(py)
 }
