@@ -271,11 +271,72 @@ UCS_PLUGIN = 'Swallow'
     assert!(!tracebacks.is_empty(), "the failure names the class");
 }
 
+/// Nested calls each own their deadline, and only the innermost is
+/// interrupted: the outer status hook spins 100 ms, then sets shared data
+/// whose hook (another plugin's) spins, then spins itself. At 300 ms the
+/// outer is past its deadline but not innermost, so nothing is raised into
+/// the inner hook on its behalf; the inner one is interrupted at its own
+/// deadline (about 400 ms, S4: data stored), and only then the outer one
+/// (H6: the change proceeds).
+#[test]
+fn i3_nested_calls_each_keep_their_own_deadline_and_the_innermost_goes_first() {
+    if process_mode() {
+        return;
+    }
+    let outer = py(r#"
+class Outer:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def hook(self, agent, status, reason):
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            pass
+        self.ucs.api.shared.set(self.ucs.sid, 'i3_nested_key', 'from outer')
+        while True:
+            pass
+
+UCS_PLUGIN = 'Outer'
+"#);
+    let inner = py(r#"
+class Inner:
+    def __init__(self, ucs):
+        ucs.shared.addChangeHook('i3_nested_key', self.hook)
+
+    def hook(self, identificator, old, new):
+        while True:
+            pass
+
+UCS_PLUGIN = 'Inner'
+"#);
+    let server = server(&[
+        ("i3_nested_outer.py", &outer),
+        ("i3_nested_inner.py", &inner),
+    ]);
+    let agent = server.add_agent("i3_nested_alice");
+    let (result, took) = timed(|| server.set_status(agent, AUX, "nested"));
+    let after = result.expect("H6: the change proceeds");
+    assert_eq!(field(&after, "reason"), &Value::from("nested"));
+    assert!(
+        took >= DEADLINE + Duration::from_millis(90),
+        "the inner hook was cut short by the outer deadline: {took:?}"
+    );
+    assert!(took < DEADLINE + Duration::from_secs(3), "{took:?}");
+    assert_eq!(server.shared("i3_nested_key"), Value::from("from outer"));
+    assert_eq!(numbers(&server, "i3_nested_inner", "Inner.hook()"), (1, 1));
+    assert_eq!(numbers(&server, "i3_nested_outer", "Outer.hook()"), (1, 1));
+    assert_eq!(deadline_errors("i3_nested_inner").len(), 1);
+    assert_eq!(deadline_errors("i3_nested_outer").len(), 1);
+}
+
 /// Calls that end just before, at and just after the deadline, in Python
 /// and in C (`time.sleep`, which returns straight into `return`, so an
 /// exception set during the sleep may not have fired when the hook
 /// returns): after each one, the next Python code on the same thread (a
 /// checking hook that loops and rewrites the reason) must run unharmed.
+/// A C callback that blocks past the deadline and returns straight to the
+/// server leaves the exception pending: the disarm must withdraw it.
 #[test]
 fn i3_no_stray_exception_after_a_call_near_the_deadline() {
     if process_mode() {
@@ -285,6 +346,19 @@ fn i3_no_stray_exception_after_a_call_near_the_deadline() {
 class Near:
     def __init__(self, ucs):
         ucs.agents.addChangeStatusHook(self.hook)
+        # A callback that is C code: `get(identificator, 2)` of a
+        # SimpleQueue waits without the GIL until the timer the hook started
+        # puts an item, `data` seconds later, and returns it straight to the
+        # server, running no bytecode in which an exception set meanwhile
+        # could fire.
+        import queue
+        self.queue = queue.SimpleQueue()
+        ucs.shared.addChangeHook('i3_near_c', self.start_timer)
+        ucs.addCallback(events.EVENT_SHARED_DATA, self.queue.get)
+
+    def start_timer(self, identificator, old, new):
+        threading.Timer(new, self.queue.put, (2.0,)).start()
+        return 2.0
 
     def hook(self, agent, status, reason):
         kind, _, millis = reason.partition(':')
@@ -323,9 +397,40 @@ UCS_PLUGIN = 'Near'
             checks += 1;
         }
     }
-    assert_eq!(checks, 20);
+    for millis in [320_i32, 330, 340, 360] {
+        // Past the deadline in C: the exception is set while the queue
+        // waits, and still pending when it returns; it must be withdrawn.
+        server
+            .call(
+                "shared.set",
+                vec![
+                    Value::from("i3_near_c"),
+                    Value::Float(f64::from(millis) / 1000.0),
+                ],
+            )
+            .expect("the change stands whatever the callback did (D5)");
+        let after = server
+            .set_status(agent, READY, "check")
+            .expect("the check change");
+        assert_eq!(
+            field(&after, "reason"),
+            &Value::from("checked 199990000"),
+            "a stray exception hit the hook after a C callback of {millis} ms"
+        );
+        checks += 1;
+    }
+    assert_eq!(checks, 24);
     let (calls, _) = numbers(&server, "i3_near", "Near.hook()");
-    assert_eq!(calls, 40);
+    assert_eq!(calls, 44);
+    // The C callback was past its deadline each time, and logged so.
+    let overdue = log_records_of(
+        "i3_near",
+        &[
+            "ERROR",
+            "SimpleQueue.get() did not return within its deadline",
+        ],
+    );
+    assert_eq!(overdue.len(), 4, "{overdue:#?}");
 }
 
 /// The budget WARN appears while the call still runs (as uWSGI's harakiri

@@ -180,8 +180,9 @@ fn nanos(duration: Duration) -> u64 {
 
 /// A call armed by [`arm`]; dropping it (while still attached) disarms it.
 pub struct Armed<'py> {
-    /// The thread's slot.
-    slot: Arc<Slot>,
+    /// The thread's slot; none in a thread-local destructor, where the slot
+    /// is gone and the call simply runs unwatched.
+    slot: Option<Arc<Slot>>,
     /// The frame this call armed.
     index: usize,
     /// Attached for the whole call: disarming must be ordered against the
@@ -199,7 +200,13 @@ pub fn arm<'py>(
     policy: &HookPolicy,
     started: Instant,
 ) -> Armed<'py> {
-    let slot = SLOT.with(Arc::clone);
+    let Ok(slot) = SLOT.try_with(Arc::clone) else {
+        return Armed {
+            slot: None,
+            index: 0,
+            py,
+        };
+    };
     let index = slot.depth.load(Ordering::Relaxed);
     if index > 0
         && let Some(parent) = slot.frames.get(index - 1)
@@ -236,21 +243,28 @@ pub fn arm<'py>(
     }
     // Release: the watchdog that reads this depth sees the frame above.
     slot.depth.store(index + 1, Ordering::Release);
-    Armed { slot, index, py }
+    Armed {
+        slot: Some(slot),
+        index,
+        py,
+    }
 }
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        if let Some(frame) = self.slot.frames.get(self.index) {
+        let Some(slot) = &self.slot else {
+            return;
+        };
+        if let Some(frame) = slot.frames.get(self.index) {
             frame.raise_at.store(NEVER, Ordering::Relaxed);
             frame.warn_at.store(NEVER, Ordering::Relaxed);
             if frame.pending.swap(false, Ordering::Relaxed) {
                 // Set, but the call returned before it fired: it would hit
                 // whatever this thread runs next.
-                clear_async_exc(self.py, self.slot.thread_ident);
+                clear_async_exc(self.py, slot.thread_ident);
             }
         }
-        self.slot.depth.store(self.index, Ordering::Release);
+        slot.depth.store(self.index, Ordering::Release);
     }
 }
 
