@@ -157,3 +157,31 @@ fn serve_without_a_data_dir_explains_itself() {
         stderr(&output)
     );
 }
+
+/// I3: `--hook-deadline` below the budget (or 0) is refused before anything
+/// starts, with a message that says which flag.
+#[test]
+fn serve_refuses_a_hook_deadline_of_zero_or_below_the_budget() {
+    let data_dir = tempfile::tempdir().unwrap();
+    for (deadline, expected) in [("0s", "positive"), ("20ms", "below hook_budget")] {
+        let output = Command::new(ucs_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--hook-deadline",
+                deadline,
+            ])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap();
+        assert_ne!(output.status.code(), Some(0), "{deadline}");
+        assert!(
+            stderr(&output).contains(expected) && stderr(&output).contains("hook"),
+            "{deadline}: {}",
+            stderr(&output)
+        );
+    }
+}

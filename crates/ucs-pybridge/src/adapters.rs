@@ -21,6 +21,7 @@ use ucs_core::{
 };
 
 use crate::convert::{py_to_value, type_name, value_to_py};
+use crate::deadline::{self, CallLabel};
 use crate::errors::{self, PluginError, ProcessingError, api_error_to_py, format_traceback};
 use crate::modules::PyAgent;
 
@@ -33,7 +34,11 @@ pub struct PyCallable {
     /// Calls, errors, overruns, latency and the breaker of this
     /// registration; the registry reports the same numbers.
     metrics: Arc<RegistrationMetrics>,
+    /// Budget, breaker threshold and deadline (I3) of every call.
     policy: HookPolicy,
+    /// The plugin and registration the deadline watchdog names in its log
+    /// lines; made once here so arming a call allocates nothing.
+    label: Arc<CallLabel>,
 }
 
 impl PyCallable {
@@ -44,12 +49,17 @@ impl PyCallable {
             .and_then(|name| name.extract::<String>())
             .or_else(|_| callable.repr().map(|repr| repr.to_string()))
             .unwrap_or_else(|_| "<callable>".to_owned());
+        let label = Arc::new(CallLabel {
+            owner: owner.clone(),
+            registration: format!("{name}()"),
+        });
         PyCallable {
             callable: callable.clone().unbind(),
             owner,
             name,
             metrics: Arc::new(RegistrationMetrics::new()),
             policy,
+            label,
         }
     }
 
@@ -57,6 +67,12 @@ impl PyCallable {
     /// if nothing were registered), timing it minus `excluded` (time spent
     /// in the server, e.g. a middleware's inner handler), and logs an
     /// overrun or a breaker that opens, naming the plugin and registration.
+    ///
+    /// This is the one place every in-process call into a plugin passes, so
+    /// it arms the call's deadline (I3, [`deadline`]): attached, so the
+    /// watchdog's raise is ordered against the disarm by the GIL. A call
+    /// interrupted there ends in `error.DeadlineExceeded`, which each
+    /// adapter handles as any unexpected exception (a failure).
     fn measured<T>(
         &self,
         skipped: impl FnOnce() -> T,
@@ -66,7 +82,10 @@ impl PyCallable {
             return skipped();
         }
         let started = Instant::now();
-        let (result, outcome, excluded) = call();
+        let (result, outcome, excluded) = Python::attach(|py| {
+            let _armed = deadline::arm(py, &self.label, &self.policy, started);
+            call()
+        });
         let elapsed = started.elapsed().saturating_sub(excluded);
         let recorded = self.metrics.record(elapsed, outcome, &self.policy);
         if recorded.over_budget {

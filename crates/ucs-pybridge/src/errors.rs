@@ -1,7 +1,7 @@
 //! The `error` module plugins import, and the two-way mapping between its
 //! exceptions and [`ApiError`] (SPEC M3).
 
-use pyo3::exceptions::{PyAttributeError, PyException};
+use pyo3::exceptions::{PyAttributeError, PyBaseException, PyException};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use ucs_api::ApiError;
@@ -35,6 +35,17 @@ pyo3::create_exception!(
     "The caller may not do this."
 );
 
+// Raised into a plugin's thread when its call runs past its deadline (I3).
+// A `BaseException`, like `KeyboardInterrupt`, so `except Exception:` in the
+// plugin cannot swallow it and keep the call running.
+pyo3::create_exception!(
+    error,
+    DeadlineExceeded,
+    PyBaseException,
+    "Raised into a plugin call that ran past its deadline (SPEC I3). Derives from \
+     BaseException so `except Exception:` does not catch it."
+);
+
 /// The attribute under which an exception raised from an [`ApiError`] keeps
 /// the original, so it crosses a Python middleware unchanged (a not-found
 /// stays a not-found).
@@ -51,6 +62,7 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("ProcessingError", py.get_type::<ProcessingError>())?;
     module.add("InvalidDataInput", py.get_type::<InvalidDataInput>())?;
     module.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
+    module.add("DeadlineExceeded", py.get_type::<DeadlineExceeded>())?;
     Ok(())
 }
 

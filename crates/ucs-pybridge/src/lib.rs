@@ -6,6 +6,8 @@
 //! - [`modules`]: `constants`, `events`, `error`, `agents` (SPEC section 6).
 //! - [`ucs_object`]: the per-plugin `ucs` object.
 //! - [`adapters`]: Python callables as hooks, callbacks, middleware.
+//! - [`deadline`]: the watchdog that interrupts an in-process call past its
+//!   deadline (I3).
 //! - [`plugin`]: importing, starting and stopping one plugin file.
 //! - [`port`]: the server as a plugin's `ucs` object reaches it, in-process
 //!   or from a plugin host (I1).
@@ -19,6 +21,7 @@
 
 pub mod adapters;
 pub mod convert;
+pub mod deadline;
 pub mod errors;
 pub mod fork;
 pub mod modules;

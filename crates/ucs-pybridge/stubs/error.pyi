@@ -17,3 +17,8 @@ class InvalidDataInput(UcsError):
 
 class PermissionDenied(UcsError):
     """The caller may not do this."""
+
+class DeadlineExceeded(BaseException):
+    """Raised by the server into a hook, callback or middleware that ran past
+    its deadline (SPEC I3; `ucs serve --hook-deadline`). Not an Exception, so
+    `except Exception:` does not catch it: let it propagate."""

@@ -257,6 +257,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub hook_budget: Option<Duration>,
+    /// How long one plugin hook, callback or middleware call may take at
+    /// all (SPEC I3): an in-process call past it gets `error.DeadlineExceeded`
+    /// raised in its thread, a process-isolated plugin's host is killed. At
+    /// least the budget, e.g. `5s`, `250ms` [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub hook_deadline: Option<Duration>,
     /// Failures or budget overruns in a row after which a registration's
     /// breaker opens and it is skipped until the plugin reloads; 0 never
     /// opens it [default: 10].

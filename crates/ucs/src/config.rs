@@ -31,6 +31,9 @@ pub struct ServeSettings {
     pub metrics_listen: Option<String>,
     /// How long one plugin call may take before it counts as an overrun.
     pub hook_budget: Duration,
+    /// How long one plugin call may take at all before it is interrupted
+    /// (in-process) or its host killed (process mode) (I3).
+    pub hook_deadline: Duration,
     /// Failures or overruns in a row that open a registration's breaker.
     pub breaker_threshold: u32,
     /// Whether to reload plugins as their files change (`--watch`).
@@ -54,6 +57,16 @@ impl ServeSettings {
             bail!("no data directory: pass --data-dir DIR or set data_dir in the --config file");
         };
         let policy = ucs_api::HookPolicy::default();
+        let hook_budget = merged.hook_budget.unwrap_or(policy.budget);
+        let hook_deadline = merged.hook_deadline.unwrap_or(policy.deadline);
+        // A deadline under the budget would interrupt calls before they even
+        // count as slow; the duration parser already refuses 0.
+        if hook_deadline < hook_budget {
+            bail!(
+                "hook_deadline ({hook_deadline:?}) is below hook_budget ({hook_budget:?}): a call \
+                 must be allowed at least its budget; raise --hook-deadline or lower --hook-budget"
+            );
+        }
         Ok(ServeSettings {
             listen: merged.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             plugins_dir: merged
@@ -67,7 +80,8 @@ impl ServeSettings {
             tls: read_tls(merged.tls_cert.as_deref(), merged.tls_key.as_deref())?,
             log_json: merged.log_json.unwrap_or(false),
             metrics_listen: merged.metrics_listen,
-            hook_budget: merged.hook_budget.unwrap_or(policy.budget),
+            hook_budget,
+            hook_deadline,
             breaker_threshold: merged.breaker_threshold.unwrap_or(policy.breaker_threshold),
             watch: merged.watch.unwrap_or(false),
             isolation: merged
@@ -97,6 +111,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         log_json,
         metrics_listen,
         hook_budget,
+        hook_deadline,
         breaker_threshold,
         watch,
         isolation,
@@ -114,6 +129,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         log_json: file_log_json,
         metrics_listen: file_metrics_listen,
         hook_budget: file_hook_budget,
+        hook_deadline: file_hook_deadline,
         breaker_threshold: file_breaker_threshold,
         watch: file_watch,
         isolation: file_isolation,
@@ -131,6 +147,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         log_json: log_json.or(file_log_json),
         metrics_listen: metrics_listen.or(file_metrics_listen),
         hook_budget: hook_budget.or(file_hook_budget),
+        hook_deadline: hook_deadline.or(file_hook_deadline),
         breaker_threshold: breaker_threshold.or(file_breaker_threshold),
         watch: watch.or(file_watch),
         isolation: isolation.or(file_isolation),
@@ -245,6 +262,7 @@ tls_key = "key.pem"
 log_json = true
 metrics_listen = "127.0.0.1:9999"
 hook_budget = "1s"
+hook_deadline = "2s"
 breaker_threshold = 3
 watch = true
 isolation = "process"
@@ -280,6 +298,7 @@ isolation = "inprocess"
                 log_json: true,
                 metrics_listen: Some("127.0.0.1:9999".into()),
                 hook_budget: Duration::from_secs(1),
+                hook_deadline: Duration::from_secs(2),
                 breaker_threshold: 3,
                 watch: true,
                 isolation: ucs_api::Isolation::Process,
@@ -360,6 +379,40 @@ isolation = "inprocess"
             assert!(message.contains(&format!("`{key}`")), "{key}: {message}");
         }
         assert!(!message.contains("`config`"), "{message}");
+    }
+
+    /// I3: a deadline of 0 or under the budget is refused, saying why.
+    #[test]
+    fn a_zero_deadline_or_one_below_the_budget_is_refused() {
+        let zero = Cli::try_parse_from(["ucs", "serve", "--hook-deadline", "0s"]).unwrap_err();
+        assert!(zero.to_string().contains("positive"), "{zero}");
+        let below = ServeSettings::resolve(&serve_args(&[
+            "--data-dir",
+            "/tmp/d",
+            "--hook-budget",
+            "1s",
+            "--hook-deadline",
+            "250ms",
+        ]))
+        .unwrap_err();
+        let message = format!("{below:#}");
+        assert!(message.contains("below hook_budget"), "{message}");
+        let (_dir, path) = config_file("hook_deadline = \"10ms\"\n");
+        let from_file = ServeSettings::resolve(&ServeArgs {
+            config: Some(path),
+            data_dir: Some("/tmp/d".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert!(format!("{from_file:#}").contains("below hook_budget"));
+        let fine = ServeSettings::resolve(&serve_args(&[
+            "--data-dir",
+            "/tmp/d",
+            "--hook-deadline",
+            "250ms",
+        ]))
+        .unwrap();
+        assert_eq!(fine.hook_deadline, Duration::from_millis(250));
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let policy = ucs_api::HookPolicy {
         budget: settings.hook_budget,
         breaker_threshold: settings.breaker_threshold,
-        ..ucs_api::HookPolicy::default()
+        // I3, both modes: the in-process watchdog and the host proxies read
+        // it from the Api's policy.
+        deadline: settings.hook_deadline,
     };
     let api = Api::with_policy(Arc::new(core), policy);
 

@@ -80,6 +80,16 @@ impl TestServer {
     }
 
     pub fn start_with(plugins: &[(&str, &str)], configure: impl FnOnce(&mut LoaderConfig)) -> Self {
+        Self::start_with_policy(plugins, |_| {}, configure)
+    }
+
+    /// As [`TestServer::start_with`], and `policy` may change the Api's
+    /// hook policy (budget, breaker, deadline) before anything loads.
+    pub fn start_with_policy(
+        plugins: &[(&str, &str)],
+        policy: impl FnOnce(&mut ucs_api::HookPolicy),
+        configure: impl FnOnce(&mut LoaderConfig),
+    ) -> Self {
         capture_logs();
         let dir = tempfile::tempdir().unwrap();
         for (file, source) in plugins {
@@ -91,10 +101,12 @@ impl TestServer {
         // The rule tests check every call of a hook (H6 makes 22 failing
         // calls in a row); the breaker, which would skip calls after a run
         // of failures, has tests of its own.
-        let policy = ucs_api::HookPolicy {
+        let mut hook_policy = ucs_api::HookPolicy {
             breaker_threshold: 0,
             ..ucs_api::HookPolicy::default()
         };
+        policy(&mut hook_policy);
+        let policy = hook_policy;
         let api = Api::with_policy(Arc::clone(&core), policy);
         let mut config = LoaderConfig::new(dir.path().to_path_buf());
         config.stop_timeout = Duration::from_secs(2);
