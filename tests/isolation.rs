@@ -17,7 +17,8 @@ use ucs_grpc::pb;
 /// A plugin that dies in every way a plugin host can die, each on its own
 /// trigger: a shared-data hook per identificator (`crash`: SIGSEGV through
 /// `ctypes.string_at(0)`, `hang`: sleeps forever, `spin`: busy loop, `exit`:
-/// `os._exit(3)`, `abort`: `os.abort()`, `thread`: starts a plugin thread
+/// `os._exit(3)`, `abort`: `os.abort()`, `bomb`: one 16 GiB bytearray,
+/// `grow`: a list growing by 1 MiB at a time, `thread`: starts a plugin thread
 /// that segfaults after the hook returned), the status hook by reason
 /// (`segv`, `spin`), the status event callback on reason `cb-segv`, and a
 /// middleware on `shared.get` by identificator (`mw-segv`, `mw-spin`,
@@ -38,10 +39,16 @@ def die(how):
         os._exit(3)
     elif how == "abort":
         os.abort()
+    elif how == "bomb":
+        b = bytearray(2**34)
+    elif how == "grow":
+        grown = []
+        while True:
+            grown.append(bytearray(2**20))
 
 class Crasher:
     def __init__(self, ucs):
-        for how in ("crash", "hang", "spin", "exit", "abort"):
+        for how in ("crash", "hang", "spin", "exit", "abort", "bomb", "grow"):
             ucs.shared.addChangeHook(how, self.shared_hook)
         ucs.shared.addChangeHook("thread", self.start_crashing_thread)
         ucs.agents.addChangeStatusHook(self.status_hook)
@@ -438,4 +445,135 @@ async fn i3_a_middleware_spinning_or_sleeping_is_killed_at_its_deadline_and_answ
         "took {took:?}"
     );
     assert_restarted_after(&server, &before, "did not return within its deadline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_a_memory_bomb_under_a_small_limit_is_a_memory_error_and_the_data_stored() {
+    let server = crasher_server_with(&[], &["--plugin-memory-limit=384MiB"]).await;
+    let before = crasher(&server).await;
+    // Under RLIMIT_AS the allocation fails inside the host: CPython raises
+    // MemoryError, an ordinary exception of the hook (S4: stored anyway).
+    for bomb in ["bomb", "grow"] {
+        set_while_probing(&server, bomb)
+            .await
+            .expect("S4: stored anyway");
+    }
+    assert_logged(&server, "MemoryError");
+    let after = crasher(&server).await;
+    if after.host_pid == before.host_pid {
+        assert_eq!(after.state(), pb::PluginState::Running, "{after:?}");
+    } else {
+        // A host killed by the bomb must say so.
+        assert_logged(&server, "out of memory");
+    }
+    // Whatever happened, the limit held: the host is small again and serves.
+    // Running in some host (pid 0 is none): the same one or a restarted one.
+    let info = wait_restarted(&server, 0).await;
+    let status = server_host_vm_size(info.host_pid);
+    assert!(status < 384 << 20, "host still holds {status} bytes");
+}
+
+/// The virtual size of process `pid` in bytes (VmSize of /proc/PID/status).
+fn server_host_vm_size(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("host alive");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .expect("VmSize")
+}
+
+/// A plugin whose constructor sleeps far past any load deadline.
+const SLOW_CONSTRUCTOR: &str = r#"
+import time
+
+class Slow:
+    def __init__(self, ucs):
+        time.sleep(30)
+
+UCS_PLUGIN = "Slow"
+"#;
+
+/// The processes whose parent is `pid`, from `/proc/PID/task/*/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists (zombies count: they are not yet reaped).
+fn process_exists(pid: u32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+    nix::sys::signal::kill(pid, None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i4_a_constructor_sleeping_past_the_load_deadline_fails_its_load_and_its_host_is_killed() {
+    let server = Server::builder()
+        .demo()
+        .arg("--isolation=process")
+        .arg("--plugin-load-deadline=2s")
+        .start()
+        .await;
+    let server_pid = u32::try_from(server.pid().as_raw()).expect("pid");
+    let before = children_of(server_pid);
+    server.write_plugin("slow.py", SLOW_CONSTRUCTOR);
+    let sid = server.admin_sid().await;
+    let mut load = server.plugins();
+    let started = Instant::now();
+    let mut hosts = Vec::new();
+    let loaded = while_probing(&server, async {
+        let loading = load.load(pb::PluginRequest {
+            sid: sid.clone(),
+            name: "slow".into(),
+        });
+        tokio::pin!(loading);
+        loop {
+            tokio::select! {
+                outcome = &mut loading => break outcome,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    for pid in children_of(server_pid) {
+                        if !before.contains(&pid) && !hosts.contains(&pid) {
+                            hosts.push(pid);
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "load took {took:?}");
+    // The answer is the plugin's record, FAILED with why, or an error.
+    match loaded {
+        Ok(info) => {
+            let info = info.into_inner();
+            assert_eq!(info.state(), pb::PluginState::Failed, "{info:?}");
+            assert!(info.error.contains("did not finish loading"), "{info:?}");
+            assert!(info.error.contains("2s"), "{info:?}");
+        }
+        Err(status) => assert!(status.message().contains("2s"), "{status:?}"),
+    }
+    let info = plugin_info(&server, "slow").await;
+    assert_eq!(info.state(), pb::PluginState::Failed, "{info:?}");
+    assert_eq!(info.host_pid, 0, "{info:?}");
+    assert!(info.error.contains("did not finish loading"), "{info:?}");
+    // The host was really killed, not left sleeping.
+    assert!(!hosts.is_empty(), "no plugin host seen");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while hosts.iter().any(|&pid| process_exists(pid)) {
+        assert!(Instant::now() < deadline, "host {hosts:?} still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.call(&sid, "agents.list", "").await.expect("serving");
 }
