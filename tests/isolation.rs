@@ -1,8 +1,11 @@
-//! Process isolation against the real binary (issue 18, SPEC I1-I3): a
-//! plugin whose shared-data hook segfaults or hangs in `--isolation process`
-//! never stops the server. A probe calls `agents.list` throughout; every
-//! probe must answer. The plugin is FAILED with the cause, restarted, and
-//! the restarts stop at the restart intensity.
+//! Process isolation against the real binary (issue 18 item 5, SPEC I1-I3,
+//! H6, S4, D5): every way a plugin host can die (segfault in a hook, a
+//! callback, a middleware or a plugin thread, `os._exit`, `os.abort`, a
+//! busy or sleeping hook or middleware past its deadline, a kill from
+//! outside) never stops the server. A probe calls `agents.list` throughout;
+//! every probe must answer. The call is answered as the SPEC says for an
+//! unexpected exception, the plugin is FAILED with the cause, restarted,
+//! and the restarts stop at the restart intensity.
 
 mod common;
 
@@ -11,36 +14,108 @@ use std::time::{Duration, Instant};
 use common::Server;
 use ucs_grpc::pb;
 
-/// A plugin whose shared-data hook on `crash` kills its own process with
-/// SIGSEGV (`ctypes.string_at(0)`), and whose hook on `hang` never returns.
+/// A plugin that dies in every way a plugin host can die, each on its own
+/// trigger: a shared-data hook per identificator (`crash`: SIGSEGV through
+/// `ctypes.string_at(0)`, `hang`: sleeps forever, `spin`: busy loop, `exit`:
+/// `os._exit(3)`, `abort`: `os.abort()`, `bomb`: one 16 GiB bytearray,
+/// `grow`: a list growing by 1 MiB at a time, `thread`: starts a plugin thread
+/// that segfaults after the hook returned), the status hook by reason
+/// (`segv`, `spin`), the status event callback on reason `cb-segv`, and a
+/// middleware on `shared.get` by identificator (`mw-segv`, `mw-spin`,
+/// `mw-hang`). Anything else passes through.
 const CRASHER: &str = r#"
-import ctypes, time
+import ctypes, os, threading, time
+from events import EVENT_AGENT_STATUS
+
+def die(how):
+    if how == "crash" or how == "segv":
+        ctypes.string_at(0)
+    elif how == "hang":
+        time.sleep(3600)
+    elif how == "spin":
+        while True:
+            pass
+    elif how == "exit":
+        os._exit(3)
+    elif how == "abort":
+        os.abort()
+    elif how == "bomb":
+        b = bytearray(2**34)
+    elif how == "grow":
+        grown = []
+        while True:
+            grown.append(bytearray(2**20))
 
 class Crasher:
     def __init__(self, ucs):
-        ucs.shared.addChangeHook("crash", self.crash)
-        ucs.shared.addChangeHook("hang", self.hang)
+        for how in ("crash", "hang", "spin", "exit", "abort", "bomb", "grow"):
+            ucs.shared.addChangeHook(how, self.shared_hook)
+        ucs.shared.addChangeHook("thread", self.start_crashing_thread)
+        ucs.agents.addChangeStatusHook(self.status_hook)
+        ucs.addCallback(EVENT_AGENT_STATUS, self.status_changed)
+        ucs.api.addMiddleware("shared.get", self.middleware)
 
-    def crash(self, identificator, old, new):
-        ctypes.string_at(0)
+    def shared_hook(self, identificator, old, new):
+        die(identificator)
 
-    def hang(self, identificator, old, new):
-        time.sleep(3600)
+    def start_crashing_thread(self, identificator, old, new):
+        threading.Thread(target=lambda: (time.sleep(0.3), die("segv"))).start()
+
+    def status_hook(self, agent, status, reason):
+        die(reason)
+        return status, reason
+
+    def status_changed(self, agent, *rest):
+        if agent["reason"] == "cb-segv":
+            die("segv")
+
+    def middleware(self, handler, caller, identificator, *rest):
+        if identificator.startswith("mw-"):
+            die(identificator[3:])
+        return handler(caller, identificator, *rest)
 
 UCS_PLUGIN = "Crasher"
 "#;
 
-/// A demo server running [`CRASHER`] in a plugin host.
-async fn crasher_server() -> Server {
-    Server::builder()
+/// A second plugin, in a host of its own, whose status callback logs every
+/// change it sees: callbacks of other plugins run on after one crashed (D5).
+const WITNESS: &str = r#"
+from events import EVENT_AGENT_STATUS
+
+class Witness:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.addCallback(EVENT_AGENT_STATUS, self.seen)
+
+    def seen(self, agent, *rest):
+        self.ucs.log.info("witness saw reason " + agent["reason"])
+
+UCS_PLUGIN = "Witness"
+"#;
+
+/// A demo server running [`CRASHER`] in a plugin host, with `extra`
+/// plugins beside it and `args` on its command line.
+async fn crasher_server_with(extra: &[(&str, &str)], args: &[&str]) -> Server {
+    let mut builder = Server::builder()
         .demo()
         .arg("--isolation=process")
-        .plugin("crasher.py", CRASHER)
-        .start()
-        .await
+        .plugin("crasher.py", CRASHER);
+    for (file_name, source) in extra {
+        builder = builder.plugin(file_name, source);
+    }
+    for arg in args {
+        builder = builder.arg(arg);
+    }
+    builder.start().await
 }
 
-async fn crasher(server: &Server) -> pb::PluginInfo {
+/// A demo server running [`CRASHER`] alone in a plugin host.
+async fn crasher_server() -> Server {
+    crasher_server_with(&[], &[]).await
+}
+
+/// The plugin `name` as `plugins.list` shows it.
+async fn plugin_info(server: &Server, name: &str) -> pb::PluginInfo {
     let sid = server.admin_sid().await;
     server
         .plugins()
@@ -50,8 +125,12 @@ async fn crasher(server: &Server) -> pb::PluginInfo {
         .into_inner()
         .plugins
         .into_iter()
-        .find(|info| info.name == "crasher")
-        .expect("crasher listed")
+        .find(|info| info.name == name)
+        .unwrap_or_else(|| panic!("{name} listed"))
+}
+
+async fn crasher(server: &Server) -> pb::PluginInfo {
+    plugin_info(server, "crasher").await
 }
 
 /// Waits until the crasher is running in a host other than `old_pid`.
@@ -67,26 +146,58 @@ async fn wait_restarted(server: &Server, old_pid: u32) -> pb::PluginInfo {
     }
 }
 
-/// Sets `identificator` (which runs the crasher's hook) while probing
-/// `agents.list` every 20 ms, asserting that every probe answers; returns
-/// the set's outcome.
+/// Runs `call` while probing `agents.list` every 20 ms, asserting that
+/// every probe answers; returns the call's outcome.
+async fn while_probing<T>(server: &Server, call: impl Future<Output = T>) -> T {
+    let sid = server.admin_sid().await;
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            outcome = &mut call => break outcome,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                server.call(&sid, "agents.list", "").await.expect("probe answered");
+            }
+        }
+    }
+}
+
+/// Sets `identificator` (which runs the crasher's hook) while probing;
+/// returns the set's outcome.
 async fn set_while_probing(server: &Server, identificator: &str) -> Result<(), tonic::Status> {
     let sid = server.admin_sid().await;
     let args = format!(r#"["{identificator}", {{"x": 1}}]"#);
-    let set = server.call(&sid, "shared.set", &args);
-    tokio::pin!(set);
-    let mut probes = 0;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut set => break outcome,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {
-                server.call(&sid, "agents.list", "").await.expect("probe answered");
-                probes += 1;
-            }
-        }
-    };
-    assert!(probes > 0 || outcome.is_ok(), "no probe ran");
-    outcome.map(drop)
+    while_probing(server, server.call(&sid, "shared.set", &args))
+        .await
+        .map(drop)
+}
+
+/// Sets alice's status to AUX with `reason` (which runs the crasher's
+/// status hook and callbacks) while probing; returns the new agent.
+async fn set_status_while_probing(
+    server: &Server,
+    reason: &str,
+) -> Result<serde_json::Value, tonic::Status> {
+    let sid = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    let args = format!(r#"[{alice}, 2, "{reason}"]"#);
+    while_probing(server, server.call(&sid, "agents.setStatus", &args)).await
+}
+
+/// Asserts that the server logged `text` (the plugin's error as recorded).
+fn assert_logged(server: &Server, text: &str) {
+    assert!(
+        server.log().contains(text),
+        "no {text:?} in:\n{}",
+        server.log()
+    );
+}
+
+/// Checks that the crasher came back after a crash: a new host,
+/// one more restart, and the cause `error` logged.
+async fn assert_restarted_after(server: &Server, before: &pb::PluginInfo, error: &str) {
+    let after = wait_restarted(server, before.host_pid).await;
+    assert_eq!(after.restarts, before.restarts + 1, "{after:?}");
+    assert_logged(server, error);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,4 +324,256 @@ async fn i2_a_host_killed_from_outside_is_restarted_and_serves_its_hook_again() 
         .await
         .expect("S4: stored");
     wait_restarted(&server, second.host_pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h6_a_status_hook_segfaulting_lets_the_change_proceed_as_requested() {
+    let server = crasher_server().await;
+    let before = crasher(&server).await;
+    let agent = set_status_while_probing(&server, "segv")
+        .await
+        .expect("H6: the change proceeds");
+    assert_eq!(agent["status"], 2, "{agent}");
+    assert_eq!(agent["reason"], "segv", "{agent}");
+    assert_restarted_after(&server, &before, "plugin host exited: signal 11 (SIGSEGV)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d5_an_event_callback_segfaulting_keeps_the_change_and_other_callbacks_run() {
+    let server = crasher_server_with(&[("witness.py", WITNESS)], &[]).await;
+    let before = crasher(&server).await;
+    let agent = set_status_while_probing(&server, "cb-segv")
+        .await
+        .expect("D5: committed before the callbacks run");
+    assert_eq!(agent["reason"], "cb-segv", "{agent}");
+    assert_restarted_after(&server, &before, "plugin host exited: signal 11 (SIGSEGV)").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("witness saw reason cb-segv") {
+        assert!(
+            Instant::now() < deadline,
+            "witness silent:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let witness = plugin_info(&server, "witness").await;
+    assert_eq!(witness.state(), pb::PluginState::Running, "{witness:?}");
+    assert_eq!(witness.restarts, 0, "{witness:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_a_middleware_segfaulting_answers_its_call_internal() {
+    let server = crasher_server().await;
+    let before = crasher(&server).await;
+    let sid = server.admin_sid().await;
+    let status = while_probing(&server, server.call(&sid, "shared.get", r#"["mw-segv"]"#))
+        .await
+        .expect_err("INTERNAL");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_restarted_after(&server, &before, "plugin host exited: signal 11 (SIGSEGV)").await;
+    // The restarted host's middleware passes the next call through.
+    server
+        .call(&sid, "shared.get", r#"["other"]"#)
+        .await
+        .expect("served again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_a_plugin_thread_segfaulting_with_no_call_waiting_fails_and_restarts_its_plugin() {
+    let server = crasher_server().await;
+    let before = crasher(&server).await;
+    set_while_probing(&server, "thread")
+        .await
+        .expect("the hook itself returns");
+    let after = while_probing(&server, wait_restarted(&server, before.host_pid)).await;
+    assert_eq!(after.restarts, 1, "{after:?}");
+    assert_logged(&server, "plugin host exited: signal 11 (SIGSEGV)");
+    assert_logged(&server, "restarting its plugin host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_os_exit_and_os_abort_in_a_hook_show_their_exit_and_restart() {
+    let server = crasher_server().await;
+    let first = crasher(&server).await;
+    set_while_probing(&server, "exit")
+        .await
+        .expect("S4: stored anyway");
+    assert_restarted_after(&server, &first, "plugin host exited: exit status 3").await;
+    let second = crasher(&server).await;
+    set_while_probing(&server, "abort")
+        .await
+        .expect("S4: stored anyway");
+    assert_restarted_after(&server, &second, "plugin host exited: signal 6 (SIGABRT)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_a_hook_spinning_forever_is_killed_at_its_deadline_and_the_change_stored() {
+    let server = crasher_server().await;
+    let before = crasher(&server).await;
+    let started = Instant::now();
+    set_while_probing(&server, "spin")
+        .await
+        .expect("S4: stored after the deadline");
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(15)).contains(&took),
+        "took {took:?}"
+    );
+    assert_restarted_after(&server, &before, "did not return within its deadline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_a_middleware_spinning_or_sleeping_is_killed_at_its_deadline_and_answers_internal() {
+    let server = crasher_server().await;
+    let before = crasher(&server).await;
+    let sid = server.admin_sid().await;
+    let started = Instant::now();
+    let (spun, slept) = while_probing(&server, async {
+        tokio::join!(
+            server.call(&sid, "shared.get", r#"["mw-spin"]"#),
+            server.call(&sid, "shared.get", r#"["mw-hang"]"#),
+        )
+    })
+    .await;
+    let took = started.elapsed();
+    for outcome in [spun, slept] {
+        let status = outcome.expect_err("INTERNAL");
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    }
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(15)).contains(&took),
+        "took {took:?}"
+    );
+    assert_restarted_after(&server, &before, "did not return within its deadline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_a_memory_bomb_under_a_small_limit_is_a_memory_error_and_the_data_stored() {
+    let server = crasher_server_with(&[], &["--plugin-memory-limit=384MiB"]).await;
+    let before = crasher(&server).await;
+    // Under RLIMIT_AS the allocation fails inside the host: CPython raises
+    // MemoryError, an ordinary exception of the hook (S4: stored anyway).
+    for bomb in ["bomb", "grow"] {
+        set_while_probing(&server, bomb)
+            .await
+            .expect("S4: stored anyway");
+    }
+    assert_logged(&server, "MemoryError");
+    let after = crasher(&server).await;
+    if after.host_pid == before.host_pid {
+        assert_eq!(after.state(), pb::PluginState::Running, "{after:?}");
+    } else {
+        // A host killed by the bomb must say so.
+        assert_logged(&server, "out of memory");
+    }
+    // Whatever happened, the limit held: the host is small again and serves.
+    // Running in some host (pid 0 is none): the same one or a restarted one.
+    let info = wait_restarted(&server, 0).await;
+    let status = server_host_vm_size(info.host_pid);
+    assert!(status < 384 << 20, "host still holds {status} bytes");
+}
+
+/// The virtual size of process `pid` in bytes (VmSize of /proc/PID/status).
+fn server_host_vm_size(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("host alive");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .expect("VmSize")
+}
+
+/// A plugin whose constructor sleeps far past any load deadline.
+const SLOW_CONSTRUCTOR: &str = r#"
+import time
+
+class Slow:
+    def __init__(self, ucs):
+        time.sleep(30)
+
+UCS_PLUGIN = "Slow"
+"#;
+
+/// The processes whose parent is `pid`, from `/proc/PID/task/*/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists (zombies count: they are not yet reaped).
+fn process_exists(pid: u32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+    nix::sys::signal::kill(pid, None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i4_a_constructor_sleeping_past_the_load_deadline_fails_its_load_and_its_host_is_killed() {
+    let server = Server::builder()
+        .demo()
+        .arg("--isolation=process")
+        .arg("--plugin-load-deadline=2s")
+        .start()
+        .await;
+    let server_pid = u32::try_from(server.pid().as_raw()).expect("pid");
+    let before = children_of(server_pid);
+    server.write_plugin("slow.py", SLOW_CONSTRUCTOR);
+    let sid = server.admin_sid().await;
+    let mut load = server.plugins();
+    let started = Instant::now();
+    let mut hosts = Vec::new();
+    let loaded = while_probing(&server, async {
+        let loading = load.load(pb::PluginRequest {
+            sid: sid.clone(),
+            name: "slow".into(),
+        });
+        tokio::pin!(loading);
+        loop {
+            tokio::select! {
+                outcome = &mut loading => break outcome,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    for pid in children_of(server_pid) {
+                        if !before.contains(&pid) && !hosts.contains(&pid) {
+                            hosts.push(pid);
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "load took {took:?}");
+    // The answer is the plugin's record, FAILED with why, or an error.
+    match loaded {
+        Ok(info) => {
+            let info = info.into_inner();
+            assert_eq!(info.state(), pb::PluginState::Failed, "{info:?}");
+            assert!(info.error.contains("did not finish loading"), "{info:?}");
+            assert!(info.error.contains("2s"), "{info:?}");
+        }
+        Err(status) => assert!(status.message().contains("2s"), "{status:?}"),
+    }
+    let info = plugin_info(&server, "slow").await;
+    assert_eq!(info.state(), pb::PluginState::Failed, "{info:?}");
+    assert_eq!(info.host_pid, 0, "{info:?}");
+    assert!(info.error.contains("did not finish loading"), "{info:?}");
+    // The host was really killed, not left sleeping.
+    assert!(!hosts.is_empty(), "no plugin host seen");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while hosts.iter().any(|&pid| process_exists(pid)) {
+        assert!(Instant::now() < deadline, "host {hosts:?} still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.call(&sid, "agents.list", "").await.expect("serving");
 }

@@ -61,7 +61,7 @@ impl HostSettings {
             memory: MemoryLimit::AddressSpace {
                 bytes: DEFAULT_MEMORY_LIMIT,
             },
-            load_deadline: Duration::from_secs(10),
+            load_deadline: DEFAULT_LOAD_DEADLINE,
             max_handlers: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
         }
     }
@@ -72,6 +72,12 @@ impl HostSettings {
 /// this leaves room for plugins importing a few libraries while a runaway
 /// allocation still stops long before the machine's memory.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// How long a host's load (import, constructor and `start`) may take by
+/// default before the host is killed (I4): generous for a plugin importing
+/// a few libraries, short enough that `plugins.load` answers while its
+/// caller still waits.
+pub const DEFAULT_LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How a host ended, for the loader.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,4 +27,6 @@ pub mod wire;
 
 pub use child::{HOST_LOG_ENV, HostPort, run_plugin_host};
 pub use error::HostError;
-pub use hosted::{DEFAULT_MEMORY_LIMIT, HostExit, HostSettings, HostedLoad, HostedPlugin};
+pub use hosted::{
+    DEFAULT_LOAD_DEADLINE, DEFAULT_MEMORY_LIMIT, HostExit, HostSettings, HostedLoad, HostedPlugin,
+};

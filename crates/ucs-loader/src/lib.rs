@@ -27,6 +27,7 @@ use ucs_core::turns::{TurnRefused, Turns};
 use ucs_core::{AuditKind, AuditRecord, Owner, Value};
 use ucs_host::HostExit;
 pub use ucs_host::HostSettings;
+pub use ucs_link::supervise::MemoryLimit;
 pub use ucs_link::supervise::RestartPolicy;
 use ucs_link::supervise::{RestartDecision, RestartIntensity};
 
@@ -61,6 +62,9 @@ pub struct IsolationConfig {
     pub per_plugin: BTreeMap<String, Isolation>,
     /// How hosts are started and limited.
     pub hosts: HostSettings,
+    /// Memory limits by plugin name, over `hosts.memory` (I5): a plugin
+    /// known to need more, or to be kept to less, than the rest.
+    pub per_plugin_memory: BTreeMap<String, MemoryLimit>,
     /// How often a dead host is restarted before its plugin is left FAILED.
     pub restart: RestartPolicy,
 }
@@ -74,6 +78,7 @@ impl IsolationConfig {
             default: Isolation::InProcess,
             per_plugin: BTreeMap::new(),
             hosts: HostSettings::for_program(program),
+            per_plugin_memory: BTreeMap::new(),
             restart: RestartPolicy::default(),
         }
     }
@@ -81,6 +86,18 @@ impl IsolationConfig {
     /// The mode of the plugin `name`.
     pub fn mode_of(&self, name: &str) -> Isolation {
         self.per_plugin.get(name).copied().unwrap_or(self.default)
+    }
+
+    /// The host settings of the plugin `name`: `hosts` with its own memory
+    /// limit, if it has one.
+    pub fn hosts_of(&self, name: &str) -> std::borrow::Cow<'_, HostSettings> {
+        match self.per_plugin_memory.get(name) {
+            Some(memory) => std::borrow::Cow::Owned(HostSettings {
+                memory: *memory,
+                ..self.hosts.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(&self.hosts),
+        }
     }
 }
 
@@ -661,7 +678,8 @@ impl PluginHost {
             Isolation::Process => {
                 let loader = self.me.clone();
                 let (exited_name, generation) = (name.clone(), owner.generation());
-                version.start_hosted(&self.config.isolation.hosts, move |exit| {
+                let hosts = self.config.isolation.hosts_of(name.as_str());
+                version.start_hosted(&hosts, move |exit| {
                     if let Some(loader) = loader.upgrade() {
                         loader.host_exited(&exited_name, generation, exit);
                     }

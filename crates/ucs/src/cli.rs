@@ -281,6 +281,20 @@ pub struct ServeArgs {
     /// `[plugins.NAME] isolation = "..."` [default: process].
     #[arg(long, value_name = "MODE")]
     pub isolation: Option<IsolationMode>,
+    /// The address-space limit of each plugin host in process isolation,
+    /// e.g. `256MiB`, `1GiB`: a plugin that allocates past it gets a
+    /// MemoryError or its host dies "out of memory" and is restarted,
+    /// instead of the machine running out (I5). The config file can set it
+    /// per plugin with `[plugins.NAME] memory_limit = "..."` [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "deserialize_size")]
+    pub plugin_memory_limit: Option<u64>,
+    /// How long loading a plugin in process isolation (import, constructor
+    /// and `start`) may take before its host is killed and the plugin is
+    /// FAILED (I4), e.g. `10s` [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub plugin_load_deadline: Option<Duration>,
     /// Per-plugin settings, from the config file only: `[plugins.NAME]`.
     #[arg(skip)]
     #[serde(default)]
@@ -312,6 +326,9 @@ impl From<IsolationMode> for ucs_api::Isolation {
 pub struct PluginSettings {
     /// Where this plugin runs, over `isolation`.
     pub isolation: Option<IsolationMode>,
+    /// This plugin's host memory limit, over `plugin_memory_limit`.
+    #[serde(default, deserialize_with = "deserialize_size")]
+    pub memory_limit: Option<u64>,
 }
 
 /// A duration key of the config file, written as on the command line
@@ -357,6 +374,54 @@ pub fn write_completions(shell: clap_complete::Shell) -> std::process::ExitCode 
     std::process::ExitCode::SUCCESS
 }
 
+/// A size key of the config file, written as on the command line
+/// (`plugin_memory_limit = "256MiB"`).
+fn deserialize_size<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    parse_size(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Reads a size in bytes as a whole number with a unit: `B`, `KiB`, `MiB`,
+/// `GiB`, `TiB` (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of
+/// 1000); a bare number is bytes. Zero is refused: a limit of nothing is
+/// a mistake, not a setting.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 256MiB or 1GiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}'; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            ));
+        }
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err(format!("'{text}' is not a positive size")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("'{text}' is too large")),
+    }
+}
+
 /// Reads a duration as a number with a unit: `ms`, `s`, `m` or `h`
 /// (`90s`, `30m`); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -388,6 +453,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_with_their_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size(" 2 KiB "), Ok(2048));
+        assert_eq!(parse_size("5MB"), Ok(5_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in [
+            "",
+            "0",
+            "0MiB",
+            "-1MiB",
+            "1.5GiB",
+            "12XB",
+            "MiB",
+            "1mib",
+            "99999999999TiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_size("0"),
+            Err("'0' is not a positive size".to_owned())
+        );
+    }
 
     #[test]
     fn durations_read_with_their_units() {

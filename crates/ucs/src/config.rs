@@ -42,6 +42,12 @@ pub struct ServeSettings {
     pub isolation: ucs_api::Isolation,
     /// Where each plugin named in the config's `[plugins.NAME]` runs.
     pub plugin_isolation: std::collections::BTreeMap<String, ucs_api::Isolation>,
+    /// Each plugin host's address-space limit in bytes (I5).
+    pub plugin_memory_limit: u64,
+    /// The memory limits of plugins whose `[plugins.NAME]` sets one.
+    pub plugin_memory_limits: std::collections::BTreeMap<String, u64>,
+    /// How long a process-isolated plugin's load may take (I4).
+    pub plugin_load_deadline: Duration,
 }
 
 impl ServeSettings {
@@ -92,6 +98,17 @@ impl ServeSettings {
                 .iter()
                 .filter_map(|(name, plugin)| Some((name.clone(), plugin.isolation?.into())))
                 .collect(),
+            plugin_memory_limit: merged
+                .plugin_memory_limit
+                .unwrap_or(ucs_host::DEFAULT_MEMORY_LIMIT),
+            plugin_memory_limits: merged
+                .plugins
+                .iter()
+                .filter_map(|(name, plugin)| Some((name.clone(), plugin.memory_limit?)))
+                .collect(),
+            plugin_load_deadline: merged
+                .plugin_load_deadline
+                .unwrap_or(ucs_host::DEFAULT_LOAD_DEADLINE),
         })
     }
 }
@@ -115,6 +132,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         breaker_threshold,
         watch,
         isolation,
+        plugin_memory_limit,
+        plugin_load_deadline,
         plugins: _,
     } = flags;
     let ServeArgs {
@@ -133,6 +152,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         breaker_threshold: file_breaker_threshold,
         watch: file_watch,
         isolation: file_isolation,
+        plugin_memory_limit: file_plugin_memory_limit,
+        plugin_load_deadline: file_plugin_load_deadline,
         plugins: file_plugins,
     } = file;
     ServeArgs {
@@ -151,6 +172,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         breaker_threshold: breaker_threshold.or(file_breaker_threshold),
         watch: watch.or(file_watch),
         isolation: isolation.or(file_isolation),
+        plugin_memory_limit: plugin_memory_limit.or(file_plugin_memory_limit),
+        plugin_load_deadline: plugin_load_deadline.or(file_plugin_load_deadline),
         // Per-plugin tables exist only in the file.
         plugins: file_plugins,
     }
@@ -266,9 +289,12 @@ hook_deadline = "2s"
 breaker_threshold = 3
 watch = true
 isolation = "process"
+plugin_memory_limit = "256MiB"
+plugin_load_deadline = "3s"
 
 [plugins.status_hook]
 isolation = "inprocess"
+memory_limit = "2GiB"
 "#,
         );
         // Every key the command line knows is in the file above.
@@ -304,6 +330,9 @@ isolation = "inprocess"
                 isolation: ucs_api::Isolation::Process,
                 plugin_isolation: [("status_hook".to_owned(), ucs_api::Isolation::InProcess)]
                     .into(),
+                plugin_memory_limit: 256 << 20,
+                plugin_memory_limits: [("status_hook".to_owned(), 2 << 30)].into(),
+                plugin_load_deadline: Duration::from_secs(3),
             }
         );
     }

@@ -16,7 +16,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use ucs_api::Api;
 use ucs_core::{Core, CoreBuilder, NewUser};
-use ucs_loader::{LoaderConfig, LoaderError, PluginHost};
+use ucs_loader::{LoaderConfig, LoaderError, MemoryLimit, PluginHost};
 
 use crate::cli::ServeArgs;
 use crate::config::ServeSettings;
@@ -359,6 +359,15 @@ async fn start_plugins(
     let mut config = LoaderConfig::new(settings.plugins_dir.clone());
     config.isolation.default = settings.isolation;
     config.isolation.per_plugin = settings.plugin_isolation.clone();
+    config.isolation.hosts.memory = MemoryLimit::AddressSpace {
+        bytes: settings.plugin_memory_limit,
+    };
+    config.isolation.hosts.load_deadline = settings.plugin_load_deadline;
+    config.isolation.per_plugin_memory = settings
+        .plugin_memory_limits
+        .iter()
+        .map(|(name, &bytes)| (name.clone(), MemoryLimit::AddressSpace { bytes }))
+        .collect();
     let started = tokio::task::spawn_blocking(move || {
         PluginHost::start_in_background(api, config, START_WAIT)
     })
