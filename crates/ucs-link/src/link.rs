@@ -587,11 +587,24 @@ impl<Out: Request> Caller<Out> {
     /// Waits until the link closes, at most `timeout`; `None` if it is
     /// still open then. For a supervisor that has nothing else to wait on.
     pub fn wait_closed(&self, timeout: Duration) -> Option<CloseReason> {
+        self.wait_for(timeout, |calls| match calls {
+            CallState::Closed(reason) => Some(reason.clone()),
+            CallState::Open { .. } => None,
+        })
+    }
+
+    /// Waits, at most `timeout`, until `done` finds what it waits for in
+    /// the call state, re-checked whenever `closed` is signalled.
+    fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&CallState<Out::Response>) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let mut calls = lock(&self.shared.calls);
         loop {
-            if let CallState::Closed(reason) = &*calls {
-                return Some(reason.clone());
+            if let Some(found) = done(&calls) {
+                return Some(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -612,27 +625,15 @@ impl<Out: Request> Caller<Out> {
     /// their answers: a plugin that unloads itself from inside its own hook
     /// still returns from that hook (I1).
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut calls = lock(&self.shared.calls);
+        // Counted before the first check, under no lock: a call ending in
+        // between signals, and the check under the lock sees it either way.
         self.shared.idle_waiters.fetch_add(1, Ordering::SeqCst);
-        let idle = loop {
-            match &*calls {
-                CallState::Open { pending, .. } if !pending.is_empty() => {}
-                CallState::Open { .. } | CallState::Closed(_) => break true,
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break false;
-            }
-            calls = self
-                .shared
-                .closed
-                .wait_timeout(calls, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        };
+        let idle = self.wait_for(timeout, |calls| match calls {
+            CallState::Open { pending, .. } if !pending.is_empty() => None,
+            CallState::Open { .. } | CallState::Closed(_) => Some(()),
+        });
         self.shared.idle_waiters.fetch_sub(1, Ordering::SeqCst);
-        idle
+        idle.is_some()
     }
 
     /// Whether a call of this side is waiting for a reply.
