@@ -200,8 +200,9 @@ thread_local! {
     /// The depth a change committed on this thread now gets: one more
     /// than the event whose callbacks run here, 0 outside callbacks.
     static CASCADE_DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// The callback running on this thread, to name in the log if its
-    /// changes cascade too deep.
+    /// The callback running on this thread at the last depth a cascade may
+    /// reach, to name in the log if its changes go one deeper; `None`
+    /// everywhere else.
     static RUNNING_CALLBACK: RefCell<Option<(Owner, Arc<str>)>> = const { RefCell::new(None) };
 }
 
@@ -443,21 +444,28 @@ impl EventBus {
             return;
         }
         let outer = CASCADE_DEPTH.with(|depth| depth.replace(queued.depth + 1));
-        self.run_callbacks(&queued.event);
+        // Only a change these callbacks make can be one too deep, so only
+        // they need to be named: every other callback runs without the
+        // bookkeeping.
+        self.run_callbacks(&queued.event, queued.depth == MAX_CASCADE_DEPTH);
         CASCADE_DEPTH.with(|depth| depth.set(outer));
     }
 
-    fn run_callbacks(&self, event: &Event) {
+    /// Runs `event`'s callbacks; with `name_causes`, each is recorded as
+    /// the cause of the changes it makes.
+    fn run_callbacks(&self, event: &Event, name_causes: bool) {
         let Some(registrations) = self.callbacks.snapshot(event.name()) else {
             return;
         };
         for registration in registrations.iter() {
-            let outer = RUNNING_CALLBACK.with(|running| {
-                running.replace(Some((
-                    registration.owner.clone(),
-                    Arc::clone(&registration.callable),
-                )))
-            });
+            if name_causes {
+                RUNNING_CALLBACK.with(|running| {
+                    running.replace(Some((
+                        registration.owner.clone(),
+                        Arc::clone(&registration.callable),
+                    )))
+                });
+            }
             // A panic in a callback (a bug in Rust code it called) is that
             // callback's failure, as an exception would be (D5): the other
             // callbacks still run and the change stands.
@@ -468,7 +476,9 @@ impl EventBus {
                         panic_message(panic.as_ref())
                     )))
                 });
-            RUNNING_CALLBACK.with(|running| running.replace(outer));
+            if name_causes {
+                RUNNING_CALLBACK.with(|running| running.replace(None));
+            }
             if let Err(failure) = outcome {
                 tracing::error!(
                     plugin = %registration.owner,
