@@ -298,9 +298,11 @@ pub struct PluginHost {
 
 /// Whether the plugins found at start are all loaded (I4).
 enum StartUp {
-    /// Loaded, or never started in the background.
+    /// Loaded, never started in the background, or already waited for.
     Done,
-    /// The start-up thread is loading them; it sends once when done.
+    /// The start-up thread was still loading them when the server began to
+    /// serve; it sends (or hangs up) once done, so waiting on a finished
+    /// one returns at once.
     Loading(mpsc::Receiver<()>),
 }
 
@@ -416,7 +418,6 @@ impl PluginHost {
                 records.remove(name.as_str());
             }
         }
-        *lock(&self.start_up) = StartUp::Done;
         let (mut running, mut failed) = (0, 0);
         for record in self.records().values() {
             match record {
@@ -480,7 +481,7 @@ impl PluginHost {
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<String, PluginRecord>> {
         // Records are replaced whole; a panic cannot leave one half-written.
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.records)
     }
 
     fn path_of(&self, name: &PluginName) -> PathBuf {
@@ -780,9 +781,7 @@ impl PluginHost {
     }
 
     fn supervision(&self) -> MutexGuard<'_, HashMap<String, Supervision>> {
-        self.supervision
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.supervision)
     }
 
     /// Runs `change` on the restart history of `name`, a fresh one if it
