@@ -116,14 +116,9 @@ async fn crasher_server() -> Server {
 
 /// The plugin `name` as `plugins.list` shows it.
 async fn plugin_info(server: &Server, name: &str) -> pb::PluginInfo {
-    let sid = server.admin_sid().await;
     server
-        .plugins()
-        .list(pb::ListPluginsRequest { sid })
+        .plugins_listed()
         .await
-        .expect("plugins.list")
-        .into_inner()
-        .plugins
         .into_iter()
         .find(|info| info.name == name)
         .unwrap_or_else(|| panic!("{name} listed"))

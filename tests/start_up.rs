@@ -37,14 +37,9 @@ UCS_PLUGIN = "After"
 const SERVING_WITHIN: Duration = Duration::from_secs(2);
 
 async fn states(server: &Server) -> Vec<(String, pb::PluginState)> {
-    let sid = server.admin_sid().await;
     server
-        .plugins()
-        .list(pb::ListPluginsRequest { sid })
+        .plugins_listed()
         .await
-        .expect("plugins.list while plugins start")
-        .into_inner()
-        .plugins
         .into_iter()
         .map(|info| {
             let state = info.state();

@@ -381,6 +381,17 @@ impl Server {
     }
 
     /// The id of the user called `username`, looked up as admin.
+    /// Every plugin as the admin's `plugins.list` shows it.
+    pub(crate) async fn plugins_listed(&self) -> Vec<pb::PluginInfo> {
+        let sid = self.admin_sid().await;
+        self.plugins()
+            .list(pb::ListPluginsRequest { sid })
+            .await
+            .expect("plugins.list")
+            .into_inner()
+            .plugins
+    }
+
     pub(crate) async fn user_id(&self, username: &str) -> i64 {
         let sid = self.admin_sid().await;
         let users = self
