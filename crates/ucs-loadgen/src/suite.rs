@@ -285,20 +285,35 @@ async fn load_comparison(
         ("load.ceiling", &ceiling_target),
         ("load.python_peer", &peer_target),
     ];
+    interleaved_rounds(
+        plan,
+        &targets,
+        plan.throughput_concurrency,
+        &mut [&mut plain, &mut with_middleware, &mut ceiling, &mut peer],
+        results,
+    )
+    .await
+}
+
+/// Loads each of `targets` in turn with `concurrency` calls in flight, for
+/// `plan.rounds` rounds, so a drift of the machine hits them all alike;
+/// checks `processes` are alive after each round and reports the medians
+/// over rounds under each target's name.
+async fn interleaved_rounds(
+    plan: &Plan,
+    targets: &[(&str, &Target)],
+    concurrency: usize,
+    processes: &mut [&mut ChildProcess],
+    results: &mut Results,
+) -> anyhow::Result<()> {
     let mut rounds: Vec<Rounds> = targets.iter().map(|_| Rounds::default()).collect();
     for round in 0..plan.rounds {
         for ((name, target), collected) in targets.iter().zip(&mut rounds) {
-            let stats = load::run(
-                target,
-                plan.throughput_concurrency,
-                plan.warm_up,
-                plan.window,
-            )
-            .await?;
+            let stats = load::run(target, concurrency, plan.warm_up, plan.window).await?;
             eprintln!("ucs-loadgen: round {}: {name}: {stats}", round + 1);
             collected.add(&stats);
         }
-        for process in [&mut plain, &mut with_middleware, &mut ceiling, &mut peer] {
+        for process in processes.iter_mut() {
             process.check_alive()?;
         }
     }
@@ -545,22 +560,13 @@ async fn hook_round_trip(
         targets.push((name, target));
         servers.push(server);
     }
-    let mut rounds: Vec<Rounds> = targets.iter().map(|_| Rounds::default()).collect();
-    for round in 0..plan.rounds {
-        for ((name, target), collected) in targets.iter().zip(&mut rounds) {
-            // One call at a time: the round trip, not queueing.
-            let stats = load::run(target, 1, plan.warm_up, plan.window).await?;
-            eprintln!("ucs-loadgen: round {}: {name}: {stats}", round + 1);
-            collected.add(&stats);
-        }
-        for server in &mut servers {
-            server.check_alive()?;
-        }
-    }
-    for ((name, _), collected) in targets.iter().zip(&mut rounds) {
-        collected.report(results, name);
-    }
-    Ok(())
+    let targets: Vec<(&str, &Target)> = targets
+        .iter()
+        .map(|(name, target)| (*name, target))
+        .collect();
+    let mut servers: Vec<&mut ChildProcess> = servers.iter_mut().collect();
+    // One call at a time: the round trip, not queueing.
+    interleaved_rounds(plan, &targets, 1, &mut servers, results).await
 }
 
 async fn crash_to_serving(
