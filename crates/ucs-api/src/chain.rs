@@ -6,6 +6,7 @@ use ucs_core::registration::{Registered, Registrable};
 use ucs_core::{User, Value};
 
 use crate::error::ApiError;
+use crate::metrics::Bypass;
 use crate::{Api, Method};
 
 /// Wraps one API method (M2): gets the next handler and the call's
@@ -55,5 +56,24 @@ impl Next {
     /// The dotted name of the method this chain belongs to.
     pub fn method_name(&self) -> &'static str {
         self.method.name
+    }
+}
+
+/// What a middleware that did not run does to its call: an open breaker
+/// passes it over (the next handler runs as if it were not registered); a
+/// saturated plugin refuses the call with [`ApiError::Busy`], since passing
+/// over a middleware that checks permissions would let the call through
+/// unchecked (issue 15 item 5). Both isolation modes' adapters use it.
+pub fn bypassed_middleware(
+    bypass: Bypass,
+    method: &str,
+    proceed: impl FnOnce() -> Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
+    match bypass {
+        Bypass::BreakerOpen => proceed(),
+        Bypass::Saturated(saturated) => Err(ApiError::Busy(format!(
+            "a middleware for {method} has {} calls running at once, its bound; try again later",
+            saturated.limit
+        ))),
     }
 }

@@ -29,6 +29,10 @@ pub enum ApiError {
     /// The addressed user, agent or plugin file does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A plugin the call runs through has its bound of calls running at
+    /// once (the bulkhead, issue 15 item 5): try again later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A bug or an unexpected plugin exception; details go to the server log.
     #[error("internal error: {0}")]
     Internal(String),

@@ -27,9 +27,9 @@ use ucs_core::{
     AnySlots, Core, Owner, RegistrationId, RegistrationInfo, RegistrationKind, Slots, User, Value,
 };
 
-pub use chain::{Middleware, MiddlewareRegistration, Next};
+pub use chain::{Middleware, MiddlewareRegistration, Next, bypassed_middleware};
 pub use error::ApiError;
-pub use metrics::{CallOutcome, HookPolicy, RegistrationMetrics};
+pub use metrics::{Bypass, CallOutcome, HookPolicy, Metered, RegistrationMetrics};
 pub use plugins::{Isolation, PluginControl, PluginInfo, PluginName, PluginState};
 
 /// The innermost handler of a method: its permission check and its work.
@@ -38,7 +38,7 @@ type Handler = fn(&Api, &User, &[Value]) -> Result<Value, ApiError>;
 
 /// The outcomes API calls are counted by, for the metrics endpoint: `ok`
 /// and one per [`ApiError`] kind.
-pub const CALL_OUTCOMES: [&str; 8] = [
+pub const CALL_OUTCOMES: [&str; 9] = [
     "ok",
     "unauthenticated",
     "permission_denied",
@@ -47,6 +47,7 @@ pub const CALL_OUTCOMES: [&str; 8] = [
     "unknown_method",
     "not_found",
     "internal",
+    "busy",
 ];
 
 fn outcome_index(result: &Result<Value, ApiError>) -> usize {
@@ -59,6 +60,7 @@ fn outcome_index(result: &Result<Value, ApiError>) -> usize {
         Err(ApiError::UnknownMethod(_)) => 5,
         Err(ApiError::NotFound(_)) => 6,
         Err(ApiError::Internal(_)) => 7,
+        Err(ApiError::Busy(_)) => 8,
     }
 }
 

@@ -3,7 +3,7 @@
 //! registration in the core's registry ([`ucs_core::metrics`]).
 
 pub use ucs_core::metrics::{
-    CallOutcome, HookPolicy, MetricsSnapshot, Recorded, RegistrationMetrics,
+    Bypass, CallOutcome, HookPolicy, Metered, MetricsSnapshot, Recorded, RegistrationMetrics,
 };
 use ucs_core::{RegistrationInfo, Value};
 
@@ -23,6 +23,7 @@ pub(crate) fn registrations_value(registrations: Vec<RegistrationInfo>) -> Value
                     ("errors", to_int(numbers.errors)),
                     ("overruns", to_int(numbers.overruns)),
                     ("skipped", to_int(numbers.skipped)),
+                    ("refused", to_int(numbers.refused)),
                     ("total_ns", to_int(numbers.total_ns)),
                     ("p50_ns", to_int(numbers.p50_ns)),
                     ("p99_ns", to_int(numbers.p99_ns)),

@@ -10,7 +10,10 @@
 //! - [`registration`]: the one registry of everything plugins register,
 //!   [`Slots`] with owners, ids, kinds and metrics, so a plugin's leftovers
 //!   can be found and removed (L4).
-//! - [`metrics`]: each registration's numbers, time budget and breaker.
+//! - [`metrics`]: each registration's numbers, time budget and breaker, and
+//!   [`metrics::Metered`], the one path every call into a plugin takes.
+//! - [`bulkhead`]: each plugin version's bounded share of the server's
+//!   threads.
 //! - [`store`]: the [`Store`] trait that keeps users and shared data across
 //!   restarts; a write reaches it before memory and before the call returns.
 //!
@@ -20,6 +23,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod bulkhead;
 pub mod error;
 pub mod events;
 pub mod metrics;

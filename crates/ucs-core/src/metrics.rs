@@ -10,6 +10,11 @@
 //! registered; a reload registers afresh, which resets it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use quanta::Instant;
+
+use crate::bulkhead::Saturated;
+use crate::registration::Owner;
 use std::time::Duration;
 
 /// How long one hook, callback or middleware call may take, and how many bad
@@ -23,6 +28,11 @@ pub struct HookPolicy {
     /// How long one call may take at all (I3): far above the budget, short
     /// enough that an agent's status change never hangs for minutes.
     pub deadline: Duration,
+    /// How many calls may be inside one plugin at once, over all its
+    /// registrations (the bulkhead, issue 15 item 5); past it a call is
+    /// refused at once. Well under the server's 512 blocking threads, so a
+    /// few saturated plugins leave room for everything else.
+    pub max_concurrent_calls: u32,
 }
 
 impl Default for HookPolicy {
@@ -31,6 +41,7 @@ impl Default for HookPolicy {
             budget: Duration::from_millis(50),
             breaker_threshold: 10,
             deadline: Duration::from_secs(5),
+            max_concurrent_calls: 64,
         }
     }
 }
@@ -59,6 +70,8 @@ pub struct RegistrationMetrics {
     breaker_open: AtomicBool,
     /// Calls skipped while the breaker was open.
     skipped: AtomicU64,
+    /// Calls refused because the plugin had its bound of calls running.
+    refused: AtomicU64,
 }
 
 impl Default for RegistrationMetrics {
@@ -78,6 +91,7 @@ impl RegistrationMetrics {
             consecutive_bad: AtomicU32::new(0),
             breaker_open: AtomicBool::new(false),
             skipped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +150,7 @@ impl RegistrationMetrics {
             errors: self.errors.load(Ordering::Relaxed),
             overruns: self.overruns.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             total_ns: self.total_ns.load(Ordering::Relaxed),
             p50_ns: percentile(&counts, 50),
             p99_ns: percentile(&counts, 99),
@@ -151,6 +166,93 @@ pub struct Recorded {
     pub over_budget: bool,
     /// This call opened the breaker.
     pub breaker_opened: bool,
+}
+
+/// Why a call into a plugin did not run; each adapter turns it into the
+/// outcome its rule gives a failed call (H6, S4, D5), except that a
+/// saturated middleware refuses the API call instead of being passed over
+/// (it may be the one that checks permissions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// The registration's breaker is open: as if it were not registered.
+    BreakerOpen,
+    /// The plugin has its bound of calls running.
+    Saturated(Saturated),
+}
+
+/// One call into a plugin as every adapter makes it, in process and across
+/// a plugin host's link: the breaker, the bulkhead, the timing and the log
+/// lines that name the plugin, in one place so both modes say the same.
+pub struct Metered<'a> {
+    /// The plugin version called.
+    pub owner: &'a Owner,
+    /// The registration, as log lines name it, e.g. `Example.hook()`.
+    pub describe: &'a str,
+    /// Its numbers.
+    pub metrics: &'a RegistrationMetrics,
+    /// Its budget, breaker and bulkhead.
+    pub policy: &'a HookPolicy,
+}
+
+impl Metered<'_> {
+    /// Runs `call` (given its start, for a deadline) unless the breaker is
+    /// open or the plugin saturated, then `bypass` stands in. `call` returns
+    /// its result, outcome, and the time it spent back in the server (a
+    /// middleware's inner handler), which is not the plugin's time.
+    pub fn run<T>(
+        &self,
+        bypass: impl FnOnce(Bypass) -> T,
+        call: impl FnOnce(Instant) -> (T, CallOutcome, Duration),
+    ) -> T {
+        if self.metrics.skip() {
+            return bypass(Bypass::BreakerOpen);
+        }
+        let permit = match self.owner.calls().admit(self.policy.max_concurrent_calls) {
+            Ok(permit) => permit,
+            Err(saturated) => {
+                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                if saturated.first {
+                    tracing::warn!(
+                        plugin = %self.owner,
+                        "{} refused: the plugin has {} calls running at once, its bound; \
+                         calls into it are refused until one returns",
+                        self.describe,
+                        saturated.limit
+                    );
+                }
+                return bypass(Bypass::Saturated(saturated));
+            }
+        };
+        let started = Instant::now();
+        let (result, outcome, excluded) = call(started);
+        let elapsed = started.elapsed().saturating_sub(excluded);
+        if let Some(ended) = permit.release() {
+            tracing::info!(
+                plugin = %self.owner,
+                "the plugin has room for calls again; {} were refused meanwhile",
+                ended.refused
+            );
+        }
+        let recorded = self.metrics.record(elapsed, outcome, self.policy);
+        if recorded.over_budget {
+            tracing::warn!(
+                plugin = %self.owner,
+                "{} took {elapsed:?}, over its budget of {:?}",
+                self.describe,
+                self.policy.budget
+            );
+        }
+        if recorded.breaker_opened {
+            tracing::error!(
+                plugin = %self.owner,
+                "{} failed or overran its budget {} times in a row: its breaker is open and it \
+                 is skipped until the plugin is reloaded",
+                self.describe,
+                self.policy.breaker_threshold
+            );
+        }
+        result
+    }
 }
 
 fn bucket_of(nanos: u64) -> usize {
@@ -187,6 +289,8 @@ pub struct MetricsSnapshot {
     pub overruns: u64,
     /// Calls skipped by the open breaker.
     pub skipped: u64,
+    /// Calls refused because the plugin was saturated (the bulkhead).
+    pub refused: u64,
     /// Time spent in all calls.
     pub total_ns: u64,
     /// Median call time (bucket upper bound).
@@ -205,6 +309,7 @@ mod tests {
         budget: Duration::from_millis(50),
         breaker_threshold: 3,
         deadline: Duration::from_secs(5),
+        max_concurrent_calls: 2,
     };
 
     #[test]
@@ -250,5 +355,47 @@ mod tests {
             (4, 1, 1)
         );
         assert!(numbers.breaker_open);
+    }
+
+    /// Issue 15 item 5: calls nested into one plugin share its bound; the
+    /// one past it is bypassed as saturated, counted, and never runs.
+    #[test]
+    fn a_call_past_the_plugins_bound_is_bypassed_and_counted() {
+        let owner = Owner::new("busy");
+        let metrics = RegistrationMetrics::new();
+        let metered = Metered {
+            owner: &owner,
+            describe: "Busy.hook()",
+            metrics: &metrics,
+            policy: &POLICY,
+        };
+        let ran = |_| ("ran", CallOutcome::Ok, Duration::ZERO);
+        let innermost = metered.run(
+            |_| unreachable!("the first call has room"),
+            |_| {
+                let inner = metered.run(
+                    |_| unreachable!("the second call has room"),
+                    |_| {
+                        let third = metered.run(
+                            |bypass| match bypass {
+                                Bypass::Saturated(saturated) => {
+                                    assert_eq!(saturated.limit, 2);
+                                    "refused"
+                                }
+                                Bypass::BreakerOpen => "breaker",
+                            },
+                            ran,
+                        );
+                        (third, CallOutcome::Ok, Duration::ZERO)
+                    },
+                );
+                (inner, CallOutcome::Ok, Duration::ZERO)
+            },
+        );
+        assert_eq!(innermost, "refused");
+        let numbers = metrics.snapshot();
+        assert_eq!((numbers.calls, numbers.refused), (2, 1));
+        assert_eq!(owner.calls().in_flight(), 0, "every place was given back");
+        assert_eq!(metered.run(|_| "refused", ran), "ran", "room again");
     }
 }

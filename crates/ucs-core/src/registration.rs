@@ -19,6 +19,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
+use crate::bulkhead::CallGate;
 use crate::error::CoreError;
 use crate::metrics::RegistrationMetrics;
 
@@ -38,6 +39,8 @@ struct OwnerInner {
     name: Arc<str>,
     generation: u64,
     retired: AtomicBool,
+    /// The calls inside this version now (issue 15 item 5).
+    calls: CallGate,
 }
 
 impl Owner {
@@ -54,6 +57,7 @@ impl Owner {
             name: Arc::from(name),
             generation,
             retired: AtomicBool::new(false),
+            calls: CallGate::default(),
         }))
     }
 
@@ -82,6 +86,12 @@ impl Owner {
     /// Whether [`Owner::retire`] was called on this version.
     pub fn is_retired(&self) -> bool {
         self.0.retired.load(Ordering::SeqCst)
+    }
+
+    /// The bulkhead of this version: every call into any of its
+    /// registrations passes it.
+    pub fn calls(&self) -> &CallGate {
+        &self.0.calls
     }
 }
 

@@ -69,7 +69,7 @@ impl Collector for ServerCollector {
             })
             .collect();
         type Pick = fn(&ucs_api::metrics::MetricsSnapshot) -> u64;
-        let series: [(&str, &str, MetricType, Pick); 7] = [
+        let series: [(&str, &str, MetricType, Pick); 8] = [
             (
                 "ucs_plugin_calls",
                 "Calls of a plugin's hook, callback or middleware",
@@ -93,6 +93,12 @@ impl Collector for ServerCollector {
                 "Calls skipped because the breaker was open",
                 MetricType::Counter,
                 |n| n.skipped,
+            ),
+            (
+                "ucs_plugin_refused",
+                "Calls refused because the plugin had its bound of calls running",
+                MetricType::Counter,
+                |n| n.refused,
             ),
             (
                 "ucs_plugin_call_p50_nanoseconds",

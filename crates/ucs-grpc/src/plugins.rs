@@ -154,6 +154,7 @@ fn registration(value: &Value) -> Option<pb::RegistrationMetrics> {
         p50_ns: count("p50_ns")?,
         p99_ns: count("p99_ns")?,
         breaker_open: value.get("breaker_open").and_then(Value::as_bool)?,
+        refused: count("refused")?,
     })
 }
 

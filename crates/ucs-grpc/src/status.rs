@@ -24,6 +24,7 @@ pub fn from_api_error(error: ApiError) -> Status {
         ApiError::Processing(message) => Status::failed_precondition(message),
         ApiError::UnknownMethod(_) => Status::unimplemented(error.to_string()),
         ApiError::NotFound(message) => Status::not_found(message),
+        ApiError::Busy(message) => Status::resource_exhausted(message),
         ApiError::Internal(message) => {
             tracing::error!("internal error answered with a generic status: {message}");
             Status::internal(INTERNAL_MESSAGE)
@@ -70,6 +71,10 @@ mod tests {
                 Code::NotFound,
             ),
             (ApiError::Internal("Traceback ...".into()), Code::Internal),
+            (
+                ApiError::Busy("try again later".into()),
+                Code::ResourceExhausted,
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(from_api_error(error).code(), code);

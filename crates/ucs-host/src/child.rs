@@ -458,6 +458,9 @@ impl ServerPort for HostPort {
             budget: Duration::MAX,
             breaker_threshold: 0,
             deadline: Duration::MAX,
+            // The server's proxy is the bulkhead; the host runs what it is
+            // sent.
+            max_concurrent_calls: u32::MAX,
         }
     }
 

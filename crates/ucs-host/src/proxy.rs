@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quanta::Instant;
-use ucs_api::{ApiError, CallOutcome, Middleware, Next, RegistrationMetrics};
+use ucs_api::{ApiError, Bypass, CallOutcome, Metered, Middleware, Next, RegistrationMetrics};
 use ucs_core::{
     Agent, AgentStatus, Event, EventCallback, PluginFailure, Registrable, SharedDataHook,
     SharedVerdict, StatusHook, StatusVerdict, Value,
@@ -75,40 +75,21 @@ impl Proxy {
         }
     }
 
-    /// Runs `call` unless the breaker is open (then `skipped` stands in),
-    /// timing the round trip minus `excluded`, with the same warnings as
-    /// an in-process adapter.
+    /// Runs `call` through [`Metered::run`], the path an in-process
+    /// adapter takes too, timing the whole round trip minus `excluded`.
     fn measured<T>(
         &self,
-        skipped: impl FnOnce() -> T,
+        bypass: impl FnOnce(Bypass) -> T,
         call: impl FnOnce() -> (T, CallOutcome, Duration),
     ) -> T {
-        if self.metrics.skip() {
-            return skipped();
-        }
         let policy = self.remote.policy();
-        let started = Instant::now();
-        let (result, outcome, excluded) = call();
-        let elapsed = started.elapsed().saturating_sub(excluded);
-        let recorded = self.metrics.record(elapsed, outcome, &policy);
-        if recorded.over_budget {
-            tracing::warn!(
-                plugin = %self.remote.owner(),
-                "{} took {elapsed:?}, over its budget of {:?}",
-                self.describe,
-                policy.budget
-            );
-        }
-        if recorded.breaker_opened {
-            tracing::error!(
-                plugin = %self.remote.owner(),
-                "{} failed or overran its budget {} times in a row: its breaker is open and it \
-                 is skipped until the plugin is reloaded",
-                self.describe,
-                policy.breaker_threshold
-            );
-        }
-        result
+        let metered = Metered {
+            owner: self.remote.owner(),
+            describe: &self.describe,
+            metrics: &self.metrics,
+            policy: &policy,
+        };
+        metered.run(bypass, |_started| call())
     }
 
     /// A reply of the wrong kind: both ends are one build, so a bug.
@@ -147,7 +128,7 @@ impl StatusHook for RemoteStatusHook {
     fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         let proxy = &self.0;
         proxy.measured(
-            || StatusVerdict::LetThrough,
+            |_| StatusVerdict::LetThrough,
             || {
                 let request = ToHost::StatusHook {
                     registration: proxy.registration,
@@ -179,7 +160,7 @@ impl SharedDataHook for RemoteSharedHook {
     fn before_change(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict {
         let proxy = &self.0;
         proxy.measured(
-            || SharedVerdict::Store(new.clone()),
+            |_| SharedVerdict::Store(new.clone()),
             || {
                 let request = ToHost::SharedHook {
                     registration: proxy.registration,
@@ -211,7 +192,7 @@ impl EventCallback for RemoteCallback {
     fn on_event(&self, event: &Event) -> Result<(), PluginFailure> {
         let proxy = &self.0;
         proxy.measured(
-            || Ok(()),
+            |_| Ok(()),
             || {
                 let request = ToHost::Event {
                     registration: proxy.registration,
@@ -244,7 +225,9 @@ impl Middleware for RemoteMiddleware {
     fn call(&self, next: &Next, args: Vec<Value>) -> Result<Value, ApiError> {
         let proxy = &self.0;
         proxy.measured(
-            || next.call(args.clone()),
+            |bypass| {
+                ucs_api::bypassed_middleware(bypass, next.method_name(), || next.call(args.clone()))
+            },
             || {
                 let chain = proxy.remote.open_chain(next.clone());
                 let request = ToHost::Middleware {

@@ -298,6 +298,8 @@ pub enum WireApiError {
     NotFound(String),
     /// See [`ApiError::Internal`].
     Internal(String),
+    /// See [`ApiError::Busy`].
+    Busy(String),
 }
 
 impl From<ApiError> for WireApiError {
@@ -313,6 +315,7 @@ impl From<ApiError> for WireApiError {
             ApiError::UnknownMethod(name) => WireApiError::UnknownMethod(name),
             ApiError::NotFound(message) => WireApiError::NotFound(message),
             ApiError::Internal(message) => WireApiError::Internal(message),
+            ApiError::Busy(message) => WireApiError::Busy(message),
         }
     }
 }
@@ -330,6 +333,7 @@ impl From<WireApiError> for ApiError {
             WireApiError::UnknownMethod(name) => ApiError::UnknownMethod(name),
             WireApiError::NotFound(message) => ApiError::NotFound(message),
             WireApiError::Internal(message) => ApiError::Internal(message),
+            WireApiError::Busy(message) => ApiError::Busy(message),
         }
     }
 }

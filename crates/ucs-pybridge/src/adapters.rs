@@ -14,7 +14,9 @@ use quanta::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use ucs_api::{ApiError, CallOutcome, HookPolicy, Middleware, Next, RegistrationMetrics};
+use ucs_api::{
+    ApiError, Bypass, CallOutcome, HookPolicy, Metered, Middleware, Next, RegistrationMetrics,
+};
 use ucs_core::{
     Agent, AgentStatus, Event, EventCallback, EventPayload, Owner, PluginFailure, Registrable,
     SharedDataHook, SharedVerdict, StatusHook, StatusVerdict, Value,
@@ -63,10 +65,9 @@ impl PyCallable {
         }
     }
 
-    /// Runs `call` unless the breaker is open (then `skipped` stands in, as
-    /// if nothing were registered), timing it minus `excluded` (time spent
-    /// in the server, e.g. a middleware's inner handler), and logs an
-    /// overrun or a breaker that opens, naming the plugin and registration.
+    /// Runs `call` through [`Metered::run`] (breaker, bulkhead, timing and
+    /// their log lines, the same in both isolation modes); `bypass` stands
+    /// in when the breaker is open or the plugin saturated.
     ///
     /// This is the one place every in-process call into a plugin passes, so
     /// it arms the call's deadline (I3, [`deadline`]): attached, so the
@@ -75,37 +76,21 @@ impl PyCallable {
     /// adapter handles as any unexpected exception (a failure).
     fn measured<T>(
         &self,
-        skipped: impl FnOnce() -> T,
+        bypass: impl FnOnce(Bypass) -> T,
         call: impl FnOnce() -> (T, CallOutcome, Duration),
     ) -> T {
-        if self.metrics.skip() {
-            return skipped();
-        }
-        let started = Instant::now();
-        let (result, outcome, excluded) = Python::attach(|py| {
-            let _armed = deadline::arm(py, &self.label, &self.policy, started);
-            call()
-        });
-        let elapsed = started.elapsed().saturating_sub(excluded);
-        let recorded = self.metrics.record(elapsed, outcome, &self.policy);
-        if recorded.over_budget {
-            tracing::warn!(
-                plugin = %self.owner,
-                "{} took {elapsed:?}, over its budget of {:?}",
-                self.describe(),
-                self.policy.budget
-            );
-        }
-        if recorded.breaker_opened {
-            tracing::error!(
-                plugin = %self.owner,
-                "{} failed or overran its budget {} times in a row: its breaker is open and it \
-                 is skipped until the plugin is reloaded",
-                self.describe(),
-                self.policy.breaker_threshold
-            );
-        }
-        result
+        let metered = Metered {
+            owner: &self.owner,
+            describe: &self.label.registration,
+            metrics: &self.metrics,
+            policy: &self.policy,
+        };
+        metered.run(bypass, |started| {
+            Python::attach(|py| {
+                let _armed = deadline::arm(py, &self.label, &self.policy, started);
+                call()
+            })
+        })
     }
 
     /// Whether this wraps a callable equal to `other` by Python `==` (E1):
@@ -142,7 +127,8 @@ pub struct PyStatusHook(pub PyCallable);
 impl StatusHook for PyStatusHook {
     fn decide(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         self.0.measured(
-            || StatusVerdict::LetThrough,
+            // H6 for a saturated plugin too: its one warning is logged.
+            |_| StatusVerdict::LetThrough,
             || {
                 let verdict = self.decide_in_python(before, status, reason);
                 let outcome = match verdict {
@@ -255,7 +241,7 @@ pub struct PySharedHook(pub PyCallable);
 impl SharedDataHook for PySharedHook {
     fn before_change(&self, identificator: &str, old: &Value, new: &Value) -> SharedVerdict {
         self.0.measured(
-            || SharedVerdict::Store(new.clone()),
+            |_| SharedVerdict::Store(new.clone()),
             || {
                 let verdict = self.decide_in_python(identificator, old, new);
                 let outcome = match verdict {
@@ -313,7 +299,7 @@ pub struct PyEventCallback(pub PyCallable);
 impl EventCallback for PyEventCallback {
     fn on_event(&self, event: &Event) -> Result<(), PluginFailure> {
         self.0.measured(
-            || Ok(()),
+            |_| Ok(()),
             || {
                 let result = self.call_in_python(event);
                 let outcome = if result.is_ok() {
@@ -409,9 +395,11 @@ impl PyMiddleware {
     /// other registration.
     pub fn invoke(&self, next: Arc<dyn Continuation>, args: Vec<Value>) -> Result<Value, ApiError> {
         self.0.measured(
-            // An open breaker skips this middleware: the next handler runs
-            // as if it were not registered.
-            || next.proceed(args.clone()),
+            |bypass| {
+                ucs_api::bypassed_middleware(bypass, next.method_name(), || {
+                    next.proceed(args.clone())
+                })
+            },
             || self.call_in_python(&next, &args),
         )
     }

@@ -83,7 +83,7 @@ pub fn api_error_to_py(py: Python<'_>, error: ApiError) -> PyErr {
         }
         ApiError::UnknownMethod(_) => PyAttributeError::new_err(error.to_string()),
         ApiError::Processing(message) => ProcessingError::new_err(message.clone()),
-        ApiError::NotFound(_) | ApiError::Internal(_) => {
+        ApiError::NotFound(_) | ApiError::Internal(_) | ApiError::Busy(_) => {
             ProcessingError::new_err(error.to_string())
         }
     };

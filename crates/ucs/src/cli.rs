@@ -269,6 +269,13 @@ pub struct ServeArgs {
     /// opens it [default: 10].
     #[arg(long, value_name = "N")]
     pub breaker_threshold: Option<u32>,
+    /// How many calls may be inside one plugin at once, over all its hooks,
+    /// callbacks and middleware; past it a middleware's caller gets
+    /// RESOURCE_EXHAUSTED and a hook or callback is passed over as if it
+    /// had failed, so a slow plugin cannot take every server thread
+    /// [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub plugin_max_calls: Option<u32>,
     /// Reload a plugin when its file is saved, load new plugin files as
     /// they appear and unload a plugin whose file is deleted; for plugin
     /// development.

@@ -36,6 +36,8 @@ pub struct ServeSettings {
     pub hook_deadline: Duration,
     /// Failures or overruns in a row that open a registration's breaker.
     pub breaker_threshold: u32,
+    /// How many calls may be inside one plugin at once (the bulkhead).
+    pub plugin_max_calls: u32,
     /// Whether to reload plugins as their files change (`--watch`).
     pub watch: bool,
     /// Where plugins run by default (`--isolation`, I1).
@@ -73,6 +75,15 @@ impl ServeSettings {
                  must be allowed at least its budget; raise --hook-deadline or lower --hook-budget"
             );
         }
+        let plugin_max_calls = merged
+            .plugin_max_calls
+            .unwrap_or(policy.max_concurrent_calls);
+        // The flag's parser refuses 0; the file's value comes here unchecked.
+        if plugin_max_calls == 0 {
+            bail!(
+                "plugin_max_calls must be at least 1: a plugin that may run no call at all would refuse every one"
+            );
+        }
         Ok(ServeSettings {
             listen: merged.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             plugins_dir: merged
@@ -89,6 +100,7 @@ impl ServeSettings {
             hook_budget,
             hook_deadline,
             breaker_threshold: merged.breaker_threshold.unwrap_or(policy.breaker_threshold),
+            plugin_max_calls,
             watch: merged.watch.unwrap_or(false),
             isolation: merged
                 .isolation
@@ -130,6 +142,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         hook_budget,
         hook_deadline,
         breaker_threshold,
+        plugin_max_calls,
         watch,
         isolation,
         plugin_memory_limit,
@@ -150,6 +163,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         hook_budget: file_hook_budget,
         hook_deadline: file_hook_deadline,
         breaker_threshold: file_breaker_threshold,
+        plugin_max_calls: file_plugin_max_calls,
         watch: file_watch,
         isolation: file_isolation,
         plugin_memory_limit: file_plugin_memory_limit,
@@ -170,6 +184,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         hook_budget: hook_budget.or(file_hook_budget),
         hook_deadline: hook_deadline.or(file_hook_deadline),
         breaker_threshold: breaker_threshold.or(file_breaker_threshold),
+        plugin_max_calls: plugin_max_calls.or(file_plugin_max_calls),
         watch: watch.or(file_watch),
         isolation: isolation.or(file_isolation),
         plugin_memory_limit: plugin_memory_limit.or(file_plugin_memory_limit),
@@ -287,6 +302,7 @@ metrics_listen = "127.0.0.1:9999"
 hook_budget = "1s"
 hook_deadline = "2s"
 breaker_threshold = 3
+plugin_max_calls = 16
 watch = true
 isolation = "process"
 plugin_memory_limit = "256MiB"
@@ -326,6 +342,7 @@ memory_limit = "2GiB"
                 hook_budget: Duration::from_secs(1),
                 hook_deadline: Duration::from_secs(2),
                 breaker_threshold: 3,
+                plugin_max_calls: 16,
                 watch: true,
                 isolation: ucs_api::Isolation::Process,
                 plugin_isolation: [("status_hook".to_owned(), ucs_api::Isolation::InProcess)]

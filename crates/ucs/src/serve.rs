@@ -66,6 +66,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         // I3, both modes: the in-process watchdog and the host proxies read
         // it from the Api's policy.
         deadline: settings.hook_deadline,
+        max_concurrent_calls: settings.plugin_max_calls,
     };
     let api = Api::with_policy(Arc::new(core), policy);
 
