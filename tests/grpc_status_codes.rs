@@ -402,3 +402,81 @@ async fn messages_over_the_size_limit_are_refused() {
     // The server is still fine afterwards.
     server.call(&sid, "agents.list", "").await.unwrap();
 }
+
+/// Issue 15 item 15: an error message repeats at most a bounded prefix of
+/// what the caller sent, with an ellipsis and the full length, so the
+/// `grpc-message` header stays far below a client's 16 KiB header limit and
+/// the status keeps its SPEC section 9 code.
+#[tokio::test]
+async fn errors_echo_a_bounded_prefix_of_unbounded_input() {
+    let server = Server::demo().await;
+    let admin = server.admin_sid().await;
+    let method = "a.".repeat(50_000);
+    let event = "e".repeat(100_000);
+    let plugin = "p".repeat(100_000);
+    let unknown_fields = format!(
+        "[{{\"username\": \"dave\", \"password\": \"password1\", {}}}]",
+        (0..1000)
+            .map(|n| format!("\"{n}{}\": 1", "k".repeat(1000)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let statuses = [
+        (
+            "method",
+            server.call(&admin, &method, "").await.unwrap_err(),
+            Code::Unimplemented,
+            "(100000 chars)",
+        ),
+        (
+            "event",
+            server
+                .events()
+                .subscribe(pb::SubscribeRequest {
+                    sid: admin.clone(),
+                    events: vec![event.clone()],
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            Code::InvalidArgument,
+            "(100000 chars)",
+        ),
+        (
+            "plugin",
+            server
+                .plugins()
+                .load(pb::PluginRequest {
+                    sid: admin.clone(),
+                    name: plugin.clone(),
+                })
+                .await
+                .unwrap_err(),
+            Code::NotFound,
+            "(100003 chars)",
+        ),
+        (
+            "unknown fields",
+            server
+                .call(&admin, "config.users.add", &unknown_fields)
+                .await
+                .unwrap_err(),
+            Code::InvalidArgument,
+            "more unknown fields",
+        ),
+    ];
+    for (what, status, code, says) in statuses {
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().len() < 2048,
+            "{what}: a {} byte message",
+            status.message().len()
+        );
+        assert!(status.message().contains(says), "{what}: {status:?}");
+        assert!(status.message().contains('…'), "{what}: {status:?}");
+    }
+    server
+        .call(&admin, "agents.list", "")
+        .await
+        .expect("still serving");
+}

@@ -1,6 +1,6 @@
 //! The one error type of the API.
 
-use ucs_core::{CoreError, FieldErrors};
+use ucs_core::{CoreError, FieldErrors, echoed};
 
 /// Why an API call failed. Each kind maps to exactly one gRPC status (SPEC
 /// section 9) and one Python `error` class (M3), so the kinds are about what
@@ -23,8 +23,9 @@ pub enum ApiError {
     /// Refused on purpose, e.g. by a hook (`ProcessingError`).
     #[error("{0}")]
     Processing(String),
-    /// No API method has this name.
-    #[error("unknown API method '{0}'")]
+    /// No API method has this name. The message repeats a bounded prefix
+    /// of it only (issue 15 item 15).
+    #[error("unknown API method {}", echoed(.0))]
     UnknownMethod(String),
     /// The addressed user, agent or plugin file does not exist.
     #[error("{0}")]

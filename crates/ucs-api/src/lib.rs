@@ -327,7 +327,8 @@ impl Api {
     ) -> Result<RegistrationId, ApiError> {
         let method = self.method(method).map_err(|_| {
             ApiError::Processing(format!(
-                "cannot add middleware: unknown API method '{method}'"
+                "cannot add middleware: unknown API method {}",
+                ucs_core::echoed(method)
             ))
         })?;
         Ok(self.inner.middlewares.add(method.name, owner, middleware)?)

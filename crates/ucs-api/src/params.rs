@@ -86,6 +86,9 @@ fn expect_bool(value: &Value, field: &str) -> Result<bool, ApiError> {
         .ok_or_else(|| ApiError::field(field, format!("must be a bool, got {}", value.type_name())))
 }
 
+/// How many unknown fields of one dict an error names.
+const MAX_UNKNOWN_FIELDS: usize = 8;
+
 /// A dict parameter read field by field; unknown fields are refused so a
 /// typo in a field name does not pass silently.
 pub(crate) struct Record<'a> {
@@ -103,18 +106,34 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// Refuses fields not in `allowed`.
+    /// Refuses fields not in `allowed`. At most [`MAX_UNKNOWN_FIELDS`] are
+    /// named, each by a bounded prefix, and the rest counted: the field dict
+    /// becomes the status message, and a dict of 100 000 long keys must not
+    /// become a megabyte header (issue 15 item 15).
     pub(crate) fn only(self, allowed: &[&str]) -> Result<Self, ApiError> {
-        let unknown: ucs_core::FieldErrors = self
+        let mut unknown = self
             .map
             .keys()
-            .filter(|key| !matches!(key, MapKey::Str(name) if allowed.contains(&name.as_str())))
-            .map(|key| (key.to_string(), "unknown field".to_owned()))
+            .filter(|key| !matches!(key, MapKey::Str(name) if allowed.contains(&name.as_str())));
+        let mut fields: ucs_core::FieldErrors = unknown
+            .by_ref()
+            .take(MAX_UNKNOWN_FIELDS)
+            .map(|key| {
+                let name = key.to_string();
+                (
+                    ucs_core::Echoed::bare(&name).to_string(),
+                    "unknown field".to_owned(),
+                )
+            })
             .collect();
-        if unknown.is_empty() {
+        let more = unknown.count();
+        if more > 0 {
+            fields.insert("…".to_owned(), format!("and {more} more unknown fields"));
+        }
+        if fields.is_empty() {
             Ok(self)
         } else {
-            Err(ApiError::InvalidInput(unknown))
+            Err(ApiError::InvalidInput(fields))
         }
     }
 

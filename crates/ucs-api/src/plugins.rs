@@ -143,7 +143,10 @@ impl PluginName {
         } else {
             Err(ApiError::field(
                 "plugin_name",
-                format!("'{raw}' is not a plugin name: use the file's stem, a Python identifier"),
+                format!(
+                    "{} is not a plugin name: use the file's stem, a Python identifier",
+                    ucs_core::echoed(raw)
+                ),
             ))
         }
     }

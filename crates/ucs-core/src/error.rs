@@ -41,10 +41,82 @@ impl CoreError {
     }
 }
 
+/// The most characters of a caller's input an error message repeats.
+///
+/// Why: an error message travels back in the `grpc-message` header, and a
+/// client refuses headers over its limit (16 KiB for many), so echoing a
+/// 100 KB method name whole turns a clear UNIMPLEMENTED into a transport
+/// error (issue 15 item 15). A prefix this long still identifies a typo.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+/// Caller input as an error message repeats it: in single quotes, whole if
+/// it is at most [`ECHO_MAX_CHARS`] characters long, otherwise its first
+/// [`ECHO_MAX_CHARS`] characters, an ellipsis and the full length, e.g.
+/// `'a.a.a.…' (100000 chars)`. Build it with [`echoed`].
+#[derive(Debug, Clone, Copy)]
+pub struct Echoed<'a> {
+    /// The input, whole; only a prefix of it is ever written.
+    input: &'a str,
+    /// Whether the input is written in single quotes: yes inside a
+    /// sentence, no where it is a name on its own (a field dict's key).
+    quoted: bool,
+}
+
+impl<'a> Echoed<'a> {
+    /// `input` bounded as by [`echoed`], without the quotes.
+    pub fn bare(input: &'a str) -> Self {
+        Echoed {
+            input,
+            quoted: false,
+        }
+    }
+}
+
+/// `input` as an error message may repeat it (see [`Echoed`]); use this,
+/// never `'{input}'`, wherever a message names something a caller sent.
+pub fn echoed(input: &str) -> Echoed<'_> {
+    Echoed {
+        input,
+        quoted: true,
+    }
+}
+
+impl std::fmt::Display for Echoed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quote = if self.quoted { "'" } else { "" };
+        match self.input.char_indices().nth(ECHO_MAX_CHARS) {
+            None => write!(f, "{quote}{}{quote}", self.input),
+            Some((cut, _)) => write!(
+                f,
+                "{quote}{}…{quote} ({} chars)",
+                &self.input[..cut],
+                self.input.chars().count()
+            ),
+        }
+    }
+}
+
 fn render_fields(fields: &FieldErrors) -> String {
     fields
         .iter()
         .map(|(field, message)| format!("{field}: {message}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_input_is_echoed_whole_and_long_input_as_a_prefix_with_its_length() {
+        assert_eq!(echoed("agents.dance").to_string(), "'agents.dance'");
+        let limit = "é".repeat(ECHO_MAX_CHARS);
+        assert_eq!(echoed(&limit).to_string(), format!("'{limit}'"));
+        let long = "é".repeat(100_000);
+        let shown = echoed(&long).to_string();
+        assert_eq!(shown, format!("'{limit}…' (100000 chars)"));
+        let bare = Echoed::bare(&long).to_string();
+        assert_eq!(bare, format!("{limit}… (100000 chars)"));
+    }
 }

@@ -246,7 +246,9 @@ impl EventBus {
         KNOWN_EVENTS
             .into_iter()
             .find(|known| *known == event)
-            .ok_or_else(|| CoreError::Processing(format!("unknown event '{event}'")))
+            .ok_or_else(|| {
+                CoreError::Processing(format!("unknown event {}", crate::error::echoed(event)))
+            })
     }
 
     /// Registers `callback` for `event` (E1); an unknown event is a

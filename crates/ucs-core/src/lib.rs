@@ -40,7 +40,7 @@ use std::time::Duration;
 
 pub use agents::{BLOCKED_BY_HOOK, StatusHook, StatusHookSlot, StatusVerdict};
 pub use audit::{AuditKind, AuditRecord, AuditTrail};
-pub use error::{CoreError, FieldErrors};
+pub use error::{CoreError, ECHO_MAX_CHARS, Echoed, FieldErrors, echoed};
 pub use events::{Event, EventBus, EventCallback, EventPayload, EventSink};
 pub use registration::{
     AnySlots, Owner, PluginFailure, Registrable, RegistrationId, RegistrationInfo,

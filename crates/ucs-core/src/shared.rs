@@ -136,7 +136,10 @@ impl Core {
             .shared_turns
             .take(identificator.to_owned())
             .map_err(|refused| {
-                CoreError::Processing(refused.message(&format!("shared data '{identificator}'")))
+                CoreError::Processing(refused.message(&format!(
+                    "shared data {}",
+                    crate::error::echoed(identificator)
+                )))
             })?;
         let mut rewrite = None;
         let stored = match self.shared.hook(identificator) {

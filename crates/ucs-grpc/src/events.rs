@@ -147,7 +147,8 @@ fn event_names(names: Vec<String>) -> Result<BTreeSet<&'static str>, ApiError> {
                     ApiError::field(
                         "events",
                         format!(
-                            "unknown event '{name}'; known events are {}",
+                            "unknown event {}; known events are {}",
+                            ucs_core::echoed(name),
                             KNOWN_EVENTS.join(", ")
                         ),
                     )

@@ -561,8 +561,9 @@ impl PluginHost {
         }
         if !path.is_file() {
             return Err(ApiError::NotFound(format!(
-                "plugin file {} not found",
-                path.display()
+                "plugin file {} not found in {}",
+                ucs_core::echoed(&format!("{name}.py")),
+                self.config.plugins_dir.display()
             )));
         }
         let source: Arc<str> = std::fs::read_to_string(&path)

@@ -120,7 +120,12 @@ pub fn user_field_of(api: &Api, field: &str) -> Result<Vec<(UserId, Value)>, Api
         .map(|user| {
             user.field(field)
                 .map(|value| (user.id, value))
-                .ok_or_else(|| ApiError::field("field", format!("users have no field '{field}'")))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "field",
+                        format!("users have no field {}", ucs_core::echoed(field)),
+                    )
+                })
         })
         .collect()
 }
