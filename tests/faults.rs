@@ -40,8 +40,8 @@ const STATUS_HOOK_FAULTS: [&str; 5] = [
 /// plus the join timeout (5 s + 5 s), so it runs beside the other cases.
 const NEVER_STOPS: &str = "f07_stop_never_returns";
 
-/// What the stuck unload may take: the loader's 10 s plus slack for a
-/// loaded 2-core machine.
+/// What the stuck unload may take: the loader's 5 s stop timeout plus slack
+/// for a loaded 2-core machine.
 const STUCK_UNLOAD_LIMIT: Duration = Duration::from_secs(20);
 
 /// The expected `plugins.list` state of a fault after its trigger.

@@ -319,6 +319,7 @@ class H6Shapes:
             'float-status': (3.0, 'x'),
             'bool-status': (True, 'x'),
             'int-reason': (constants.AGENT_BUSY, 5),
+            'none-reason': (constants.AGENT_BUSY, None),
             'bare-int': constants.AGENT_BUSY,
             'str': 'AGENT_BUSY',
         }[reason]
@@ -337,6 +338,7 @@ UCS_PLUGIN = 'H6Shapes'
         "float-status",
         "bool-status",
         "int-reason",
+        "none-reason",
         "bare-int",
         "str",
     ] {
@@ -351,7 +353,7 @@ UCS_PLUGIN = 'H6Shapes'
         }
     }
     let logged = log_records_of("h6_shapes", &["ERROR", "status hook", "returned"]);
-    assert_eq!(logged.len(), 22, "each wrong shape is logged: {logged:#?}");
+    assert_eq!(logged.len(), 24, "each wrong shape is logged: {logged:#?}");
 }
 
 #[test]

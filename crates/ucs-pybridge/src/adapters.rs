@@ -217,13 +217,10 @@ fn status_verdict(
         }
         _ => return failed(format!("a status of type {}", type_name(&new_status))),
     };
-    let new_reason = if new_reason.is_none() {
-        String::new()
-    } else {
-        match new_reason.extract::<String>() {
-            Ok(text) => text,
-            Err(_) => return failed(format!("a reason of type {}", type_name(&new_reason))),
-        }
+    // A reason must be a str: `(status, None)` is none of H3-H5's shapes,
+    // so it is H6, not a silent empty reason (issue 15 item 16).
+    let Ok(new_reason) = new_reason.extract::<String>() else {
+        return failed(format!("a reason of type {}", type_name(&new_reason)));
     };
     if status == requested && new_reason == reason {
         StatusVerdict::LetThrough

@@ -404,8 +404,9 @@ pub fn forget_module(name: &str) {
 }
 
 /// Calls `stop` (P5) and joins a `threading.Thread` plugin (L3), on a thread
-/// of its own, waiting at most `stop_timeout` plus `join_timeout`: a `stop`
-/// that never returns is reported as stuck, never waited for forever.
+/// of its own, waiting at most `stop_timeout` for `stop` to return and then
+/// at most `join_timeout` for the thread: a `stop` that never returns is
+/// given up after `stop_timeout`, as its message says (issue 15 item 16).
 ///
 /// Must be called without the GIL held.
 pub fn stop_plugin(
@@ -421,12 +422,17 @@ pub fn stop_plugin(
     } else {
         Some(join_timeout)
     };
+    let (stopped, stop_returned) = mpsc::channel();
     let (done, report) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("ucs-plugin-stop".to_owned())
         .spawn(move || {
-            let result = Python::attach(|py| stop_and_join(py, &plugin, join_timeout));
-            // The waiter may have given up already; nothing to tell then.
+            let result = Python::attach(|py| {
+                stop_and_join(py, &plugin, join_timeout, || {
+                    // The waiter may have given up already; nothing to tell then.
+                    let _ = stopped.send(());
+                })
+            });
             let _ = done.send(result);
             Python::attach(|_| drop(plugin));
         });
@@ -435,7 +441,14 @@ pub fn stop_plugin(
             "could not start a thread to stop the plugin: {err}"
         ));
     }
-    match report.recv_timeout(stop_timeout + join_timeout.unwrap_or_default()) {
+    // A stop thread that ended without saying `stop` returned (it could
+    // not attach) has sent its report instead; read it below.
+    if let Err(mpsc::RecvTimeoutError::Timeout) = stop_returned.recv_timeout(stop_timeout) {
+        return StopReport::TimedOut(stop_timeout);
+    }
+    // The join's own bound plus a margin for taking the GIL back after it.
+    let join_wait = join_timeout.unwrap_or_default() + Duration::from_millis(500);
+    match report.recv_timeout(join_wait) {
         Ok(report) => report,
         Err(_) => StopReport::TimedOut(stop_timeout),
     }
@@ -456,6 +469,7 @@ fn stop_and_join(
     py: Python<'_>,
     plugin: &PluginInstance,
     join_timeout: Option<Duration>,
+    stop_returned: impl FnOnce(),
 ) -> StopReport {
     let instance = plugin.instance.bind(py);
     let stop = match instance.getattr("stop") {
@@ -465,6 +479,7 @@ fn stop_and_join(
             .map_err(|err| format_traceback(py, &err)),
         Err(_) => Ok(()),
     };
+    stop_returned();
     let is_thread = py
         .import("threading")
         .and_then(|threading| threading.getattr("Thread"))
