@@ -925,6 +925,9 @@ UCS_PLUGIN = 'NeverEnds'
     assert!(!log_records_of("l3_never_ends", &["WARN", "stuck"]).is_empty());
 }
 
+/// Also issue 15 item 16: it is given up after the stop timeout its
+/// message names, not after the stop and join timeouts added (the join
+/// timeout is for a Thread plugin whose `stop()` returned).
 #[test]
 fn l3_stop_that_never_returns_is_bounded_too() {
     let plugin = py(r#"
@@ -939,55 +942,24 @@ UCS_PLUGIN = 'StopHangs'
 "#);
     let server = TestServer::start_with(&[("l3_stop_hangs.py", &plugin)], |config| {
         config.stop_timeout = Duration::from_millis(300);
-        config.thread_join_timeout = Duration::from_millis(300);
+        config.thread_join_timeout = Duration::from_secs(4);
     });
     let started = Instant::now();
     let info = server.unload("l3_stop_hangs").unwrap();
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "unload took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "unload took {took:?}, though the message says 300ms"
+    );
     assert_eq!(field(&info, "state"), &Value::from("stopped"));
     let error = field(&info, "error").as_str().unwrap();
-    assert!(error.contains("did not return"), "{error}");
+    assert!(error.contains("did not return within 300ms"), "{error}");
     // The server goes on, and the plugin can be loaded again.
     server.load("l3_stop_hangs").unwrap();
     assert_eq!(server.state_of("l3_stop_hangs"), PluginState::Running);
     // Leave it with a stop that returns, so the harness' shutdown is quick.
     server.write_plugin(
         "l3_stop_hangs.py",
-        &py("class Quick:\n    def __init__(self, ucs):\n        pass\nUCS_PLUGIN = 'Quick'\n"),
-    );
-}
-
-/// Issue 15 item 16: a `stop()` that hangs is given up after the stop
-/// timeout its message names, not after the stop and join timeouts added
-/// (the join timeout is for a Thread plugin whose `stop()` returned).
-#[test]
-fn l3_a_hanging_stop_is_given_up_after_the_stop_timeout_it_names() {
-    let plugin = py(r#"
-class StopHangs:
-    def __init__(self, ucs):
-        self.ucs = ucs
-
-    def stop(self):
-        time.sleep(20)
-
-UCS_PLUGIN = 'StopHangs'
-"#);
-    let server = TestServer::start_with(&[("l3_stop_named.py", &plugin)], |config| {
-        config.stop_timeout = Duration::from_millis(300);
-        config.thread_join_timeout = Duration::from_secs(4);
-    });
-    let started = Instant::now();
-    let info = server.unload("l3_stop_named").unwrap();
-    let took = started.elapsed();
-    let error = field(&info, "error").as_str().unwrap().to_owned();
-    assert!(error.contains("within 300ms"), "{error}");
-    assert!(
-        took < Duration::from_secs(3),
-        "unload took {took:?}, though the message says 300ms"
-    );
-    server.write_plugin(
-        "l3_stop_named.py",
         &py("class Quick:\n    def __init__(self, ucs):\n        pass\nUCS_PLUGIN = 'Quick'\n"),
     );
 }
