@@ -6,7 +6,9 @@
 //! Each call crosses the link under the plugin's call deadline (I3). A host
 //! past it is killed; a host that is gone fails the call. Either way the
 //! caller gets what H6, S4 and D5 say for an unexpected exception, and a
-//! middleware's caller gets INTERNAL.
+//! middleware's caller gets INTERNAL. A plugin at its bound of calls
+//! (the bulkhead, [`Metered::run`]) is not called at all: its middleware's
+//! caller gets RESOURCE_EXHAUSTED, its hooks and callbacks are passed over.
 
 use std::any::Any;
 use std::sync::Arc;
