@@ -32,14 +32,14 @@ use crate::modules::PyAgent;
 pub struct PyCallable {
     callable: Py<PyAny>,
     owner: Owner,
-    name: String,
     /// Calls, errors, overruns, latency and the breaker of this
     /// registration; the registry reports the same numbers.
     metrics: Arc<RegistrationMetrics>,
     /// Budget, breaker threshold and deadline (I3) of every call.
     policy: HookPolicy,
-    /// The plugin and registration the deadline watchdog names in its log
-    /// lines; made once here so arming a call allocates nothing.
+    /// The plugin and registration (`Class.method()`) as the deadline
+    /// watchdog, the metering and the registry name them; made once here
+    /// so arming a call allocates nothing.
     label: Arc<CallLabel>,
 }
 
@@ -58,7 +58,6 @@ impl PyCallable {
         PyCallable {
             callable: callable.clone().unbind(),
             owner,
-            name,
             metrics: Arc::new(RegistrationMetrics::new()),
             policy,
             label,
@@ -106,7 +105,7 @@ impl PyCallable {
     }
 
     fn describe(&self) -> String {
-        format!("{}()", self.name)
+        self.label.registration.clone()
     }
 }
 
