@@ -52,6 +52,38 @@ pub(crate) struct SuiteArgs {
     /// Shorter windows and fewer rounds (under a minute and a half).
     #[arg(long)]
     quick: bool,
+    /// Runs only these parts (repeatable), to measure one change without
+    /// the whole suite; `cargo xtask bench` runs them all.
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
+}
+
+/// The suite's parts, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Throughput and latency against the ceiling and the Python peer.
+    Load,
+    /// `agents.list` latency with a spinning plugin thread, in process.
+    Gil,
+    /// The same with the spinner in a plugin host.
+    GilIsolated,
+    /// `plugins.load` against a plain import.
+    Reload,
+    /// Idle RSS against a bare python.
+    Memory,
+    /// A status hook's round trip, isolated against in process.
+    Hook,
+    /// A host crash to its plugin serving again.
+    Crash,
+    /// RSS per plugin host.
+    HostMemory,
+}
+
+impl SuiteArgs {
+    /// Whether `part` is to run.
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
 }
 
 /// How long and how often each part measures.
@@ -110,21 +142,32 @@ pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let mut results = Results::default();
     let runtime = load::client_runtime()?;
     runtime.block_on(async {
-        load_comparison(&args, &plan, work.path(), &mut results).await?;
-        gil_independence(
-            &args,
-            &plan,
-            work.path(),
-            &mut results,
-            Isolation::InProcess,
-        )
-        .await?;
-        gil_independence(&args, &plan, work.path(), &mut results, Isolation::Process).await?;
-        reload_latency(&args, &plan, work.path(), &mut results).await?;
-        memory(&args, &plan, work.path(), &mut results).await?;
-        hook_round_trip(&args, &plan, work.path(), &mut results).await?;
-        crash_to_serving(&args, &plan, work.path(), &mut results).await?;
-        host_memory(&args, &plan, work.path(), &mut results).await
+        let work = work.path();
+        if args.runs(Part::Load) {
+            load_comparison(&args, &plan, work, &mut results).await?;
+        }
+        if args.runs(Part::Gil) {
+            gil_independence(&args, &plan, work, &mut results, Isolation::InProcess).await?;
+        }
+        if args.runs(Part::GilIsolated) {
+            gil_independence(&args, &plan, work, &mut results, Isolation::Process).await?;
+        }
+        if args.runs(Part::Reload) {
+            reload_latency(&args, &plan, work, &mut results).await?;
+        }
+        if args.runs(Part::Memory) {
+            memory(&args, &plan, work, &mut results).await?;
+        }
+        if args.runs(Part::Hook) {
+            hook_round_trip(&args, &plan, work, &mut results).await?;
+        }
+        if args.runs(Part::Crash) {
+            crash_to_serving(&args, &plan, work, &mut results).await?;
+        }
+        if args.runs(Part::HostMemory) {
+            host_memory(&args, &plan, work, &mut results).await?;
+        }
+        anyhow::Ok(())
     })?;
     std::fs::write(&args.out, &results.text)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
