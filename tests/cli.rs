@@ -141,6 +141,43 @@ async fn plugins_list_prints_a_table_or_json() {
     assert_eq!(registration["target"], "agents.list", "{plugins}");
     assert_eq!(registration["calls"], 0, "{plugins}");
     assert_eq!(registration["breaker_open"], false, "{plugins}");
+
+    // Issue 18: the table tells where each plugin runs, as the JSON does.
+    let table = stdout(&table);
+    let columns = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let header = columns(table.lines().next().unwrap_or_default());
+    assert_eq!(
+        header[..5],
+        ["NAME", "STATE", "MODE", "PID", "RESTARTS"],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .map(columns)
+        .find(|row| row[0] == "hello")
+        .unwrap_or_else(|| panic!("no hello row in {table}"));
+    let pid = match &hello["host_pid"] {
+        serde_json::Value::Null => "-".to_owned(),
+        pid => pid.to_string(),
+    };
+    assert_eq!(
+        row[1..5],
+        [
+            "running".to_owned(),
+            hello["isolation"].as_str().unwrap_or_default().to_owned(),
+            pid,
+            "0".to_owned()
+        ],
+        "{table}"
+    );
+    assert!(
+        ["process", "inprocess"].contains(&row[2].as_str()),
+        "{table}"
+    );
 }
 
 #[test]

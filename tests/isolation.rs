@@ -572,3 +572,239 @@ async fn i4_a_constructor_sleeping_past_the_load_deadline_fails_its_load_and_its
     }
     server.call(&sid, "agents.list", "").await.expect("serving");
 }
+
+/// A way to make the crasher's host die, for the restart-limit test.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    /// A segfault in the status hook (H6: the change proceeds).
+    StatusHook,
+    /// A segfault in the status event callback (D5).
+    Callback,
+    /// A segfault in a middleware (answered INTERNAL).
+    Middleware,
+    /// A segfault in a plugin thread, no call waiting.
+    PluginThread,
+    /// `os._exit(3)` in a shared-data hook.
+    Exit,
+    /// `os.abort()` in a shared-data hook.
+    Abort,
+    /// A shared-data hook spinning past the hook deadline.
+    Spin,
+    /// SIGKILL from outside.
+    Killed,
+}
+
+impl Crash {
+    /// Makes host `pid` die this way, probing throughout; checks the call
+    /// that did it was answered as its rule says.
+    async fn cause(self, server: &Server, pid: u32) {
+        match self {
+            Crash::StatusHook | Crash::Callback => {
+                // From READY, so the change to AUX is a change and its event
+                // is published.
+                set_status_while_probing(server, "ready")
+                    .await
+                    .expect("a change with a harmless reason");
+                let sid = server.admin_sid().await;
+                let alice = server.user_id("alice").await;
+                server
+                    .call(&sid, "agents.setStatus", &format!(r#"[{alice}, 1, ""]"#))
+                    .await
+                    .expect("back to READY");
+                let reason = match self {
+                    Crash::StatusHook => "segv",
+                    _ => "cb-segv",
+                };
+                let agent = set_status_while_probing(server, reason)
+                    .await
+                    .expect("H6/D5: the change proceeds");
+                assert_eq!(agent["reason"], reason, "{agent}");
+            }
+            Crash::Middleware => {
+                let sid = server.admin_sid().await;
+                let answer =
+                    while_probing(server, server.call(&sid, "shared.get", r#"["mw-segv"]"#)).await;
+                let status = answer.expect_err("the middleware's host died");
+                assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+            }
+            Crash::PluginThread => set_while_probing(server, "thread").await.expect("stored"),
+            Crash::Exit => set_while_probing(server, "exit").await.expect("S4: stored"),
+            Crash::Abort => set_while_probing(server, "abort")
+                .await
+                .expect("S4: stored"),
+            Crash::Spin => set_while_probing(server, "spin").await.expect("S4: stored"),
+            Crash::Killed => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill the host"),
+        }
+    }
+}
+
+/// Waits until the crasher's host `pid` is replaced or the crasher is left
+/// FAILED for good; returns what it is then.
+async fn wait_replaced_or_given_up(server: &Server, pid: u32) -> pb::PluginInfo {
+    while_probing(server, async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let info = crasher(server).await;
+            let replaced = info.state() == pb::PluginState::Running && info.host_pid != pid;
+            if replaced || info.error.contains("left FAILED") {
+                return info;
+            }
+            assert!(Instant::now() < deadline, "stuck: {info:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// I2 for every crash kind, not only the shared-data hook's segfault: with
+/// `--plugin-max-restarts=1` the first death restarts the host, the second
+/// leaves the plugin FAILED until loaded by hand, no host starts after
+/// that, and loading by hand starts afresh. Every probe answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_restarts_stop_at_the_limit_for_every_crash_kind() {
+    let server = crasher_server_with(&[], &["--plugin-max-restarts=1", "--hook-deadline=1s"]).await;
+    let sid = server.admin_sid().await;
+    for crash in [
+        Crash::StatusHook,
+        Crash::Callback,
+        Crash::Middleware,
+        Crash::PluginThread,
+        Crash::Exit,
+        Crash::Abort,
+        Crash::Spin,
+        Crash::Killed,
+    ] {
+        let first = crasher(&server).await;
+        assert_eq!(
+            first.state(),
+            pb::PluginState::Running,
+            "{crash:?}: {first:?}"
+        );
+        assert_eq!(first.restarts, 0, "{crash:?}: {first:?}");
+        crash.cause(&server, first.host_pid).await;
+        let second = wait_replaced_or_given_up(&server, first.host_pid).await;
+        assert_eq!(
+            second.state(),
+            pb::PluginState::Running,
+            "{crash:?}: {second:?}"
+        );
+        assert_eq!(second.restarts, 1, "{crash:?}: {second:?}");
+
+        crash.cause(&server, second.host_pid).await;
+        let given_up = wait_replaced_or_given_up(&server, second.host_pid).await;
+        assert_eq!(
+            given_up.state(),
+            pb::PluginState::Failed,
+            "{crash:?}: {given_up:?}"
+        );
+        assert!(
+            given_up.error.contains("left FAILED until loaded by hand"),
+            "{crash:?}: {given_up:?}"
+        );
+        // It stays put: no restart after giving up.
+        while_probing(&server, tokio::time::sleep(Duration::from_millis(700))).await;
+        let still = crasher(&server).await;
+        assert_eq!(
+            still.state(),
+            pb::PluginState::Failed,
+            "{crash:?}: {still:?}"
+        );
+        assert_eq!(still.host_pid, 0, "{crash:?}: {still:?}");
+        assert_eq!(still.restarts, 1, "{crash:?}: {still:?}");
+
+        let reloaded = server
+            .plugins()
+            .load(pb::PluginRequest {
+                sid: sid.clone(),
+                name: "crasher".into(),
+            })
+            .await
+            .expect("load by hand")
+            .into_inner();
+        assert_eq!(reloaded.state(), pb::PluginState::Running, "{crash:?}");
+        assert_eq!(reloaded.restarts, 0, "{crash:?}");
+    }
+}
+
+/// A plugin whose `stop()` segfaults its host.
+const CRASHING_STOP: &str = r#"
+import ctypes
+
+class CrashingStop:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        ucs.shared.addChangeHook("guarded", self.hook)
+
+    def hook(self, identificator, old, new):
+        return new + 1
+
+    def stop(self):
+        ctypes.string_at(0)
+
+UCS_PLUGIN = "CrashingStop"
+"#;
+
+/// L3 under isolation: a `stop()` that kills its host still ends in the
+/// plugin unloaded, with its registrations gone, the cause logged, and no
+/// restart (nobody wants it running); the server serves throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_a_stop_that_segfaults_its_host_still_unloads_and_is_not_restarted() {
+    let server = Server::builder()
+        .demo()
+        .arg("--isolation=process")
+        .plugin("crashing_stop.py", CRASHING_STOP)
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    let before = plugin_info(&server, "crashing_stop").await;
+    assert_eq!(before.state(), pb::PluginState::Running, "{before:?}");
+    // S2: while loaded, its hook adds one to what is stored.
+    let set_and_get = async |value: i64| {
+        server
+            .call(&sid, "shared.set", &format!(r#"["guarded", {value}]"#))
+            .await
+            .expect("set");
+        server
+            .call(&sid, "shared.get", r#"["guarded"]"#)
+            .await
+            .expect("get")
+    };
+    assert_eq!(set_and_get(1).await, serde_json::json!(2));
+    let unloaded = while_probing(
+        &server,
+        server.plugins().unload(pb::PluginRequest {
+            sid: sid.clone(),
+            name: "crashing_stop".into(),
+        }),
+    )
+    .await;
+    let unloaded = unloaded.expect("unloaded").into_inner();
+    assert_eq!(unloaded.state(), pb::PluginState::Stopped, "{unloaded:?}");
+    assert_eq!(
+        unloaded.error, "stop() killed its plugin host: plugin host exited: signal 11 (SIGSEGV)",
+        "{unloaded:?}"
+    );
+    assert_logged(
+        &server,
+        "stop() killed its plugin host; unloading anyway: plugin host exited: signal 11 (SIGSEGV)",
+    );
+    assert!(
+        !process_exists(before.host_pid),
+        "host {} still there",
+        before.host_pid
+    );
+    // Its hook is gone: the value is stored as set.
+    assert_eq!(set_and_get(5).await, serde_json::json!(5));
+    while_probing(&server, tokio::time::sleep(Duration::from_millis(700))).await;
+    let after = plugin_info(&server, "crashing_stop").await;
+    assert_eq!(
+        after.state(),
+        pb::PluginState::Stopped,
+        "restarted: {after:?}"
+    );
+    assert_eq!(after.host_pid, 0, "{after:?}");
+}

@@ -315,6 +315,9 @@ impl HostState {
                 WireStopReport::TimedOut(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
             }
             StopReport::NotRun(reason) => WireStopReport::NotRun(reason),
+            // Only the server side sees a host die; a stop run here that
+            // reports it means another process, so it is passed on as is.
+            StopReport::Crashed(cause) => WireStopReport::NotRun(cause),
         })
     }
 }

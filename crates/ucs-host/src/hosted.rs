@@ -472,6 +472,11 @@ impl HostedPlugin {
             Ok(HostReply::Stopped(report)) => stop_report(report),
             Ok(other) => StopReport::NotRun(format!("unexpected reply: {other:?}")),
             Err(LinkError::DeadlineExceeded(_)) => StopReport::TimedOut(stop_timeout),
+            // The host died while stopping: its exit says how (a link that
+            // closes is its end being seen from here, a moment earlier).
+            Err(LinkError::PeerGone(_)) => {
+                StopReport::Crashed(self.wait_exit(Duration::from_secs(1)))
+            }
             Err(err) => StopReport::NotRun(format!("its plugin host is gone: {err}")),
         };
         if self.remote.caller.has_pending_calls() {

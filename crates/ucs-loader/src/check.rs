@@ -416,6 +416,10 @@ fn run_lifecycle(
         ),
         StopReport::TimedOut(after) => (Step::TimedOut(after), ThreadCheck::Unknown),
         StopReport::NotRun(reason) => (Step::Failed(reason), ThreadCheck::Unknown),
+        StopReport::Crashed(cause) => (
+            Step::Failed(format!("stop() killed its plugin host: {cause}")),
+            ThreadCheck::Unknown,
+        ),
     };
     // Inspected after the join, as unload does: a thread that unregisters
     // on its way out has not leaked.

@@ -759,6 +759,10 @@ impl PluginHost {
             tracing::error!(plugin = %name, "stop() raised; unloading anyway: {error}");
             errors.push(format!("stop() raised: {error}"));
         }
+        if let Some(crash) = report.crash() {
+            tracing::error!(plugin = %name, "stop() killed its plugin host; unloading anyway: {crash}");
+            errors.push(format!("stop() killed its plugin host: {crash}"));
+        }
         if let Some(stuck) = report.stuck() {
             tracing::warn!(plugin = %name, "plugin is stuck: {stuck}");
             errors.push(format!("stuck: {stuck}"));

@@ -66,6 +66,10 @@ pub enum StopReport {
     TimedOut(Duration),
     /// `stop` could not be run at all: why.
     NotRun(String),
+    /// The process `stop` ran in died before it answered (a process-isolated
+    /// plugin whose `stop` segfaulted, say): how it ended. The plugin is
+    /// unloaded anyway; there is nothing left of it to be stuck.
+    Crashed(String),
 }
 
 /// How a plugin's own thread ended after `stop` (L3).
@@ -91,6 +95,14 @@ impl StopReport {
         }
     }
 
+    /// How the process `stop` ran in ended, if it died running it.
+    pub fn crash(&self) -> Option<&str> {
+        match self {
+            StopReport::Crashed(cause) => Some(cause),
+            _ => None,
+        }
+    }
+
     /// Why the plugin is stuck, if it is: `stop` did not return or could not
     /// run, or its thread did not end, in time (L3).
     pub fn stuck(&self) -> Option<String> {
@@ -107,6 +119,7 @@ impl StopReport {
                  its code may still be running"
             )),
             StopReport::NotRun(reason) => Some(reason.clone()),
+            StopReport::Crashed(_) => None,
         }
     }
 }

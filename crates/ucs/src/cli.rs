@@ -302,6 +302,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub plugin_load_deadline: Option<Duration>,
+    /// How many times a process-isolated plugin whose host died is
+    /// restarted within `--plugin-restart-window` before it is left FAILED
+    /// until loaded by hand (I2, OTP's restart intensity); 0 never restarts
+    /// it [default: 5].
+    #[arg(long, value_name = "N")]
+    pub plugin_max_restarts: Option<u32>,
+    /// The sliding window `--plugin-max-restarts` counts restarts in, e.g.
+    /// `60s`, `10m` [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub plugin_restart_window: Option<Duration>,
     /// Per-plugin settings, from the config file only: `[plugins.NAME]`.
     #[arg(skip)]
     #[serde(default)]

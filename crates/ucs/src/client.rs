@@ -376,36 +376,48 @@ fn print_plugins(plugins: &[pb::PluginInfo], as_json: bool) -> Result<(), Failur
     if plugins.is_empty() {
         return print_line(&"no plugins");
     }
-    let header = ["NAME", "STATE", "CLASS", "PATH"];
-    let rows: Vec<[&str; 4]> = plugins
+    // Issue 18: where each plugin runs, its host and how often that host
+    // was restarted are what an operator looks for after a crash.
+    let header = ["NAME", "STATE", "MODE", "PID", "RESTARTS", "CLASS", "PATH"].map(String::from);
+    let rows: Vec<[String; 7]> = plugins
         .iter()
         .map(|info| {
             [
-                info.name.as_str(),
-                state_name(info),
-                if info.class_name.is_empty() {
-                    "-"
-                } else {
-                    info.class_name.as_str()
+                info.name.clone(),
+                state_name(info).to_owned(),
+                isolation_name(info).to_owned(),
+                match info.host_pid {
+                    0 => "-".to_owned(),
+                    pid => pid.to_string(),
                 },
-                info.path.as_str(),
+                info.restarts.to_string(),
+                if info.class_name.is_empty() {
+                    "-".to_owned()
+                } else {
+                    info.class_name.clone()
+                },
+                info.path.clone(),
             ]
         })
         .collect();
-    let width = |column: usize| {
-        rows.iter()
-            .map(|row| row[column].chars().count())
-            .chain([header[column].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let (name_width, state_width, class_width) = (width(0), width(1), width(2));
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            rows.iter()
+                .chain([&header])
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in std::iter::once(&header).chain(&rows) {
-        out.push_str(&format!(
-            "{:name_width$}  {:state_width$}  {:class_width$}  {}\n",
-            row[0], row[1], row[2], row[3]
-        ));
+        // The last column is not padded: no trailing blanks.
+        let (path, padded) = (&row[6], &row[..6]);
+        for (cell, width) in padded.iter().zip(&widths) {
+            out.push_str(&format!("{cell:width$}  "));
+        }
+        out.push_str(path);
+        out.push('\n');
     }
     for info in plugins.iter().filter(|info| !info.error.is_empty()) {
         out.push_str(&format!("\n{} error:\n", info.name));

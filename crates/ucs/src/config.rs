@@ -50,6 +50,10 @@ pub struct ServeSettings {
     pub plugin_memory_limits: std::collections::BTreeMap<String, u64>,
     /// How long a process-isolated plugin's load may take (I4).
     pub plugin_load_deadline: Duration,
+    /// Restarts of a dead host allowed within `plugin_restart_window` (I2).
+    pub plugin_max_restarts: u32,
+    /// The window `plugin_max_restarts` counts in.
+    pub plugin_restart_window: Duration,
 }
 
 impl ServeSettings {
@@ -65,6 +69,7 @@ impl ServeSettings {
             bail!("no data directory: pass --data-dir DIR or set data_dir in the --config file");
         };
         let policy = ucs_api::HookPolicy::default();
+        let restart = ucs_loader::RestartPolicy::default();
         let hook_budget = merged.hook_budget.unwrap_or(policy.budget);
         let hook_deadline = merged.hook_deadline.unwrap_or(policy.deadline);
         // A deadline under the budget would interrupt calls before they even
@@ -121,6 +126,8 @@ impl ServeSettings {
             plugin_load_deadline: merged
                 .plugin_load_deadline
                 .unwrap_or(ucs_host::DEFAULT_LOAD_DEADLINE),
+            plugin_max_restarts: merged.plugin_max_restarts.unwrap_or(restart.max_restarts),
+            plugin_restart_window: merged.plugin_restart_window.unwrap_or(restart.window),
         })
     }
 }
@@ -147,6 +154,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         isolation,
         plugin_memory_limit,
         plugin_load_deadline,
+        plugin_max_restarts,
+        plugin_restart_window,
         plugins: _,
     } = flags;
     let ServeArgs {
@@ -168,6 +177,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         isolation: file_isolation,
         plugin_memory_limit: file_plugin_memory_limit,
         plugin_load_deadline: file_plugin_load_deadline,
+        plugin_max_restarts: file_plugin_max_restarts,
+        plugin_restart_window: file_plugin_restart_window,
         plugins: file_plugins,
     } = file;
     ServeArgs {
@@ -189,6 +200,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         isolation: isolation.or(file_isolation),
         plugin_memory_limit: plugin_memory_limit.or(file_plugin_memory_limit),
         plugin_load_deadline: plugin_load_deadline.or(file_plugin_load_deadline),
+        plugin_max_restarts: plugin_max_restarts.or(file_plugin_max_restarts),
+        plugin_restart_window: plugin_restart_window.or(file_plugin_restart_window),
         // Per-plugin tables exist only in the file.
         plugins: file_plugins,
     }
@@ -307,6 +320,8 @@ watch = true
 isolation = "process"
 plugin_memory_limit = "256MiB"
 plugin_load_deadline = "3s"
+plugin_max_restarts = 2
+plugin_restart_window = "10m"
 
 [plugins.status_hook]
 isolation = "inprocess"
@@ -350,6 +365,8 @@ memory_limit = "2GiB"
                 plugin_memory_limit: 256 << 20,
                 plugin_memory_limits: [("status_hook".to_owned(), 2 << 30)].into(),
                 plugin_load_deadline: Duration::from_secs(3),
+                plugin_max_restarts: 2,
+                plugin_restart_window: Duration::from_secs(600),
             }
         );
     }

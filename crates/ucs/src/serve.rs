@@ -364,6 +364,8 @@ async fn start_plugins(
         bytes: settings.plugin_memory_limit,
     };
     config.isolation.hosts.load_deadline = settings.plugin_load_deadline;
+    config.isolation.restart.max_restarts = settings.plugin_max_restarts;
+    config.isolation.restart.window = settings.plugin_restart_window;
     config.isolation.per_plugin_memory = settings
         .plugin_memory_limits
         .iter()
