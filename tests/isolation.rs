@@ -18,7 +18,8 @@ use ucs_grpc::pb;
 /// trigger: a shared-data hook per identificator (`crash`: SIGSEGV through
 /// `ctypes.string_at(0)`, `hang`: sleeps forever, `spin`: busy loop, `exit`:
 /// `os._exit(3)`, `abort`: `os.abort()`, `bomb`: one 16 GiB bytearray,
-/// `grow`: a list growing by 1 MiB at a time, `thread`: starts a plugin thread
+/// `grow`: a list growing by 1 MiB at a time, `huge`: answers a 200 MiB
+/// string, `thread`: starts a plugin thread
 /// that segfaults after the hook returned), the status hook by reason
 /// (`segv`, `spin`), the status event callback on reason `cb-segv`, and a
 /// middleware on `shared.get` by identificator (`mw-segv`, `mw-spin`,
@@ -45,10 +46,12 @@ def die(how):
         grown = []
         while True:
             grown.append(bytearray(2**20))
+    elif how == "huge":
+        return "x" * (200 * 2**20)
 
 class Crasher:
     def __init__(self, ucs):
-        for how in ("crash", "hang", "spin", "exit", "abort", "bomb", "grow"):
+        for how in ("crash", "hang", "spin", "exit", "abort", "bomb", "grow", "huge"):
             ucs.shared.addChangeHook(how, self.shared_hook)
         ucs.shared.addChangeHook("thread", self.start_crashing_thread)
         ucs.agents.addChangeStatusHook(self.status_hook)
@@ -56,7 +59,7 @@ class Crasher:
         ucs.api.addMiddleware("shared.get", self.middleware)
 
     def shared_hook(self, identificator, old, new):
-        die(identificator)
+        return die(identificator)
 
     def start_crashing_thread(self, identificator, old, new):
         threading.Thread(target=lambda: (time.sleep(0.3), die("segv"))).start()
@@ -807,4 +810,78 @@ async fn l3_a_stop_that_segfaults_its_host_still_unloads_and_is_not_restarted() 
         "restarted: {after:?}"
     );
     assert_eq!(after.host_pid, 0, "{after:?}");
+}
+
+/// The soft address-space limit of process `pid` in bytes, from
+/// `/proc/PID/limits` (`None` if unlimited).
+fn address_space_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("host alive");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max address space"))
+        .expect("an address space line");
+    let soft = line
+        .trim_start_matches("Max address space")
+        .split_whitespace()
+        .next()
+        .expect("a soft limit");
+    (soft != "unlimited").then(|| soft.parse().expect("a number of bytes"))
+}
+
+/// I5 with the config file: `plugin_memory_limit` is every host's limit,
+/// `[plugins.NAME] memory_limit` overrides it for one plugin, and each host
+/// runs under its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_a_plugins_memory_limit_from_the_config_file_is_its_hosts_limit() {
+    let config_dir = tempfile::tempdir().expect("a temporary directory");
+    let config = config_dir.path().join("ucs.toml");
+    std::fs::write(
+        &config,
+        "plugin_memory_limit = \"768MiB\"\n\n[plugins.small]\nmemory_limit = \"320MiB\"\n",
+    )
+    .expect("write the config");
+    let plugin = |class: &str| {
+        format!(
+            "class {class}:\n    def __init__(self, ucs):\n        pass\n\nUCS_PLUGIN = '{class}'\n"
+        )
+    };
+    let server = Server::builder()
+        .arg("--isolation=process")
+        .arg(&format!("--config={}", config.display()))
+        .plugin("small.py", &plugin("Small"))
+        .plugin("usual.py", &plugin("Usual"))
+        .start()
+        .await;
+    let small = plugin_info(&server, "small").await;
+    let usual = plugin_info(&server, "usual").await;
+    assert_ne!(small.host_pid, 0, "{small:?}");
+    assert_ne!(usual.host_pid, 0, "{usual:?}");
+    assert_eq!(address_space_limit(small.host_pid), Some(320 << 20));
+    assert_eq!(address_space_limit(usual.host_pid), Some(768 << 20));
+}
+
+/// I5 when the limit kills the host rather than raising MemoryError: the
+/// hook's 200 MiB answer fits Python's share of the limit, but copying it
+/// out of Python does not, and the host's Rust allocation fails, which
+/// aborts it. The call gets what S4 says (stored as requested), the cause
+/// says out of memory, and the host is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_a_host_killed_by_its_memory_limit_is_restarted_with_that_cause() {
+    let server = crasher_server_with(&[], &["--plugin-memory-limit=384MiB"]).await;
+    let before = crasher(&server).await;
+    set_while_probing(&server, "huge")
+        .await
+        .expect("S4: stored anyway");
+    let sid = server.admin_sid().await;
+    let stored = server
+        .call(&sid, "shared.get", r#"["huge"]"#)
+        .await
+        .expect("get");
+    assert_eq!(stored, serde_json::json!({"x": 1}));
+    assert_restarted_after(
+        &server,
+        &before,
+        "plugin host exited: signal 6 (SIGABRT), out of memory",
+    )
+    .await;
 }
