@@ -317,6 +317,18 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             goal: Some(Goal::AtMost(12.0)),
         },
         Figure {
+            name: "the same as PSS (shared pages divided among the processes that map them)",
+            value: get("memory.host.mean_pss_kib")? / 1024.0,
+            unit: " MiB",
+            goal: None,
+        },
+        Figure {
+            name: "the same, private to the host (what one more isolated plugin costs)",
+            value: get("memory.host.mean_private_kib")? / 1024.0,
+            unit: " MiB",
+            goal: None,
+        },
+        Figure {
             name: "agents.list p99, isolated plugin thread spinning / idle",
             value: get("gil.isolated.spinning.p99_us")? / get("gil.isolated.idle.p99_us")?,
             unit: "×",

@@ -111,11 +111,30 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 /// VmRSS of process `pid`, KiB.
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+    kib_field(&status, "VmRSS:").context("no VmRSS in /proc/PID/status")
+}
+
+/// The value of a `NAME:   1234 kB` line of a `/proc` file, in KiB.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")
+}
+
+/// Process `pid`'s proportional set size (each shared page divided among
+/// the processes mapping it) and its private memory, in KiB, from
+/// `/proc/PID/smaps_rollup`. RSS counts every page a plugin host shares with
+/// the server and the other hosts (the `ucs` binary, libpython) in full;
+/// these two say what one more host costs.
+pub(crate) fn pss_and_private_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| {
+        kib_field(&rollup, name).with_context(|| format!("no {name} in /proc/PID/smaps_rollup"))
+    };
+    Ok((
+        field("Pss:")?,
+        field("Private_Clean:")? + field("Private_Dirty:")?,
+    ))
 }
 
 /// Where a benchmarked server runs its plugins (SPEC I1): every figure

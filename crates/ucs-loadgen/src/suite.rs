@@ -690,18 +690,22 @@ async fn host_memory(
         "expected 4 example plugins running in hosts, got {running:?}"
     );
     tokio::time::sleep(plan.settle).await;
-    let mut total = 0;
+    let (mut total, mut total_pss, mut total_private) = (0, 0, 0);
     let mut largest = 0;
     for (name, pid) in &running {
         let rss = processes::rss_kib(*pid).with_context(|| format!("the host of {name}"))?;
+        let (pss, private) =
+            processes::pss_and_private_kib(*pid).with_context(|| format!("the host of {name}"))?;
         total += rss;
+        total_pss += pss;
+        total_private += private;
         largest = largest.max(rss);
     }
-    results.put(
-        "memory.host.mean_rss_kib",
-        total as f64 / running.len() as f64,
-    );
+    let mean = |total: u64| total as f64 / running.len() as f64;
+    results.put("memory.host.mean_rss_kib", mean(total));
     results.put("memory.host.max_rss_kib", largest as f64);
+    results.put("memory.host.mean_pss_kib", mean(total_pss));
+    results.put("memory.host.mean_private_kib", mean(total_private));
     results.put("memory.ucs_isolated.rss_kib", server.rss_kib()? as f64);
     Ok(())
 }
