@@ -130,14 +130,17 @@ pub struct PluginName(String);
 
 impl PluginName {
     /// Accepts `example` or `example.py`; refuses anything that is not an
-    /// identifier with an invalid-input error.
+    /// identifier with an invalid-input error. An identifier is what Python's
+    /// `str.isidentifier()` accepts, Unicode included (`příklad`): an
+    /// underscore or XID_Start character, then XID_Continue characters, none
+    /// of which is a path separator, a dot or NUL.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let stem = raw.strip_suffix(".py").unwrap_or(raw);
         let mut chars = stem.chars();
         let valid = chars
             .next()
-            .is_some_and(|first| first == '_' || first.is_ascii_alphabetic())
-            && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+            .is_some_and(|first| first == '_' || unicode_ident::is_xid_start(first))
+            && chars.all(unicode_ident::is_xid_continue);
         if valid {
             Ok(PluginName(stem.to_owned()))
         } else {

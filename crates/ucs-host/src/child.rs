@@ -255,7 +255,7 @@ impl HostState {
         caller: &Caller<ToServer>,
         name: &str,
         path: &str,
-        source: &str,
+        source: &[u8],
         plugins_dir: &str,
         generation: u64,
     ) -> HostReply {

@@ -393,7 +393,7 @@ impl HostedPlugin {
     pub fn load(
         &self,
         path: &std::path::Path,
-        source: &str,
+        source: &[u8],
         plugins_dir: &std::path::Path,
     ) -> HostedLoad {
         let owner = &self.remote.owner;

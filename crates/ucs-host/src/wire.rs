@@ -441,9 +441,9 @@ pub enum ToHost {
         name: String,
         /// The file.
         path: String,
-        /// The source text the server read (a failed reload brings back
-        /// exactly the running version's).
-        source: String,
+        /// The file's bytes as the server read them (a failed reload brings
+        /// back exactly the running version's); Python decodes them.
+        source: Vec<u8>,
         /// The plugins directory, for `sys.path`.
         plugins_dir: String,
         /// The load generation of this version (its `Owner`).

@@ -188,7 +188,7 @@ enum PluginRecord {
 /// A restart the supervisor has scheduled for a plugin whose host died.
 struct PendingRestart {
     /// The source of the version that died.
-    source: Arc<str>,
+    source: Arc<[u8]>,
     /// Its load generation: a restart finding any other version (loaded by
     /// hand meanwhile) does nothing.
     generation: u64,
@@ -204,7 +204,7 @@ struct Running {
     owner: Owner,
     /// The source text of this version, kept so a reload whose new version
     /// fails can bring exactly this one back.
-    source: Arc<str>,
+    source: Arc<[u8]>,
     /// When it loaded, for reverse-order shutdown (L3).
     load_order: u64,
     /// Why the last reload failed while this version kept running; empty if
@@ -447,6 +447,7 @@ impl PluginHost {
             source,
         })?;
         let mut misnamed = Vec::new();
+        let mut undecodable = Vec::new();
         let mut linked = Vec::new();
         let mut names: Vec<PluginName> = entries
             .filter_map(Result::ok)
@@ -458,7 +459,18 @@ impl PluginHost {
                 Ok(kind) => kind.is_file(),
                 Err(_) => false,
             })
-            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter_map(|entry| match entry.file_name().into_string() {
+                Ok(file) => Some(file),
+                // Not UTF-8, so not an identifier either; said, not dropped
+                // in silence (issue 15 item 16).
+                Err(file) => {
+                    let file = file.to_string_lossy();
+                    if file.ends_with(".py") {
+                        undecodable.push(file.into_owned());
+                    }
+                    None
+                }
+            })
             .filter_map(|file| match PluginName::from_file_name(&file) {
                 Ok(name) => Some(name),
                 Err(NotAPluginFile::NotPluginFile) => None,
@@ -469,6 +481,7 @@ impl PluginHost {
             })
             .collect();
         names.sort();
+        misnamed.append(&mut undecodable);
         misnamed.sort();
         linked.retain(|file| file.ends_with(".py"));
         linked.sort();
@@ -566,7 +579,7 @@ impl PluginHost {
                 self.config.plugins_dir.display()
             )));
         }
-        let source: Arc<str> = std::fs::read_to_string(&path)
+        let source: Arc<[u8]> = std::fs::read(&path)
             .map_err(|err| {
                 ApiError::Processing(format!("cannot read plugin file {}: {err}", path.display()))
             })?
@@ -657,7 +670,7 @@ impl PluginHost {
         &self,
         name: &PluginName,
         path: &Path,
-        source: &Arc<str>,
+        source: &Arc<[u8]>,
         restarts: u32,
     ) -> Result<PluginInfo, VersionFailed> {
         // Every load is a new owner: a late call of an older version (a

@@ -47,8 +47,8 @@ pub(crate) struct Version<'a> {
     pub(crate) owner: &'a Owner,
     /// The file.
     pub(crate) path: &'a Path,
-    /// The text to run.
-    pub(crate) source: &'a str,
+    /// The file's bytes, as read (Python decodes them, PEP 263).
+    pub(crate) source: &'a [u8],
     /// The plugins directory.
     pub(crate) plugins_dir: &'a Path,
 }

@@ -4,9 +4,10 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt as _;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, field, json, log_records_of, py, wait_for};
+use common::{TestServer, field, json, log_lines_with, log_records_of, py, wait_for};
 use ucs_api::{ApiError, PluginState};
 use ucs_core::Value;
 
@@ -1020,5 +1021,88 @@ UCS_PLUGIN = 'Ordered'
         server.shared("l3_stop_order"),
         json(r#"["l3_order_a", "l3_order_a", "l3_order_c", "l3_order_b"]"#),
         "the reload stopped a first; shutdown stops a (loaded last), c, b"
+    );
+}
+
+/// D1 allows any Python identifier, not only ASCII ones (issue 15 item 16):
+/// `příklad.py` loads at start, and `plugins.load('příklad')` reloads it.
+#[test]
+fn d1_a_unicode_identifier_names_a_plugin() {
+    let plugin = py(r#"
+class Priklad:
+    def __init__(self, ucs):
+        record(ucs, 'd1_unicode_loads', __name__)
+
+UCS_PLUGIN = 'Priklad'
+"#);
+    let server = TestServer::start(&[("příklad.py", &plugin)]);
+    assert_eq!(
+        server.plugin("příklad").map(|info| info.state),
+        Some(PluginState::Running)
+    );
+    let info = server.load("příklad").unwrap();
+    assert_eq!(field(&info, "name"), &Value::from("příklad"));
+    assert_eq!(
+        server.shared("d1_unicode_loads"),
+        json(r#"["příklad", "příklad"]"#)
+    );
+}
+
+/// P2 (the file runs as Python would import it): a Latin-1 file with a
+/// PEP 263 coding line loads, its text decoded as Latin-1; a file that is
+/// not UTF-8 and says nothing fails with Python's own SyntaxError, logged;
+/// a file whose name is not UTF-8 is skipped with a warning, not in silence
+/// (issue 15 item 16).
+#[test]
+fn p2_a_plugin_file_is_decoded_as_python_decodes_it() {
+    let latin1_body = py(r#"
+class Latin:
+    def __init__(self, ucs):
+        put(ucs, 'p2_latin1', 'café')
+
+UCS_PLUGIN = 'Latin'
+"#);
+    let latin1: Vec<u8> = format!("# -*- coding: latin-1 -*-\n{latin1_body}")
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("Latin-1 text"))
+        .collect();
+    let undeclared: Vec<u8> = latin1_body
+        .replace("Latin", "Undeclared")
+        .replace("p2_latin1", "p2_undeclared")
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("Latin-1 text"))
+        .collect();
+    let server = TestServer::start_with(&[], |config| {
+        let dir = &config.plugins_dir;
+        std::fs::write(dir.join("p2_latin1.py"), &latin1).unwrap();
+        std::fs::write(dir.join("p2_undeclared.py"), &undeclared).unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"p2_caf\xe9.py");
+        std::fs::write(dir.join(name), "X = 1\n").unwrap();
+    });
+    assert_eq!(server.shared("p2_latin1"), Value::from("café"));
+    assert_eq!(
+        server.plugin("p2_latin1").map(|info| info.state),
+        Some(PluginState::Running)
+    );
+
+    let undeclared = server.plugin("p2_undeclared").expect("listed");
+    assert_eq!(undeclared.state, PluginState::Failed, "{undeclared:?}");
+    assert!(
+        undeclared.error.contains("SyntaxError") && undeclared.error.contains("utf-8"),
+        "{}",
+        undeclared.error
+    );
+    assert_eq!(server.shared("p2_undeclared"), Value::empty_map());
+
+    // Loading by hand reads the bytes the same way.
+    server.load("p2_latin1").unwrap();
+    assert_eq!(server.shared("p2_latin1"), Value::from("café"));
+
+    let skipped = log_lines_with("p2_caf\u{fffd}.py");
+    assert!(
+        skipped
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains("must be a Python identifier")),
+        "{skipped:#?}"
     );
 }

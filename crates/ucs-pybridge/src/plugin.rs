@@ -154,8 +154,10 @@ pub enum Constructed {
     },
 }
 
-/// Executes `source` (the text of `path` as the loader read it, or as it
-/// was when an earlier version ran) into a fresh module `name`, then
+/// Executes `source` (the bytes of `path` as the loader read it, or as they
+/// were when an earlier version ran; Python decodes them as it would the
+/// file, UTF-8 or as a PEP 263 `coding:` line says) into a fresh module
+/// `name`, then
 /// constructs and starts the plugin class with a `ucs` object on `port`
 /// (in-process or in a plugin host, I1).
 /// The loader keeps the source of the running version in memory, so a
@@ -164,7 +166,7 @@ pub fn load_plugin_source(
     port: &Arc<dyn ServerPort>,
     name: &str,
     path: &Path,
-    source: &str,
+    source: &[u8],
     plugins_dir: &Path,
 ) -> LoadOutcome {
     started(construct(port, name, path, Some(source), plugins_dir))
@@ -201,7 +203,7 @@ fn construct(
     port: &Arc<dyn ServerPort>,
     name: &str,
     path: &Path,
-    source: Option<&str>,
+    source: Option<&[u8]>,
     plugins_dir: &Path,
 ) -> Constructed {
     crate::init();
@@ -367,7 +369,7 @@ fn import_fresh<'py>(
     py: Python<'py>,
     name: &str,
     path: &Path,
-    source: Option<&str>,
+    source: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let util = py.import("importlib.util")?;
     let sys_modules = py.import("sys")?.getattr("modules")?;
@@ -386,6 +388,10 @@ fn import_fresh<'py>(
             .map(drop),
         Some(source) => {
             let builtins = py.import("builtins")?;
+            // Bytes, not str: `compile` then decodes them as the import
+            // system decodes a file (PEP 263), and a file that is not valid
+            // in its encoding is a SyntaxError naming the line.
+            let source = pyo3::types::PyBytes::new(py, source);
             builtins
                 .call_method1("compile", (source, path.to_string_lossy().as_ref(), "exec"))
                 .and_then(|code| builtins.call_method1("exec", (code, module.getattr("__dict__")?)))
