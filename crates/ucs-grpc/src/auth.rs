@@ -13,7 +13,8 @@ use crate::throttle::{LoginThrottle, ThrottleConfig, Throttled};
 
 /// Logs users in and out. Login hashes the password, which is deliberately
 /// slow, so it runs on the blocking pool like every API call; failed logins
-/// are throttled per user and per peer address ([`LoginThrottle`]).
+/// are throttled per (user, peer address) and slowed per user and per peer
+/// ([`LoginThrottle`]).
 #[derive(Clone)]
 pub struct AuthService {
     /// The API whose core holds users and sessions.
@@ -78,11 +79,14 @@ impl pb::auth_server::Auth for AuthService {
             run_blocking(move || Ok::<_, ApiError>(api.core().login(&username, &password))).await?;
         let (sid, user) = match outcome {
             Ok(session) => {
-                self.throttle.succeeded(&attempted);
+                self.throttle.succeeded(&attempted, peer);
                 session
             }
             Err(error @ CoreError::BadCredentials) => {
-                self.throttle.failed(&attempted, peer);
+                // Held back on a timer, not a thread: slows the guesser's
+                // next guess without taking a worker from anyone.
+                let delay = self.throttle.failed(&attempted, peer);
+                tokio::time::sleep(delay).await;
                 return Err(crate::status::from_api_error(error.into()));
             }
             Err(error) => return Err(crate::status::from_api_error(error.into())),

@@ -1,21 +1,28 @@
-//! Login throttling: failed logins slow down password guessing, per user
-//! and per peer address (issue 7).
+//! Login throttling: failed logins slow the guesser down, never the owner
+//! (issue 7; issue 15 item 11, after OWASP's guidance on lockout).
 //!
 //! Why here and not in `ucs-core`: the peer address exists only in the
 //! transport, and gRPC `Auth.Login` is the only way to log in (plugins use
 //! their own `ucs.sid`), so one throttle in front of the core sees every
 //! attempt with both keys.
 //!
-//! The rule, per key: the first [`Limits::free_failures`] failures cost
-//! nothing; each further failure locks the key for
-//! `base_delay * 2^(extra failures - 1)`, at most [`Limits::max_delay`]. A
-//! locked key is refused with RESOURCE_EXHAUSTED and a `google.rpc.RetryInfo`
-//! detail, before the password is even hashed, so guessing cannot burn CPU
-//! either. A success clears the user's record; the peer's record only ages
-//! out ([`Limits::forget_after`] without a failure), so one valid account does
-//! not reset the count for guessing at others. The peer allowance is larger
-//! than the user one, so colleagues behind one NAT are not locked out by one
-//! person's typos.
+//! Two rules:
+//! - **Locks, per (username, source address).** The first
+//!   [`Limits::free_failures`] failures of a pair cost nothing; each further
+//!   one locks that pair for `base_delay * 2^(extra failures - 1)`, at most
+//!   [`Limits::max_delay`]. A locked pair is refused with RESOURCE_EXHAUSTED
+//!   and a `google.rpc.RetryInfo` detail before the password is hashed, so
+//!   guessing cannot burn CPU either. A success clears the pair. Someone
+//!   guessing `admin`'s password from one address thus cannot lock `admin`
+//!   out from any other, nor lock out the colleagues behind the same NAT,
+//!   whose pairs are their own.
+//! - **Slower failures, per username and per source.** Failures of one user
+//!   from anywhere (a distributed guess) and of one source for any user (a
+//!   spray) past their allowance make each further *failed* answer wait
+//!   (the same doubling, capped), while a right password is answered at
+//!   once: the guesser learns each wrong answer slowly, the owner is never
+//!   kept waiting. Those records only age out ([`Limits::forget_after`]
+//!   without a failure), so one valid login does not reset them.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -40,30 +47,35 @@ pub struct Limits {
     pub forget_after: Duration,
 }
 
-/// The limits of both key kinds.
+/// The limits of the throttle's three tables.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleConfig {
-    /// Per username (the target of a guessing attack).
+    /// Per (username, source address): locks.
+    pub per_pair: Limits,
+    /// Per username, from any source: failed answers slowed.
     pub per_user: Limits,
-    /// Per peer IP address (the source of one).
+    /// Per source address, for any username: failed answers slowed.
     pub per_peer: Limits,
 }
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
+        let forget_after = Duration::from_secs(15 * 60);
+        let slowed = |free_failures| Limits {
+            free_failures,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+            forget_after,
+        };
         ThrottleConfig {
-            per_user: Limits {
+            per_pair: Limits {
                 free_failures: 5,
                 base_delay: Duration::from_secs(1),
                 max_delay: Duration::from_secs(5 * 60),
-                forget_after: Duration::from_secs(15 * 60),
+                forget_after,
             },
-            per_peer: Limits {
-                free_failures: 20,
-                base_delay: Duration::from_secs(1),
-                max_delay: Duration::from_secs(5 * 60),
-                forget_after: Duration::from_secs(15 * 60),
-            },
+            per_user: slowed(10),
+            per_peer: slowed(20),
         }
     }
 }
@@ -148,14 +160,18 @@ fn lock_after(limits: Limits, failures: u32) -> Duration {
 /// Why a login attempt was refused before it was tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Throttled {
-    /// What was locked, for the message and the log: `user 'x'` or `address y`.
+    /// What was locked, for the message and the log: `user 'x' from y`.
     pub what: String,
     /// When the client may try again.
     pub retry_after: Duration,
 }
 
+/// A login attempt's source, as the throttle keys it.
+type Source = Option<IpAddr>;
+
 /// The login throttle of one server.
 pub struct LoginThrottle {
+    pairs: Table<(String, Source)>,
     users: Table<String>,
     peers: Table<IpAddr>,
 }
@@ -166,64 +182,73 @@ impl Default for LoginThrottle {
     }
 }
 
+/// A source for messages and logs.
+fn source_text(peer: Source) -> String {
+    peer.map_or_else(|| "an unknown address".to_owned(), |peer| peer.to_string())
+}
+
 impl LoginThrottle {
     /// A throttle with `config`.
     pub fn new(config: ThrottleConfig) -> Self {
         LoginThrottle {
+            pairs: Table::new(config.per_pair),
             users: Table::new(config.per_user),
             peers: Table::new(config.per_peer),
         }
     }
 
-    /// Refuses the attempt if the user or the peer is locked.
-    pub fn check(&self, username: &str, peer: Option<IpAddr>) -> Result<(), Throttled> {
-        let now = Instant::now();
-        if let Some(peer) = peer
-            && let Some(retry_after) = self.peers.locked_for(&peer, now)
-        {
-            return Err(Throttled {
-                what: format!("address {peer}"),
+    /// Refuses the attempt if this user is locked from this source.
+    pub fn check(&self, username: &str, peer: Source) -> Result<(), Throttled> {
+        let key = (username.to_owned(), peer);
+        match self.pairs.locked_for(&key, Instant::now()) {
+            Some(retry_after) => Err(Throttled {
+                what: format!("user '{username}' from {}", source_text(peer)),
                 retry_after,
-            });
+            }),
+            None => Ok(()),
         }
-        if let Some(retry_after) = self.users.locked_for(&username.to_owned(), now) {
-            return Err(Throttled {
-                what: format!("user '{username}'"),
-                retry_after,
-            });
-        }
-        Ok(())
     }
 
-    /// Counts a failed login, logging it; locks kick in past the allowance.
-    pub fn failed(&self, username: &str, peer: Option<IpAddr>) {
+    /// Counts a failed login, logging it; returns how long its answer is to
+    /// be held back (zero within the allowances).
+    pub fn failed(&self, username: &str, peer: Source) -> Duration {
         let now = Instant::now();
-        let (user_failures, user_lock) = self.users.fail(&username.to_owned(), now);
-        let (peer_failures, peer_lock) = match peer {
+        let (failures, lock) = self.pairs.fail(&(username.to_owned(), peer), now);
+        let (user_failures, user_delay) = self.users.fail(&username.to_owned(), now);
+        let (peer_failures, peer_delay) = match peer {
             Some(peer) => self.peers.fail(&peer, now),
             None => (0, Duration::ZERO),
         };
-        let peer_text = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
+        let source = source_text(peer);
         tracing::warn!(
             username,
-            peer = %peer_text,
+            peer = %source,
+            failures,
             user_failures,
             peer_failures,
-            "login failed for user '{username}' from {peer_text}"
+            "login failed for user '{username}' from {source}"
         );
-        let lock = user_lock.max(peer_lock);
         if !lock.is_zero() {
             tracing::warn!(
                 username,
-                peer = %peer_text,
-                "login throttled: user '{username}' from {peer_text} must wait {lock:?}"
+                peer = %source,
+                "login throttled: user '{username}' from {source} must wait {lock:?}"
             );
         }
+        let delay = user_delay.max(peer_delay);
+        if !delay.is_zero() {
+            tracing::info!(
+                username,
+                peer = %source,
+                "login failures slowed: this failure is answered after {delay:?}"
+            );
+        }
+        delay
     }
 
-    /// Clears the user's failures after a successful login.
-    pub fn succeeded(&self, username: &str) {
-        self.users.clear(&username.to_owned());
+    /// Clears this user's lock from this source after a successful login.
+    pub fn succeeded(&self, username: &str, peer: Source) {
+        self.pairs.clear(&(username.to_owned(), peer));
     }
 }
 
@@ -249,41 +274,56 @@ mod tests {
         assert_eq!(lock_after(limits(0), u32::MAX), Duration::from_secs(8));
     }
 
-    #[test]
-    fn a_guessed_user_is_locked_but_other_users_are_not() {
-        let throttle = LoginThrottle::new(ThrottleConfig {
-            per_user: limits(2),
-            per_peer: limits(100),
-        });
-        let peer = Some(IpAddr::from([10, 0, 0, 1]));
-        for _ in 0..3 {
-            assert!(throttle.check("alice", peer).is_ok());
-            throttle.failed("alice", peer);
+    fn config(pair: u32, user: u32, peer: u32) -> ThrottleConfig {
+        ThrottleConfig {
+            per_pair: limits(pair),
+            per_user: limits(user),
+            per_peer: limits(peer),
         }
-        let refused = throttle.check("alice", peer).unwrap_err();
-        assert_eq!(refused.what, "user 'alice'");
+    }
+
+    const GUESSER: Source = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+    const OWNER: Source = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)));
+
+    #[test]
+    fn a_guessed_user_is_locked_from_the_guessers_address_only() {
+        let throttle = LoginThrottle::new(config(2, 100, 100));
+        for _ in 0..3 {
+            assert!(throttle.check("alice", GUESSER).is_ok());
+            throttle.failed("alice", GUESSER);
+        }
+        let refused = throttle.check("alice", GUESSER).unwrap_err();
+        assert_eq!(refused.what, "user 'alice' from 10.0.0.1");
         assert!(refused.retry_after <= Duration::from_secs(1));
-        assert!(throttle.check("bob", peer).is_ok());
-        throttle.succeeded("alice");
-        assert!(throttle.check("alice", peer).is_ok());
+        // The owner elsewhere, and other users at the guesser's address
+        // (colleagues behind one NAT), are not locked out.
+        assert!(throttle.check("alice", OWNER).is_ok());
+        assert!(throttle.check("bob", GUESSER).is_ok());
+        throttle.succeeded("alice", GUESSER);
+        assert!(throttle.check("alice", GUESSER).is_ok());
     }
 
     #[test]
-    fn a_guessing_peer_is_locked_whatever_username_it_tries() {
-        let throttle = LoginThrottle::new(ThrottleConfig {
-            per_user: limits(100),
-            per_peer: limits(3),
-        });
-        let attacker = Some(IpAddr::from([10, 0, 0, 2]));
-        for attempt in 0..4 {
-            throttle.failed(&format!("user{attempt}"), attacker);
-        }
-        let refused = throttle.check("someone-new", attacker).unwrap_err();
-        assert_eq!(refused.what, "address 10.0.0.2");
-        assert!(
-            throttle
-                .check("someone-new", Some(IpAddr::from([10, 0, 0, 3])))
-                .is_ok()
+    fn spraying_or_distributed_guessing_slows_failures_and_locks_no_one() {
+        let throttle = LoginThrottle::new(config(100, 100, 3));
+        let delays: Vec<Duration> = (0..5)
+            .map(|attempt| throttle.failed(&format!("user{attempt}"), GUESSER))
+            .collect();
+        assert_eq!(delays[..3], [Duration::ZERO; 3]);
+        assert_eq!(
+            delays[3..],
+            [Duration::from_secs(1), Duration::from_secs(2)]
         );
+        assert!(throttle.check("someone-new", GUESSER).is_ok());
+
+        let throttle = LoginThrottle::new(config(100, 2, 100));
+        let sources = (1..=4).map(|n| Some(IpAddr::from([10, 1, 0, n])));
+        let delays: Vec<Duration> = sources.map(|peer| throttle.failed("admin", peer)).collect();
+        assert_eq!(delays[..2], [Duration::ZERO; 2]);
+        assert!(
+            delays[2..].iter().all(|delay| !delay.is_zero()),
+            "{delays:?}"
+        );
+        assert!(throttle.check("admin", OWNER).is_ok());
     }
 }
