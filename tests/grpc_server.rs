@@ -533,3 +533,99 @@ async fn reflection_alone_decodes_the_error_details() {
         );
     }
 }
+
+/// Issue 15 item 14: a subscriber that stops reading is not kept forever.
+/// Five streams that never read, on connections with a 16 KiB window, are
+/// each disconnected once their queue has stayed full for 10 s, with
+/// RESOURCE_EXHAUSTED saying why, and logged once each with the user; a
+/// subscriber that reads gets every event and stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_disconnected_with_the_reason() {
+    const EVENTS: usize = 300;
+    const STUCK: usize = 5;
+    let server = Server::builder().start().await;
+    let sid = server.admin_sid().await;
+    let subscribe = pb::SubscribeRequest {
+        sid: sid.clone(),
+        events: vec!["shared.data".into()],
+    };
+    let mut stuck = Vec::new();
+    for _ in 0..STUCK {
+        let channel = server
+            .endpoint()
+            .initial_stream_window_size(Some(16 * 1024))
+            .initial_connection_window_size(Some(16 * 1024))
+            .connect()
+            .await
+            .expect("connect");
+        let stream = pb::events_client::EventsClient::new(channel)
+            .subscribe(subscribe.clone())
+            .await
+            .expect("subscribed")
+            .into_inner();
+        stuck.push(stream);
+    }
+    let mut reader = server
+        .events()
+        .subscribe(subscribe.clone())
+        .await
+        .expect("subscribed")
+        .into_inner();
+    let reading = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < EVENTS {
+            reader.message().await.expect("open").expect("an event");
+            seen += 1;
+        }
+        (seen, reader)
+    });
+
+    // 300 events of 8 KiB: more than a stuck stream's queue, its server
+    // send buffer and its window hold together.
+    let value = serde_json::to_string(&"x".repeat(8 * 1024)).expect("json");
+    for _ in 0..EVENTS {
+        server
+            .call(&sid, "shared.set", &format!(r#"["big", {value}]"#))
+            .await
+            .expect("set");
+    }
+    let (seen, mut reader) = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the reading subscriber keeps up")
+        .expect("reader task");
+    assert_eq!(seen, EVENTS);
+
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let disconnected = |log: &str| {
+        log.matches("event subscriber of user 'admin' disconnected")
+            .count()
+    };
+    assert_eq!(disconnected(&server.log()), STUCK, "{}", server.log());
+    for mut stream in stuck {
+        let ended = loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("ended without a status"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+        assert!(
+            ended.message().contains("read nothing for 10s"),
+            "{ended:?}"
+        );
+    }
+
+    // The reader is still subscribed, and nobody else was disconnected.
+    server
+        .call(&sid, "shared.set", r#"["big", 1]"#)
+        .await
+        .expect("set");
+    let next = tokio::time::timeout(Duration::from_secs(10), reader.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("still open")
+        .expect("an event");
+    assert_eq!(next.name, "shared.data");
+    assert_eq!(disconnected(&server.log()), STUCK, "{}", server.log());
+}

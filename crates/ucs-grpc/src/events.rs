@@ -2,18 +2,25 @@
 //!
 //! The core hands each event to an [`EventSink`] while its event queue is
 //! locked, so the sink must return at once. [`BroadcastSink`] does: it puts
-//! the event in a bounded `tokio::sync::broadcast` channel and never waits. A
-//! subscriber that falls behind by more than [`EVENT_BUFFER`] events loses
-//! the oldest ones (its stream shows the gap in `seq`, and the server logs
-//! it); the committing thread never notices.
+//! the event in a bounded `tokio::sync::broadcast` channel and never waits;
+//! the committing thread never notices a slow subscriber.
+//!
+//! A subscriber is not kept behind forever (issue 15 item 14): one that
+//! falls more than [`EVENT_BUFFER`] events behind, or whose queue stays
+//! full for [`STALL_LIMIT`] (it stopped reading), is disconnected with
+//! RESOURCE_EXHAUSTED saying why and how far behind it was, ahead of the
+//! events still queued for it, and the server logs it with the user. It
+//! then learns that it lost events, rather than finding a gap in `seq`, and
+//! what it held (its queue, its task) is freed.
 
 use std::collections::BTreeSet;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use ucs_api::{Api, ApiError};
 use ucs_core::events::KNOWN_EVENTS;
@@ -26,6 +33,74 @@ pub const EVENT_BUFFER: usize = 1024;
 
 /// How many converted messages wait per subscriber for the network.
 const SUBSCRIBER_QUEUE: usize = 64;
+
+/// How long a subscriber's queue may stay full before it is disconnected:
+/// long enough for a client on a slow link to catch up, short enough that
+/// one that stopped reading does not hold its memory for good.
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Why a subscriber was disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// It fell this many events behind the broadcast channel.
+    Lagged(u64),
+    /// Its queue stayed full for [`STALL_LIMIT`].
+    Stalled,
+}
+
+impl Dropped {
+    /// The status its stream ends with.
+    fn status(self) -> Status {
+        match self {
+            Dropped::Lagged(missed) => Status::resource_exhausted(format!(
+                "this subscriber fell {missed} events behind (the server keeps {EVENT_BUFFER}) \
+                 and was disconnected; subscribe again and re-read what you need"
+            )),
+            Dropped::Stalled => Status::resource_exhausted(format!(
+                "this subscriber read nothing for {}s while {SUBSCRIBER_QUEUE} events waited \
+                 for it and was disconnected; subscribe again and re-read what you need",
+                STALL_LIMIT.as_secs()
+            )),
+        }
+    }
+}
+
+/// The stream a subscriber reads: its queued events, unless it was
+/// disconnected, in which case the reason comes first and ends it (the
+/// events queued behind it would only delay the news).
+struct Subscription {
+    /// The events queued for the network.
+    messages: mpsc::Receiver<pb::Event>,
+    /// Fires once if the subscriber is disconnected; `None` once it did or
+    /// its sender went without firing.
+    dropped: Option<oneshot::Receiver<Status>>,
+    /// The stream has ended.
+    ended: bool,
+}
+
+impl Stream for Subscription {
+    type Item = Result<pb::Event, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(dropped) = self.dropped.as_mut()
+            && let Poll::Ready(outcome) = Pin::new(dropped).poll(cx)
+        {
+            self.dropped = None;
+            if let Ok(status) = outcome {
+                self.ended = true;
+                return Poll::Ready(Some(Err(status)));
+            }
+        }
+        self.messages.poll_recv(cx).map(|message| message.map(Ok))
+    }
+}
 
 /// Feeds committed events into the broadcast channel; never blocks.
 struct BroadcastSink {
@@ -164,26 +239,23 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
 }
 
 /// Forwards matching events from the broadcast channel to one subscriber
-/// until it disconnects or the service closes.
+/// until it disconnects, the service closes, or it is too far behind
+/// (then `dropped` tells its stream why).
 async fn forward(
     mut events: broadcast::Receiver<Arc<Event>>,
     wanted: EventFilter,
     mut closing: watch::Receiver<bool>,
-    stream: mpsc::Sender<Result<pb::Event, Status>>,
+    stream: mpsc::Sender<pb::Event>,
+    subscriber: String,
+    dropped: oneshot::Sender<Status>,
 ) {
-    loop {
+    let why = loop {
         let event = tokio::select! {
             () = closed(&mut closing) => return,
             () = stream.closed() => return,
             received = events.recv() => match received {
                 Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        missed,
-                        "an event subscriber fell behind and lost {missed} events"
-                    );
-                    continue;
-                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => break Dropped::Lagged(missed),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
@@ -197,9 +269,20 @@ async fn forward(
         };
         tokio::select! {
             () = closed(&mut closing) => return,
-            sent = stream.send(Ok(message)) => if sent.is_err() { return },
+            sent = tokio::time::timeout(STALL_LIMIT, stream.send(message)) => match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => break Dropped::Stalled,
+            },
         }
-    }
+    };
+    tracing::warn!(
+        user = %subscriber,
+        "event subscriber of user '{subscriber}' disconnected: {}",
+        why.status().message()
+    );
+    // Fails only if the stream is already gone, which is the same end.
+    let _ = dropped.send(why.status());
 }
 
 #[tonic::async_trait]
@@ -222,8 +305,20 @@ impl pb::events_server::Events for EventsService {
         // client sees the response headers reaches it.
         let receiver = self.sender.subscribe();
         let (stream, messages) = mpsc::channel(SUBSCRIBER_QUEUE);
-        tokio::spawn(forward(receiver, wanted, self.closing.subscribe(), stream));
-        Ok(Response::new(Box::pin(ReceiverStream::new(messages))))
+        let (dropped, dropped_signal) = oneshot::channel();
+        tokio::spawn(forward(
+            receiver,
+            wanted,
+            self.closing.subscribe(),
+            stream,
+            caller.username.clone(),
+            dropped,
+        ));
+        Ok(Response::new(Box::pin(Subscription {
+            messages,
+            dropped: Some(dropped_signal),
+            ended: false,
+        })))
     }
 }
 
@@ -265,6 +360,43 @@ mod tests {
             stalled.try_recv().unwrap().seq,
             total - EVENT_BUFFER as u64 + 1
         );
+    }
+
+    /// A subscriber more than [`EVENT_BUFFER`] events behind is told it was
+    /// disconnected and how far behind it was, ahead of what is queued for
+    /// it, and its stream then ends: no silent gap in `seq`.
+    #[tokio::test]
+    async fn a_subscriber_past_the_buffer_is_disconnected_and_told_how_far_behind() {
+        let (sender, _) = broadcast::channel(EVENT_BUFFER);
+        let receiver = sender.subscribe();
+        let total = EVENT_BUFFER as u64 + 100;
+        for seq in 1..=total {
+            sender
+                .send(Arc::new(shared_event(seq)))
+                .expect("a receiver");
+        }
+        let (stream, messages) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let (dropped, dropped_signal) = oneshot::channel();
+        let (_closing, closing) = watch::channel(false);
+        let wanted = EventFilter {
+            names: BTreeSet::new(),
+            audit: false,
+        };
+        forward(receiver, wanted, closing, stream, "alice".into(), dropped).await;
+        let mut subscription = Subscription {
+            messages,
+            dropped: Some(dropped_signal),
+            ended: false,
+        };
+        let first = std::future::poll_fn(|cx| Pin::new(&mut subscription).poll_next(cx)).await;
+        let status = first.expect("an item").expect_err("the reason first");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("fell 100 events behind"),
+            "{status:?}"
+        );
+        let next = std::future::poll_fn(|cx| Pin::new(&mut subscription).poll_next(cx)).await;
+        assert!(next.is_none(), "the stream goes on after the reason");
     }
 
     #[test]
