@@ -466,3 +466,102 @@ async fn a_plugin_closing_stdout_and_stderr_does_not_send_the_log_to_clients() {
         server.log()
     );
 }
+
+/// Issue 15 item 12: a session is granted for what its user was at login.
+/// A password change closes every other session of that user (a stolen sid
+/// stops working) and ends their event streams; so does taking `agent` or
+/// `superuser` away. The session that made the change stays open, and an
+/// edit that changes neither keeps every session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_or_role_change_closes_the_users_other_sessions_and_streams() {
+    let server = Server::demo().await;
+    let admin = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    let stolen = server.login("alice", DEMO_PASSWORD).await;
+    let own = server.login("alice", DEMO_PASSWORD).await;
+    let mut stream = server
+        .events()
+        .subscribe(pb::SubscribeRequest {
+            sid: stolen.clone(),
+            events: Vec::new(),
+        })
+        .await
+        .expect("subscribed")
+        .into_inner();
+    let edit = async |sid: &str, fields: &str| {
+        server
+            .call(
+                sid,
+                "config.users.edit",
+                &format!("[{{\"id\": {alice}{fields}}}]"),
+            )
+            .await
+            .expect("edited")
+    };
+
+    // Not a password or a role: nothing closes.
+    edit(&admin, r#", "displayname": "Alice A.""#).await;
+    server
+        .call(&stolen, "agents.list", "")
+        .await
+        .expect("still open");
+
+    edit(&admin, r#", "password": "new-pass-123""#).await;
+    for sid in [&stolen, &own] {
+        let refused = server.call(sid, "agents.list", "").await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 5 s");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("session"), "{ended:?}");
+    let log = server.log();
+    assert!(
+        log.contains("closed 2 session(s) of user 'alice': its password changed"),
+        "{log}"
+    );
+    server
+        .call(&admin, "agents.list", "")
+        .await
+        .expect("the admin's own session");
+
+    // Taking `agent` away closes the new session too.
+    let again = server.login("alice", "new-pass-123").await;
+    edit(&admin, r#", "agent": false"#).await;
+    let refused = server.call(&again, "agents.list", "").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        server
+            .log()
+            .contains("session(s) of user 'alice': it is no longer an agent"),
+        "{}",
+        server.log()
+    );
+
+    // A user changing its own password keeps the session it did it from and
+    // loses the others.
+    let other_admin = server.admin_sid().await;
+    server
+        .call(
+            &admin,
+            "config.users.edit",
+            r#"[{"id": 1, "password": "admin-pass-2"}]"#,
+        )
+        .await
+        .expect("own password");
+    server.call(&admin, "agents.list", "").await.expect("kept");
+    let refused = server
+        .call(&other_admin, "agents.list", "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}

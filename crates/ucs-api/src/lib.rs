@@ -233,6 +233,7 @@ impl Api {
     /// before the chain runs.
     pub fn call(&self, sid: &str, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
         let caller = self.caller(sid, self.method(method).ok())?;
+        let _session = ucs_core::sessions::in_session(sid);
         self.call_as(caller, method, params)
     }
 
@@ -267,6 +268,7 @@ impl Api {
             Ok(caller) => caller,
             Err(err) => return QuickCall::Answered(Err(err)),
         };
+        let _session = ucs_core::sessions::in_session(sid);
         let result = self.run_chain(entry, chain, caller, params);
         entry.count(&result);
         QuickCall::Answered(result)

@@ -260,6 +260,36 @@ impl Core {
     }
 
     fn edit_user_in_order(&self, edit: UserEdit) -> Result<User, CoreError> {
+        let before = self.directory.get(edit.id);
+        let changes_password = edit.password.is_some();
+        let user = self.edit_user_fields(edit)?;
+        // A session is a right granted for what the user was when it logged
+        // in: a new password or a lost role ends every other one of its
+        // sessions, and their event streams with them (issue 15 item 12).
+        let why = if changes_password {
+            Some("its password changed")
+        } else if before.as_ref().is_some_and(|before| before.agent) && !user.agent {
+            Some("it is no longer an agent")
+        } else if before.as_ref().is_some_and(|before| before.superuser) && !user.superuser {
+            Some("it is no longer a superuser")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let closed = self.sessions.close_others_of(user.id);
+            if closed > 0 {
+                tracing::info!(
+                    user = %user.username,
+                    closed,
+                    "closed {closed} session(s) of user '{}': {why}",
+                    user.username
+                );
+            }
+        }
+        Ok(user)
+    }
+
+    fn edit_user_fields(&self, edit: UserEdit) -> Result<User, CoreError> {
         if edit.agent == Some(false)
             && let Ok(agent) = self.directory.agent(edit.id)
             && agent.status != AgentStatus::Offline

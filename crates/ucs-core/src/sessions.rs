@@ -1,6 +1,8 @@
 //! Sessions: the sid a client presents on every call.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,39 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(8 * 60 * 
 
 /// A session id: 128 bits from the OS random source, as 32 hex digits.
 pub type Sid = String;
+
+thread_local! {
+    /// The session whose API call runs on this thread, if one does.
+    static CURRENT_SESSION: RefCell<Option<Sid>> = const { RefCell::new(None) };
+}
+
+/// Marks the session whose call runs on this thread until dropped; the API
+/// sets it around every call made with a sid, so a change that ends a
+/// user's other sessions can keep the one asking (issue 15 item 12). A
+/// middleware's or a plugin host's call back into the API runs on the same
+/// thread, so it sees the mark too. Not `Send`: it restores the thread's
+/// previous mark.
+#[must_use = "the session is marked only while the guard lives"]
+pub struct InSession {
+    /// The mark before this one (an API call made from inside another).
+    previous: Option<Sid>,
+    /// Thread-bound.
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Marks `sid` as the session whose call runs on this thread.
+pub fn in_session(sid: &str) -> InSession {
+    InSession {
+        previous: CURRENT_SESSION.replace(Some(sid.to_owned())),
+        _not_send: PhantomData,
+    }
+}
+
+impl Drop for InSession {
+    fn drop(&mut self) {
+        CURRENT_SESSION.set(self.previous.take());
+    }
+}
 
 struct SessionEntry {
     user_id: UserId,
@@ -87,6 +122,19 @@ impl Sessions {
         self.lock().retain(|_, entry| entry.user_id != user_id);
     }
 
+    /// Closes every session of `user_id` except the one whose call runs on
+    /// this thread ([`in_session`]), e.g. when the user's password changes:
+    /// whoever else holds one of its sids must log in again (OWASP's
+    /// session management guidance). Returns how many it closed.
+    pub fn close_others_of(&self, user_id: UserId) -> usize {
+        let keep = CURRENT_SESSION.with_borrow(Clone::clone);
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries
+            .retain(|sid, entry| entry.user_id != user_id || keep.as_deref() == Some(sid.as_str()));
+        before - entries.len()
+    }
+
     /// How many sessions are open (expired ones not yet swept included).
     pub fn count(&self) -> usize {
         self.lock().len()
@@ -107,6 +155,32 @@ mod tests {
             sids.iter()
                 .all(|sid| sid.len() == 32 && sid.chars().all(|c| c.is_ascii_hexdigit()))
         );
+    }
+
+    /// The session marked on this thread survives `close_others_of`, the
+    /// user's others and other users' sessions do not / do, and a nested
+    /// mark is undone when its guard drops.
+    #[test]
+    fn close_others_of_keeps_the_session_whose_call_runs_here() {
+        let sessions = Sessions::new(DEFAULT_SESSION_IDLE_TIMEOUT);
+        let (own, other, someone_else) = (
+            sessions.open(7).unwrap(),
+            sessions.open(7).unwrap(),
+            sessions.open(8).unwrap(),
+        );
+        {
+            let _outer = in_session(&own);
+            {
+                let _nested = in_session(&someone_else);
+            }
+            assert_eq!(sessions.close_others_of(7), 1);
+        }
+        assert_eq!(sessions.resolve(&own), Ok(7));
+        assert_eq!(sessions.resolve(&other), Err(CoreError::Unauthenticated));
+        assert_eq!(sessions.resolve(&someone_else), Ok(8));
+        // With no call running here, none is kept.
+        assert_eq!(sessions.close_others_of(7), 1);
+        assert_eq!(sessions.resolve(&own), Err(CoreError::Unauthenticated));
     }
 
     #[test]

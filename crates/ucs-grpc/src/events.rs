@@ -46,6 +46,8 @@ enum Dropped {
     Lagged(u64),
     /// Its queue stayed full for [`STALL_LIMIT`].
     Stalled,
+    /// Its session was closed.
+    SessionClosed,
 }
 
 impl Dropped {
@@ -61,6 +63,10 @@ impl Dropped {
                  for it and was disconnected; subscribe again and re-read what you need",
                 STALL_LIMIT.as_secs()
             )),
+            Dropped::SessionClosed => Status::unauthenticated(
+                "the session of this subscription was closed (logged out, expired, or its user's \
+                 password or role changed); log in and subscribe again",
+            ),
         }
     }
 }
@@ -238,21 +244,51 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|closing| *closing).await;
 }
 
+/// How often a subscriber's session is checked: a stream whose session was
+/// closed (logout, a password change, a lost role) ends within this.
+const SESSION_CHECK: Duration = Duration::from_secs(1);
+
+/// Who reads one stream: the session it was opened with, and its user.
+struct Subscriber {
+    /// Resolves the session.
+    api: Api,
+    /// The session the stream was opened with.
+    sid: String,
+    /// Its user's name, for the log.
+    username: String,
+}
+
+impl Subscriber {
+    /// Whether the session is still open. An open stream is a session in
+    /// use, so this refreshes its idle timer as a call would.
+    fn session_open(&self) -> bool {
+        self.api.core().caller(&self.sid).is_ok()
+    }
+}
+
 /// Forwards matching events from the broadcast channel to one subscriber
-/// until it disconnects, the service closes, or it is too far behind
-/// (then `dropped` tells its stream why).
+/// until it disconnects, the service closes, its session is closed, or it
+/// is too far behind (then `dropped` tells its stream why).
 async fn forward(
     mut events: broadcast::Receiver<Arc<Event>>,
     wanted: EventFilter,
     mut closing: watch::Receiver<bool>,
     stream: mpsc::Sender<pb::Event>,
-    subscriber: String,
+    subscriber: Subscriber,
     dropped: oneshot::Sender<Status>,
 ) {
+    let mut session_check = tokio::time::interval(SESSION_CHECK);
+    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         let event = tokio::select! {
             () = closed(&mut closing) => return,
             () = stream.closed() => return,
+            _ = session_check.tick() => {
+                if subscriber.session_open() {
+                    continue;
+                }
+                break Dropped::SessionClosed;
+            }
             received = events.recv() => match received {
                 Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(missed)) => break Dropped::Lagged(missed),
@@ -276,9 +312,10 @@ async fn forward(
             },
         }
     };
+    let username = &subscriber.username;
     tracing::warn!(
-        user = %subscriber,
-        "event subscriber of user '{subscriber}' disconnected: {}",
+        user = %username,
+        "event subscriber of user '{username}' disconnected: {}",
         why.status().message()
     );
     // Fails only if the stream is already gone, which is the same end.
@@ -311,7 +348,11 @@ impl pb::events_server::Events for EventsService {
             wanted,
             self.closing.subscribe(),
             stream,
-            caller.username.clone(),
+            Subscriber {
+                api: self.api.clone(),
+                sid,
+                username: caller.username.clone(),
+            },
             dropped,
         ));
         Ok(Response::new(Box::pin(Subscription {
@@ -382,7 +423,15 @@ mod tests {
             names: BTreeSet::new(),
             audit: false,
         };
-        forward(receiver, wanted, closing, stream, "alice".into(), dropped).await;
+        let core = Arc::new(ucs_core::Core::new(ucs_core::CoreConfig::default()));
+        core.directory().ensure_admin("admin-pass").expect("admin");
+        let (sid, _) = core.login("admin", "admin-pass").expect("login");
+        let subscriber = Subscriber {
+            api: Api::new(core),
+            sid,
+            username: "admin".into(),
+        };
+        forward(receiver, wanted, closing, stream, subscriber, dropped).await;
         let mut subscription = Subscription {
             messages,
             dropped: Some(dropped_signal),
