@@ -214,6 +214,8 @@ mod tests {
         assert_eq!(PluginName::parse("example").unwrap().as_str(), "example");
         assert_eq!(PluginName::parse("example.py").unwrap().as_str(), "example");
         assert_eq!(PluginName::parse("_x9").unwrap().as_str(), "_x9");
+        // Any Python identifier, not only ASCII ones (issue 15 item 16).
+        assert_eq!(PluginName::parse("é").unwrap().as_str(), "é");
         for bad in [
             "",
             "../etc/passwd",
@@ -224,7 +226,8 @@ mod tests {
             "a.b",
             "a b",
             ".py",
-            "é",
+            "²",
+            "x\u{200b}",
         ] {
             assert!(
                 matches!(PluginName::parse(bad), Err(ApiError::InvalidInput(_))),
