@@ -292,6 +292,10 @@ pub struct PluginHost {
     start_up: Mutex<StartUp>,
     /// Set when shutdown begins: start-up loads nothing more.
     closing: AtomicBool,
+    /// The plugin hosts still loading their plugin, by plugin name, with
+    /// their process ids: shutdown kills them at once (issue 15 item 9), as
+    /// a plugin that never finished starting has no `stop()` to wait for.
+    loading_hosts: Mutex<BTreeMap<String, u32>>,
     /// This loader, for the callbacks of its plugin hosts.
     me: Weak<PluginHost>,
 }
@@ -383,6 +387,7 @@ impl PluginHost {
             supervision: Mutex::new(HashMap::new()),
             start_up: Mutex::new(StartUp::Done),
             closing: AtomicBool::new(false),
+            loading_hosts: Mutex::new(BTreeMap::new()),
             me: me.clone(),
         });
         let control: Weak<dyn PluginControl> = Arc::downgrade(&host) as Weak<dyn PluginControl>;
@@ -694,11 +699,15 @@ impl PluginHost {
                 let loader = self.me.clone();
                 let (exited_name, generation) = (name.clone(), owner.generation());
                 let hosts = self.config.isolation.hosts_of(name.as_str());
-                version.start_hosted(&hosts, move |exit| {
-                    if let Some(loader) = loader.upgrade() {
-                        loader.host_exited(&exited_name, generation, exit);
-                    }
-                })
+                version.start_hosted(
+                    &hosts,
+                    |loading| self.host_loading(name, loading),
+                    move |exit| {
+                        if let Some(loader) = loader.upgrade() {
+                            loader.host_exited(&exited_name, generation, exit);
+                        }
+                    },
+                )
             }
         };
         let failed = |class_name: String, error: String| {
@@ -796,6 +805,26 @@ impl PluginHost {
                 error: errors.join("\n"),
             },
         );
+    }
+
+    /// Records that the host `pid` of `name` is loading its plugin, or, with
+    /// `None`, that it is done. A host that begins to load once shutdown has
+    /// begun is killed at once: shutdown sets `closing` before it reads this
+    /// table, and this checks `closing` after writing it, both under the
+    /// table's lock, so one of the two sees the other.
+    fn host_loading(&self, name: &PluginName, loading: Option<u32>) {
+        let mut hosts = lock(&self.loading_hosts);
+        match loading {
+            Some(pid) => {
+                hosts.insert(name.to_string(), pid);
+                if self.closing.load(Ordering::SeqCst) {
+                    kill_loading_host(name.as_str(), pid);
+                }
+            }
+            None => {
+                hosts.remove(name.as_str());
+            }
+        }
     }
 
     fn supervision(&self) -> MutexGuard<'_, HashMap<String, Supervision>> {
@@ -912,6 +941,10 @@ impl PluginHost {
     /// Starts again the version of `name` whose host died, unless it was
     /// loaded, unloaded or restarted by hand meanwhile (I2).
     fn restart(&self, name: &PluginName, generation: u64) {
+        // A host restarted during shutdown would outlive the stops (L3).
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
         let Ok(_turn) = self.take_turn(name) else {
             return;
         };
@@ -1015,8 +1048,20 @@ impl PluginHost {
     /// deadline (L3). Plugins not reached in time are reported; nothing waits
     /// past the deadline. Safe to call more than once.
     pub fn shutdown(&self) {
-        let deadline = Instant::now() + self.config.shutdown_deadline;
+        self.shutdown_by(Instant::now() + self.config.shutdown_deadline);
+    }
+
+    /// [`PluginHost::shutdown`] that ends by `deadline`: `ucs serve` counts
+    /// the deadline from the signal, so the time spent ending gRPC calls in
+    /// flight is part of it (L3). Plugin hosts still loading their plugin
+    /// are killed at once (issue 15 item 9): that plugin never finished
+    /// starting, so there is no `stop()` to call, and waiting for its load
+    /// would only spend the deadline.
+    pub fn shutdown_by(&self, deadline: Instant) {
         self.closing.store(true, Ordering::SeqCst);
+        for (name, &pid) in lock(&self.loading_hosts).iter() {
+            kill_loading_host(name, pid);
+        }
         let start_up = std::mem::replace(&mut *lock(&self.start_up), StartUp::Done);
         if let StartUp::Loading(done) = start_up {
             // The plugin being loaded now is stopped with the others once
@@ -1060,9 +1105,47 @@ impl PluginHost {
         }
     }
 
+    /// The plugins not stopped yet, each with its state (`running`,
+    /// `starting`, `stopping`), for the shutdown watchdog's last words
+    /// (L3, I7). It never waits: a lock that is held (by a thread that can
+    /// no longer run, at the deadline) gives `None`.
+    pub fn not_stopped_now(&self) -> Option<Vec<String>> {
+        let records = match self.records.try_lock() {
+            Ok(records) => records,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(
+            records
+                .iter()
+                .filter_map(|(name, record)| {
+                    let state = match record {
+                        PluginRecord::Running(_) => "running",
+                        PluginRecord::Starting => "starting",
+                        PluginRecord::Stopping { .. } => "stopping",
+                        _ => return None,
+                    };
+                    Some(format!("{name} ({state})"))
+                })
+                .collect(),
+        )
+    }
+
     /// The plugins directory.
     pub fn plugins_dir(&self) -> &Path {
         &self.config.plugins_dir
+    }
+}
+
+/// Kills the host of a plugin still loading, and whatever it started (its
+/// process group), at shutdown; a host already gone is fine.
+fn kill_loading_host(name: &str, pid: u32) {
+    tracing::warn!(plugin = %name, pid, "shutting down: killing its plugin host, still loading");
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -73,11 +73,13 @@ impl Version<'_> {
         }
     }
 
-    /// Starts a plugin host and the plugin in it; `on_exit` learns of the
-    /// host's end (I2).
+    /// Starts a plugin host and the plugin in it; `loading` learns of the
+    /// host's pid while it loads the plugin (and `None` once it is done), so
+    /// shutdown can kill it; `on_exit` learns of the host's end (I2).
     pub(crate) fn start_hosted(
         &self,
         settings: &HostSettings,
+        loading: impl Fn(Option<u32>),
         on_exit: impl FnOnce(HostExit) + Send + 'static,
     ) -> Started {
         let policy = *self.api.policy();
@@ -97,7 +99,10 @@ impl Version<'_> {
                 };
             }
         };
-        match hosted.load(self.path, self.source, self.plugins_dir) {
+        loading(Some(hosted.pid()));
+        let loaded = hosted.load(self.path, self.source, self.plugins_dir);
+        loading(None);
+        match loaded {
             HostedLoad::Started { class_name } => Started::Running {
                 runtime: Runtime::Hosted(hosted),
                 class_name,

@@ -64,8 +64,11 @@ pub enum Command {
     /// Run the server.
     ///
     /// User 1, `admin`, gets the password in UCS_ADMIN_PASSWORD, or a random
-    /// one printed once to stderr. SIGTERM or SIGINT stops serving, stops
-    /// every plugin in reverse load order within a deadline, and exits 0.
+    /// one printed once to stderr. SIGTERM, SIGINT or SIGHUP stops serving,
+    /// stops every plugin in reverse load order and exits 0, all within
+    /// --shutdown-deadline of the signal; past it, whatever a plugin does,
+    /// or at a second signal, it kills the plugin hosts and exits 3, naming
+    /// the plugins not stopped. Nothing acknowledged is lost either way.
     Serve(ServeArgs),
     /// Log in with --user and --password and print the session id.
     ///
@@ -313,6 +316,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub plugin_restart_window: Option<Duration>,
+    /// How long shutdown may take from SIGTERM, SIGINT or SIGHUP (SPEC L3):
+    /// calls in flight, every plugin's `stop()`, the exit. Past it the
+    /// server exits with status 3 whatever its plugins do, e.g. `10s`
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub shutdown_deadline: Option<Duration>,
     /// Per-plugin settings, from the config file only: `[plugins.NAME]`.
     #[arg(skip)]
     #[serde(default)]

@@ -54,7 +54,12 @@ pub struct ServeSettings {
     pub plugin_max_restarts: u32,
     /// The window `plugin_max_restarts` counts in.
     pub plugin_restart_window: Duration,
+    /// How long shutdown may take from the first signal (L3, I7).
+    pub shutdown_deadline: Duration,
 }
+
+/// SPEC L3's overall shutdown deadline.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 impl ServeSettings {
     /// Merges `args` over the file `args.config` names, if any, over the
@@ -128,6 +133,9 @@ impl ServeSettings {
                 .unwrap_or(ucs_host::DEFAULT_LOAD_DEADLINE),
             plugin_max_restarts: merged.plugin_max_restarts.unwrap_or(restart.max_restarts),
             plugin_restart_window: merged.plugin_restart_window.unwrap_or(restart.window),
+            shutdown_deadline: merged
+                .shutdown_deadline
+                .unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
         })
     }
 }
@@ -156,6 +164,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_load_deadline,
         plugin_max_restarts,
         plugin_restart_window,
+        shutdown_deadline,
         plugins: _,
     } = flags;
     let ServeArgs {
@@ -179,6 +188,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_load_deadline: file_plugin_load_deadline,
         plugin_max_restarts: file_plugin_max_restarts,
         plugin_restart_window: file_plugin_restart_window,
+        shutdown_deadline: file_shutdown_deadline,
         plugins: file_plugins,
     } = file;
     ServeArgs {
@@ -202,6 +212,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_load_deadline: plugin_load_deadline.or(file_plugin_load_deadline),
         plugin_max_restarts: plugin_max_restarts.or(file_plugin_max_restarts),
         plugin_restart_window: plugin_restart_window.or(file_plugin_restart_window),
+        shutdown_deadline: shutdown_deadline.or(file_shutdown_deadline),
         // Per-plugin tables exist only in the file.
         plugins: file_plugins,
     }
@@ -322,6 +333,7 @@ plugin_memory_limit = "256MiB"
 plugin_load_deadline = "3s"
 plugin_max_restarts = 2
 plugin_restart_window = "10m"
+shutdown_deadline = "4s"
 
 [plugins.status_hook]
 isolation = "inprocess"
@@ -367,6 +379,7 @@ memory_limit = "2GiB"
                 plugin_load_deadline: Duration::from_secs(3),
                 plugin_max_restarts: 2,
                 plugin_restart_window: Duration::from_secs(600),
+                shutdown_deadline: Duration::from_secs(4),
             }
         );
     }
@@ -476,6 +489,26 @@ memory_limit = "2GiB"
         ]))
         .unwrap();
         assert_eq!(fine.hook_deadline, Duration::from_millis(250));
+    }
+
+    /// L3: a shutdown deadline of 0 is refused, from the flag and the file.
+    #[test]
+    fn a_zero_shutdown_deadline_is_refused() {
+        let zero = Cli::try_parse_from(["ucs", "serve", "--shutdown-deadline", "0s"]).unwrap_err();
+        assert!(zero.to_string().contains("positive"), "{zero}");
+        let (_dir, path) = config_file("shutdown_deadline = \"0ms\"\n");
+        let from_file = ServeSettings::resolve(&ServeArgs {
+            config: Some(path),
+            data_dir: Some("/tmp/d".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{from_file:#}").contains("positive"),
+            "{from_file:#}"
+        );
+        let default = ServeSettings::resolve(&serve_args(&["--data-dir", "/tmp/d"])).unwrap();
+        assert_eq!(default.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`config`]: `ucs serve` settings from flags and the `--config` TOML file.
 //! - `serve`: builds the core, the API and the plugin host, runs the gRPC
 //!   server on a runtime whose threads keep a Python thread state, and shuts
-//!   down on SIGTERM or SIGINT (SPEC L3).
+//!   down on SIGTERM, SIGINT or SIGHUP (SPEC L3).
+//! - `shutdown`: the watchdog that keeps the shutdown deadline whatever a
+//!   plugin does, GIL held in C code included (I7).
 //! - `client`: the client subcommands and their human or JSON output.
 //! - `plugin_tools`: the local tools for plugin authors, `ucs stubs` and
 //!   `ucs plugin check`, which need no server.
@@ -20,6 +22,7 @@ mod client;
 pub mod config;
 mod plugin_tools;
 mod serve;
+mod shutdown;
 mod watch;
 
 use std::process::ExitCode;
@@ -28,6 +31,8 @@ use cli::Command;
 
 /// Runs the command line and returns the process exit code: 0 on success,
 /// 1 on any error (printed to stderr as `error: ...`), 2 for usage errors.
+/// `ucs serve` also ends with 3, from its shutdown watchdog, when plugins
+/// were not stopped by the shutdown deadline or a second signal came.
 pub fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {

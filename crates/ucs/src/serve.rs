@@ -2,13 +2,16 @@
 //!
 //! Order of events: settings, logging, the data directory, the core with
 //! user 1 (and the demo agents), the runtime, the listener, the plugins,
-//! then gRPC until SIGTERM or SIGINT. Shutdown runs the other way: stop
-//! serving (calls in flight get a bounded grace), stop the plugins in
-//! reverse load order under the loader's deadline (SPEC L3), stop the
-//! runtime without waiting for blocking work that never ends, exit 0.
+//! then gRPC until SIGTERM, SIGINT or SIGHUP. Shutdown runs the other way:
+//! stop serving (calls in flight get a bounded grace), stop the plugins in
+//! reverse load order, stop the runtime without waiting for blocking work
+//! that never ends, exit 0; all of it within the shutdown deadline counted
+//! from the signal (SPEC L3), which the watchdog of `shutdown.rs` keeps
+//! whatever a plugin does (I7): past it, or at a second signal, the process
+//! ends with status 3.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use tokio::net::TcpListener;
@@ -20,6 +23,7 @@ use ucs_loader::{LoaderConfig, LoaderError, MemoryLimit, PluginHost};
 
 use crate::cli::ServeArgs;
 use crate::config::ServeSettings;
+use crate::shutdown::Watchdog;
 
 /// The environment variable with the first admin password (SPEC section 8).
 pub(crate) const ADMIN_PASSWORD_ENV: &str = "UCS_ADMIN_PASSWORD";
@@ -38,7 +42,11 @@ const DEMO_PASSWORD: &str = "password1";
 /// abandoned: the process exits anyway (L3).
 const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs the server until SIGTERM or SIGINT.
+/// How much of the shutdown deadline is kept for what follows stopping the
+/// plugins (the runtime's stop, the exit), at most: a quarter of it.
+const AFTER_PLUGINS_STOP: Duration = Duration::from_millis(500);
+
+/// Runs the server until SIGTERM, SIGINT or SIGHUP.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     pin_mmap_threshold();
     let settings = ServeSettings::resolve(&args)?;
@@ -81,8 +89,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let watch = settings.watch;
     let metrics_listen = settings.metrics_listen.clone();
-    let result = runtime.block_on(serve_until_signal(settings, api, watch, metrics_listen));
-    runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+    // When the shutdown must be over, once a signal began it (L3).
+    let ends_at = OnceLock::new();
+    let result = runtime.block_on(serve_until_signal(
+        settings,
+        api,
+        watch,
+        metrics_listen,
+        &ends_at,
+    ));
+    let grace = ends_at.get().map_or(RUNTIME_STOP_GRACE, |ends_at| {
+        RUNTIME_STOP_GRACE.min(ends_at.saturating_duration_since(Instant::now()))
+    });
+    runtime.shutdown_timeout(grace);
     if result.is_ok() {
         tracing::info!("stopped");
     }
@@ -228,12 +247,20 @@ fn random_password() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// SIGTERM and SIGINT, registered before anything slow starts.
+/// SIGTERM, SIGINT and SIGHUP, registered before anything slow starts.
+/// Each one shuts down in order; the first also arms the watchdog, and a
+/// second one of any of them ends the process at once.
 struct ShutdownSignals {
     /// What a service manager sends.
     terminate: Signal,
     /// Ctrl-C in a terminal.
     interrupt: Signal,
+    /// The terminal the server runs in went away (issue 15 item 13). Its
+    /// default action kills the process without any plugin's `stop()`;
+    /// daemons that reload on SIGHUP reread their config, and this one's
+    /// plugins reload by `ucs plugins load` or `--watch`, so it stops, the
+    /// same as SIGTERM.
+    hangup: Signal,
 }
 
 impl ShutdownSignals {
@@ -241,6 +268,7 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         })
     }
 
@@ -249,6 +277,7 @@ impl ShutdownSignals {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 }
@@ -258,6 +287,7 @@ async fn serve_until_signal(
     api: Api,
     watch: bool,
     metrics_listen: Option<String>,
+    ends_at: &OnceLock<Instant>,
 ) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::register()?;
     let listener = TcpListener::bind(&settings.listen)
@@ -311,10 +341,20 @@ async fn serve_until_signal(
     }));
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving gRPC ({tls})");
 
+    let deadline = settings.shutdown_deadline;
     let served = tokio::select! {
         finished = &mut server => finished,
         name = signals.next() => {
-            tracing::info!("{name} received; shutting down");
+            tracing::info!("{name} received; shutting down within {deadline:?}");
+            let _ = ends_at.set(Instant::now() + deadline);
+            // From here the deadline holds whatever the plugins do (L3, I7),
+            // and a second signal means "now".
+            let watchdog = Watchdog::arm(name, deadline, host.as_ref())
+                .context("cannot start the shutdown watchdog")?;
+            tokio::spawn(async move {
+                let again = signals.next().await;
+                watchdog.second_signal(again);
+            });
             let _ = stop_serving.send(());
             // `serve` bounds its own grace for calls in flight.
             server.await
@@ -328,18 +368,17 @@ async fn serve_until_signal(
     // No reload may start while plugins are being stopped.
     drop(watcher);
     if let Some(host) = host {
+        // The plugins' share of the deadline: what the gRPC grace left, less
+        // a little for the runtime's stop and the exit.
+        let ends_at = *ends_at.get_or_init(|| Instant::now() + deadline);
+        let plugins_by = ends_at
+            .checked_sub(AFTER_PLUGINS_STOP.min(deadline / 4))
+            .unwrap_or(ends_at);
         // Stopping plugins runs Python and joins plugin threads: blocking
-        // work. A second signal means "now", so it cuts this short.
-        let stopping = tokio::task::spawn_blocking(move || host.shutdown());
-        tokio::select! {
-            stopped = stopping => {
-                if let Err(join_error) = stopped {
-                    tracing::error!("stopping plugins failed: {join_error}");
-                }
-            }
-            name = signals.next() => {
-                tracing::warn!("{name} received again; exiting without waiting for plugins");
-            }
+        // work, never on a runtime worker.
+        let stopping = tokio::task::spawn_blocking(move || host.shutdown_by(plugins_by));
+        if let Err(join_error) = stopping.await {
+            tracing::error!("stopping plugins failed: {join_error}");
         }
     }
     served
@@ -366,6 +405,7 @@ async fn start_plugins(
     config.isolation.hosts.load_deadline = settings.plugin_load_deadline;
     config.isolation.restart.max_restarts = settings.plugin_max_restarts;
     config.isolation.restart.window = settings.plugin_restart_window;
+    config.shutdown_deadline = settings.shutdown_deadline;
     config.isolation.per_plugin_memory = settings
         .plugin_memory_limits
         .iter()
