@@ -72,7 +72,8 @@ pub enum ValueError {
     /// NaN or an infinity: JSON cannot hold it.
     #[error("floats must be finite, got {0}")]
     NonFiniteFloat(f64),
-    /// An integer outside the signed 64-bit range.
+    /// An integer outside the signed 64-bit range, as echoed (a bounded,
+    /// quoted prefix).
     #[error("integer {0} does not fit in 64 bits")]
     IntegerOutOfRange(String),
     /// Nesting deeper than [`MAX_DEPTH`].
@@ -157,7 +158,9 @@ impl Value {
                 if let Some(int) = number.as_i64() {
                     Value::Int(int)
                 } else if number.is_u64() {
-                    return Err(ValueError::IntegerOutOfRange(number.to_string()));
+                    return Err(ValueError::IntegerOutOfRange(
+                        crate::echoed(&number.to_string()).to_string(),
+                    ));
                 } else {
                     Value::float(number.as_f64().unwrap_or(f64::NAN))?
                 }
@@ -183,10 +186,23 @@ impl Value {
         })
     }
 
-    /// Parses JSON text straight into a value.
+    /// Parses JSON text straight into a value. An integer literal no `i64`
+    /// holds (`2**70+1`, `-2**63-1`) is refused, never kept as the float
+    /// serde_json reads it as (D4; issue 15 item 8): a plugin must read back
+    /// exactly what was stored.
     pub fn parse_json(text: &str) -> Result<Self, ParseError> {
         let json: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Syntax)?;
-        Self::from_json(&json).map_err(ParseError::Value)
+        let value = Self::from_json(&json).map_err(ParseError::Value)?;
+        // Only a float that could be such an integer sends us back to the
+        // text, whose literals alone tell `1e21` from `1000000000000000000000`.
+        if holds_float_beyond_i64(&json)
+            && let Some(literal) = integer_literal_beyond_i64(text)
+        {
+            return Err(ParseError::Value(ValueError::IntegerOutOfRange(
+                crate::echoed(literal).to_string(),
+            )));
+        }
+        Ok(value)
     }
 
     /// The JSON text of this value; int keys become strings (D4).
@@ -301,6 +317,54 @@ impl From<Vec<Value>> for Value {
     }
 }
 
+/// Whether `json` holds a float as large as an integer beyond `i64`: the
+/// only kind of number an out-of-range integer literal can have become.
+fn holds_float_beyond_i64(json: &serde_json::Value) -> bool {
+    // 2^63 as f64; every float at or beyond it in magnitude is integral.
+    const BEYOND: f64 = 9_223_372_036_854_775_808.0;
+    match json {
+        serde_json::Value::Number(number) => {
+            number.is_f64() && number.as_f64().is_some_and(|float| float.abs() >= BEYOND)
+        }
+        serde_json::Value::Array(items) => items.iter().any(holds_float_beyond_i64),
+        serde_json::Value::Object(fields) => fields.values().any(holds_float_beyond_i64),
+        _ => false,
+    }
+}
+
+/// The first integer literal of the JSON `text` (no fraction, no exponent)
+/// that no `i64` holds, skipping strings.
+fn integer_literal_beyond_i64(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                }
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                at += 1;
+                while at < bytes.len()
+                    && matches!(bytes[at], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    at += 1;
+                }
+                let literal = &text[start..at];
+                if !literal.contains(['.', 'e', 'E']) && literal.parse::<i64>().is_err() {
+                    return Some(literal);
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,10 +386,37 @@ mod tests {
 
     #[test]
     fn json_integers_beyond_64_bits_are_refused() {
-        assert!(matches!(
-            Value::parse_json("18446744073709551615"),
-            Err(ParseError::Value(ValueError::IntegerOutOfRange(_)))
-        ));
+        // Issue 15 item 8: beyond u64 and below i64::MIN serde_json reads a
+        // float; refused all the same, never rounded.
+        for literal in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "1180591620717411303425",
+            "-9223372036854775809",
+        ] {
+            let nested = format!(r#"{{"a": ["x\\\"1e99", {literal}]}}"#);
+            for text in [literal.to_owned(), nested] {
+                assert!(
+                    matches!(
+                        Value::parse_json(&text),
+                        Err(ParseError::Value(ValueError::IntegerOutOfRange(ref got))) if *got == format!("'{literal}'")
+                    ),
+                    "{text}: {:?}",
+                    Value::parse_json(&text)
+                );
+            }
+        }
+        // The edges of i64 and floats written as floats stay as they are.
+        assert_eq!(
+            Value::parse_json("[9223372036854775807, -9223372036854775808]").unwrap(),
+            Value::List(vec![Value::Int(i64::MAX), Value::Int(i64::MIN)])
+        );
+        assert_eq!(
+            Value::parse_json(r#"[1e21, 1.5e300, "123456789012345678901234"]"#)
+                .unwrap()
+                .to_json_string(),
+            r#"[1e+21,1.5e+300,"123456789012345678901234"]"#
+        );
     }
 
     #[test]

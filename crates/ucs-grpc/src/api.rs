@@ -71,7 +71,7 @@ impl pb::api_server::Api for ApiService {
 const INLINE_ARGS_MAX: usize = 4096;
 
 /// The parameters after sid: a JSON array, or nothing when `args_json` is
-/// blank. Depth and integer range are checked by [`Value::from_json`].
+/// blank. Depth and integer range are checked by [`Value::parse_json`].
 pub(crate) fn parse_args(args_json: &str) -> Result<Vec<Value>, ApiError> {
     if args_json.trim().is_empty() {
         return Ok(Vec::new());

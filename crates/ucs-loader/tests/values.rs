@@ -167,7 +167,8 @@ class D4Refused:
     def __init__(self, ucs):
         outcome = {}
         for name, value in (('set', {1, 2}), ('nan', float('nan')), ('inf', float('inf')),
-                            ('huge', 2 ** 64), ('object', object()), ('bool_key', {True: 1})):
+                            ('huge', 2 ** 64), ('huger', 2 ** 70 + 1), ('below', -2 ** 63 - 1),
+                            ('object', object()), ('bool_key', {True: 1})):
             try:
                 ucs.api.shared.set(ucs.sid, 'd4_refused', value)
                 outcome[name] = 'stored'
@@ -179,7 +180,9 @@ UCS_PLUGIN = 'D4Refused'
 "#);
     let server = TestServer::start(&[("d4_refused.py", &plugin)]);
     let report = server.shared("d4_refused_report");
-    for name in ["set", "nan", "inf", "huge", "object", "bool_key"] {
+    for name in [
+        "set", "nan", "inf", "huge", "huger", "below", "object", "bool_key",
+    ] {
         assert_eq!(
             field(&report, name),
             &Value::from("InvalidDataInput"),

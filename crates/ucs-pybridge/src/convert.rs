@@ -52,10 +52,9 @@ fn py_to_value_at(object: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Valu
         return Ok(Value::Bool(flag.is_true()));
     }
     if let Ok(int) = object.cast::<PyInt>() {
-        return int
-            .extract::<i64>()
-            .map(Value::Int)
-            .map_err(|_| ValueError::IntegerOutOfRange(int.to_string()));
+        return int.extract::<i64>().map(Value::Int).map_err(|_| {
+            ValueError::IntegerOutOfRange(ucs_core::echoed(&int.to_string()).to_string())
+        });
     }
     if let Ok(number) = object.cast::<PyFloat>() {
         return Value::float(number.value());
@@ -95,10 +94,9 @@ fn py_to_key(key: &Bound<'_, PyAny>) -> Result<MapKey, ValueError> {
         return Err(ValueError::Unsupported("bool as a dict key".to_owned()));
     }
     if let Ok(int) = key.cast::<PyInt>() {
-        return int
-            .extract::<i64>()
-            .map(MapKey::Int)
-            .map_err(|_| ValueError::IntegerOutOfRange(int.to_string()));
+        return int.extract::<i64>().map(MapKey::Int).map_err(|_| {
+            ValueError::IntegerOutOfRange(ucs_core::echoed(&int.to_string()).to_string())
+        });
     }
     if let Ok(text) = key.cast::<PyString>() {
         return text
