@@ -143,6 +143,57 @@ async fn l3_a_plugin_holding_the_gil_in_c_code_cannot_hold_shutdown_past_its_dea
     }
 }
 
+/// A plugin that, once loaded, makes the interpreter switch threads once in
+/// 11 days and spins in a thread: once that thread has the GIL, no other
+/// Python code (its own `stop()` included) runs again.
+const SWITCH_NEVER: &str = r#"
+import sys, threading, time
+
+class SwitchNever:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        threading.Thread(target=self.spin, daemon=True).start()
+
+    def spin(self):
+        time.sleep(0.3)
+        sys.setswitchinterval(1e6)
+        while True:
+            pass
+
+    def stop(self):
+        self.ucs.log.info("switch_never: stop called")
+
+UCS_PLUGIN = "SwitchNever"
+"#;
+
+/// Item 10's third case: `sys.setswitchinterval(1e6)` and a spinning thread
+/// ignored SIGTERM for 30 s until SIGKILL. The deadline holds: exit 3.
+#[tokio::test]
+async fn l3_a_thread_that_never_lets_the_gil_go_cannot_hold_shutdown_past_its_deadline() {
+    let deadline = Duration::from_secs(3);
+    let mut server = Server::builder()
+        .arg("--isolation=inprocess")
+        .arg("--shutdown-deadline=3s")
+        .plugin("switch_never.py", SWITCH_NEVER)
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, took) = signal_and_wait(&mut server, Signal::SIGTERM, deadline).await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit {status}; log:\n{}",
+        server.log()
+    );
+    assert!(
+        took >= deadline - Duration::from_millis(200),
+        "exited after {took:?}"
+    );
+    assert_logged(&server, "the shutdown deadline of 3s after SIGTERM passed");
+    assert_logged(&server, "switch_never (");
+    assert!(!server.log().contains("switch_never: stop called"));
+}
+
 /// Item 9: start-up no longer delays or ignores SIGTERM (18 s for a
 /// constructor sleeping 20 s; an import-time infinite loop until SIGKILL).
 /// In process, a constructor sleeping 30 s and an import-time infinite loop
