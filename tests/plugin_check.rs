@@ -179,6 +179,13 @@ fn a_broken_constructor_is_reported_with_its_traceback() {
         .unwrap_or("");
     assert!(error.contains("Traceback"), "{error}");
     assert!(error.contains("ValueError: no config here"), "{error}");
+    // Issue 16 item 6: the traceback names the author's file, not a copy.
+    let own = std::path::absolute(&file).expect("absolute path");
+    assert!(
+        error.contains(&format!("File \"{}\", line 6", own.display())),
+        "{error}"
+    );
+    assert!(!error.contains("ucs-plugin-check-"), "{error}");
     assert_eq!(report["steps"]["start"]["status"], "not_reached");
     // What it registered before failing is shown (the server removes it).
     assert_eq!(
@@ -347,4 +354,17 @@ fn a_helper_module_beside_the_plugin_imports_as_in_the_server() {
     let (code, report) = check_json(&file, &[]);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["clean"], true);
+
+    // A helper that raises is named where the author keeps it.
+    std::fs::write(
+        dir.path().join("check_helper_mod.py"),
+        "raise RuntimeError('helper broke')\n",
+    )
+    .expect("helper");
+    let (code, report) = check_json(&file, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    let error = report["steps"]["import"]["error"].as_str().unwrap_or("");
+    let helper = std::path::absolute(dir.path().join("check_helper_mod.py")).expect("absolute");
+    assert!(error.contains(&helper.display().to_string()), "{report}");
+    assert!(!error.contains("ucs-plugin-check-"), "{report}");
 }

@@ -2,8 +2,9 @@
 //! throwaway server, step by step, reporting what each step did.
 //!
 //! The throwaway server is a memory-only [`Core`], an [`Api`] and a
-//! [`PluginHost`] over a temporary directory holding a copy of the file, so
-//! the plugin sees exactly what it sees in production (its `ucs` object,
+//! [`PluginHost`] over an empty temporary directory, with the author's file
+//! run from where it is, so the plugin sees exactly what it sees in
+//! production (its `ucs` object,
 //! every API method, middleware chains, `plugins.*`) and nothing is stored
 //! or served. Every step that runs plugin code is bounded by a timeout: a
 //! checker that hangs on the very plugin it should diagnose is useless.
@@ -214,7 +215,8 @@ enum Progress {
 /// Each file gets its own temporary plugins directory, so files with the
 /// same name from different directories do not meet.
 pub fn check_plugin_file(file: &Path, config: &CheckConfig) -> Result<CheckReport, CheckError> {
-    let source = std::fs::read(file).map_err(|source| CheckError::File {
+    // Readable, or a usage error naming it before anything starts.
+    std::fs::File::open(file).map_err(|source| CheckError::File {
         path: file.to_path_buf(),
         source,
     })?;
@@ -242,58 +244,34 @@ pub fn check_plugin_file(file: &Path, config: &CheckConfig) -> Result<CheckRepor
     };
     report.plugin = Some(name.to_string());
 
-    let plugins_dir = tempfile::Builder::new()
+    // The loader runs over an empty temporary directory, so nothing else
+    // loads by itself; the plugin is then driven step by step from the
+    // author's own file, with its own directory on `sys.path` (as the
+    // plugins directory is in the server), so a helper module beside it
+    // imports as in the server and every traceback names the author's
+    // files, not a copy (issue 16 item 6).
+    let empty_dir = tempfile::Builder::new()
         .prefix("ucs-plugin-check-")
         .tempdir()
         .map_err(|err| CheckError::Setup(format!("no temporary directory: {err}")))?;
     let api = Api::new(Arc::new(Core::default()));
-    // Started on the empty directory so nothing loads by itself; the copy
-    // is then driven step by step below.
     let host = PluginHost::start(
         api.clone(),
-        LoaderConfig::new(plugins_dir.path().to_path_buf()),
+        LoaderConfig::new(empty_dir.path().to_path_buf()),
     )
     .map_err(|err| CheckError::Setup(err.to_string()))?;
-    let copy = plugins_dir.path().join(format!("{name}.py"));
-    std::fs::write(&copy, source)
-        .map_err(|err| CheckError::Setup(format!("cannot copy the file: {err}")))?;
-    copy_sibling_modules(file, plugins_dir.path());
+    let file = std::path::absolute(file).map_err(|source| CheckError::File {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let own_dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
 
-    run_lifecycle(&api, &name, &copy, plugins_dir.path(), config, &mut report);
+    run_lifecycle(&api, &name, &file, &own_dir, config, &mut report);
     ucs_pybridge::forget_module(name.as_str());
     drop(host);
     Ok(report)
-}
-
-/// Copies the other `*.py` files beside `file` into `plugins_dir`, so a
-/// plugin that imports a helper module from its own directory (`import
-/// helpers`) imports it in the check as in the server. Only the checked
-/// file is run; a helper that cannot be copied just fails its import.
-fn copy_sibling_modules(file: &Path, plugins_dir: &Path) {
-    let Some(entries) = file
-        .parent()
-        .map(|dir| {
-            if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            }
-        })
-        .and_then(|dir| std::fs::read_dir(dir).ok())
-    else {
-        return;
-    };
-    let checked = file.file_name();
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let is_module = name.to_str().is_some_and(|name| name.ends_with(".py"));
-        if is_module
-            && Some(name.as_os_str()) != checked
-            && entry.file_type().is_ok_and(|kind| kind.is_file())
-        {
-            let _ = std::fs::copy(entry.path(), plugins_dir.join(&name));
-        }
-    }
 }
 
 /// load → inspect → stop and join → inspect, filling `report`.
