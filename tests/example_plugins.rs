@@ -578,21 +578,6 @@ async fn per_plugin_counters_move_and_a_slow_hook_trips_its_breaker() {
     );
 }
 
-/// `GET /metrics` with a plain HTTP/1.1 request.
-fn scrape(address: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-}
-
 #[tokio::test]
 async fn the_prometheus_endpoint_shows_api_calls_sessions_and_plugin_numbers() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -617,7 +602,7 @@ async fn the_prometheus_endpoint_shows_api_calls_sessions_and_plugin_numbers() {
     let denied = server.call("not-a-session", "agents.list", "").await;
     assert!(denied.is_err());
 
-    let metrics = tokio::task::spawn_blocking(move || scrape(&address))
+    let metrics = tokio::task::spawn_blocking(move || common::http_get(&address, "/metrics"))
         .await
         .expect("scrape");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");

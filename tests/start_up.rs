@@ -133,3 +133,73 @@ async fn i4_a_shutdown_during_start_up_loads_nothing_more_and_exits_cleanly() {
     );
     assert!(log.contains("plugin stopped"), "{log}");
 }
+
+/// A plugin that starts slowly and stops slowly, for the readiness probe.
+const SLOW_BOTH_WAYS: &str = r#"
+import time
+
+class SlowBothWays:
+    def __init__(self, ucs):
+        time.sleep(3)
+
+    def stop(self):
+        time.sleep(2)
+
+UCS_PLUGIN = "SlowBothWays"
+"#;
+
+/// `GET path` on the metrics listener, from a blocking thread: the status
+/// line and the body.
+async fn probe(address: &str, path: &'static str) -> (String, String) {
+    let address = address.to_owned();
+    let response = tokio::task::spawn_blocking(move || common::http_get(&address, path))
+        .await
+        .expect("probe thread");
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Issue 17 item 9: `/healthz` answers while the process serves;
+/// `/readyz` only once gRPC serves and the plugins found at start have
+/// started, saying which still start until then, and not again from the
+/// moment shutdown begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_plugins_and_goes_away_at_shutdown() {
+    let metrics = common::free_address();
+    let mut server = Server::builder()
+        .arg("--isolation=inprocess")
+        .arg(&format!("--metrics-listen={metrics}"))
+        .plugin("slow_both_ways.py", SLOW_BOTH_WAYS)
+        .serving_only()
+        .start()
+        .await;
+    let (status, body) = probe(&metrics, "/healthz").await;
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let (status, body) = probe(&metrics, "/readyz").await;
+    assert!(status.contains(" 503 "), "{status} {body}");
+    assert_eq!(body, "not ready: plugins still starting: slow_both_ways\n");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = probe(&metrics, "/readyz").await;
+        if status.contains(" 200 ") {
+            assert_eq!(body, "ready\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    server.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = probe(&metrics, "/readyz").await;
+    assert!(status.contains(" 503 "), "{status} {body}");
+    assert_eq!(body, "not ready: shutting down\n");
+    let (status, _) = probe(&metrics, "/healthz").await;
+    assert!(status.contains(" 200 "), "alive while it stops: {status}");
+    assert!(server.wait_exit(Duration::from_secs(10)).await.is_some());
+}

@@ -197,6 +197,31 @@ impl ServerBuilder {
     }
 }
 
+/// `GET path` at `address` with a plain HTTP/1.1 request; the whole
+/// response, status line and headers included. Blocking: call it from
+/// `spawn_blocking` in async tests.
+pub(crate) fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect over HTTP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// A free loopback address for a second listener (`--metrics-listen`).
+pub(crate) fn free_address() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// A free loopback port: bind port 0, read the port, let it go. Another
 /// process could take it in between; that is rare enough for tests.
 fn free_port() -> u16 {

@@ -40,7 +40,7 @@ mod proptests;
 pub use api::ApiService;
 pub use auth::AuthService;
 pub use events::{EVENT_BUFFER, EventsService};
-pub use metrics::serve_metrics;
+pub use metrics::{Readiness, serve_metrics};
 pub use plugins::PluginsService;
 pub use server::{
     MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeError, ServeOptions, TlsIdentity, serve, serve_with,

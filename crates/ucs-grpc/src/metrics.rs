@@ -1,5 +1,10 @@
 //! The Prometheus endpoint (issue 8): `GET /metrics` in the text format,
-//! on its own listener (`ucs serve --metrics-listen ADDR`, off by default).
+//! on its own listener (`ucs serve --metrics-listen ADDR`, off by default),
+//! with the probes a service manager or a load balancer asks (issue 17
+//! item 9): `GET /healthz` answers 200 while the process serves HTTP,
+//! `GET /readyz` 200 only once gRPC serves and the plugins found at start
+//! have started, and 503 again from the moment shutdown begins, with what
+//! is missing in the body.
 //!
 //! Nothing is copied into Prometheus types as calls happen: one collector
 //! reads the server's own counters at scrape time, so a server nobody
@@ -7,6 +12,8 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -139,37 +146,106 @@ impl Collector for ServerCollector {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes, with
-/// `TCP_NODELAY` on every connection (see `accept`).
+/// What `/readyz` answers from; `ucs serve` moves it along as it starts
+/// and stops. Cheap to clone; every clone is the same state.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    inner: Arc<ReadinessState>,
+}
+
+/// The parts of readiness, each set once.
+#[derive(Default)]
+struct ReadinessState {
+    /// gRPC accepts calls.
+    serving: AtomicBool,
+    /// Shutdown began: no new work should come here.
+    shutting_down: AtomicBool,
+    /// Says which plugins found at start are still starting (empty once the
+    /// start-up loading is over); unset means there are no plugins.
+    starting: OnceLock<Box<dyn Fn() -> Option<Vec<String>> + Send + Sync>>,
+}
+
+impl Readiness {
+    /// gRPC serves from now on.
+    pub fn grpc_serving(&self) {
+        self.inner.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutdown began: not ready from now on.
+    pub fn shutting_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `starting` tells the plugins still starting, or `None` once the
+    /// start-up loading is over. Set once; a second call is ignored.
+    pub fn plugins(&self, starting: impl Fn() -> Option<Vec<String>> + Send + Sync + 'static) {
+        let _ = self.inner.starting.set(Box::new(starting));
+    }
+
+    /// Ready, or what is missing.
+    fn check(&self) -> Result<(), String> {
+        let state = &*self.inner;
+        if state.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down".to_owned());
+        }
+        if !state.serving.load(Ordering::SeqCst) {
+            return Err("gRPC is not serving yet".to_owned());
+        }
+        match state.starting.get().and_then(|starting| starting()) {
+            Some(names) => Err(format!("plugins still starting: {}", names.join(", "))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `/readyz` answer.
+async fn ready(readiness: Readiness) -> axum::response::Response {
+    match readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(missing) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {missing}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Serves `GET /metrics`, `/healthz` and `/readyz` on `listener` until
+/// `shutdown` completes, with `TCP_NODELAY` on every connection (see
+/// `accept`).
 pub async fn serve_metrics(
     listener: TcpListener,
     api: Api,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ServerCollector { api }));
     let registry = std::sync::Arc::new(registry);
-    let router = Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = std::sync::Arc::clone(&registry);
-            async move {
-                let mut text = String::new();
-                match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                    Ok(()) => (
-                        StatusCode::OK,
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(move || ready(readiness.clone())))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = std::sync::Arc::clone(&registry);
+                async move {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
                 }
-            }
-        }),
-    );
+            }),
+        );
     axum::serve(crate::accept::metrics_listener(listener), router)
         .with_graceful_shutdown(shutdown)
         .await

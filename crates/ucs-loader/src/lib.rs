@@ -435,7 +435,19 @@ impl PluginHost {
     }
 
     /// The plugins listed STARTING, by name.
-    fn names_starting(&self) -> Vec<String> {
+    /// Whether the start-up loading is over: every plugin found at start is
+    /// running, failed or given up (for `/readyz`, issue 17 item 9). A
+    /// reload by hand later does not make it false again.
+    pub fn start_up_done(&self) -> bool {
+        match &*lock(&self.start_up) {
+            StartUp::Done => true,
+            // Sent or hung up: the start-up thread is done either way.
+            StartUp::Loading(done) => !matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)),
+        }
+    }
+
+    /// The plugins listed STARTING now, by name.
+    pub fn names_starting(&self) -> Vec<String> {
         self.records()
             .iter()
             .filter(|(_, record)| matches!(record, PluginRecord::Starting))

@@ -296,6 +296,7 @@ async fn serve_until_signal(
     let address = listener.local_addr().context("no local address")?;
     // Dropped at the end of this function, which ends the metrics server.
     let (_stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let readiness = ucs_grpc::Readiness::default();
     if let Some(metrics_address) = metrics_listen {
         let metrics_listener = TcpListener::bind(&metrics_address)
             .await
@@ -303,11 +304,13 @@ async fn serve_until_signal(
         let bound = metrics_listener.local_addr().context("no local address")?;
         tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
         let metrics_api = api.clone();
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = metrics_stopped.await;
             };
-            if let Err(err) = ucs_grpc::serve_metrics(metrics_listener, metrics_api, shutdown).await
+            if let Err(err) =
+                ucs_grpc::serve_metrics(metrics_listener, metrics_api, readiness, shutdown).await
             {
                 tracing::error!("the metrics endpoint failed: {err}");
             }
@@ -316,6 +319,13 @@ async fn serve_until_signal(
     // Plugins load before the first call is served, so a client that sees
     // the server healthy sees its plugins too.
     let host = start_plugins(api.clone(), &settings).await?;
+    if let Some(host) = &host {
+        let host = Arc::downgrade(host);
+        readiness.plugins(move || {
+            let host = host.upgrade()?;
+            (!host.start_up_done()).then(|| host.names_starting())
+        });
+    }
     // Watching starts after the start-up scan, so it sees only changes.
     let watcher = match (&host, watch) {
         (Some(host), true) => Some(crate::watch::start(api.clone(), Arc::clone(host))?),
@@ -340,12 +350,14 @@ async fn serve_until_signal(
         let _ = serving_stopped.await;
     }));
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving gRPC ({tls})");
+    readiness.grpc_serving();
 
     let deadline = settings.shutdown_deadline;
     let served = tokio::select! {
         finished = &mut server => finished,
         name = signals.next() => {
             tracing::info!("{name} received; shutting down within {deadline:?}");
+            readiness.shutting_down();
             let _ = ends_at.set(Instant::now() + deadline);
             // From here the deadline holds whatever the plugins do (L3, I7),
             // and a second signal means "now".
