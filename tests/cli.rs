@@ -222,3 +222,74 @@ fn serve_refuses_a_hook_deadline_of_zero_or_below_the_budget() {
         );
     }
 }
+
+/// Issue 16 item 4 on the real binary: `[plugins.NAME.config]` of the
+/// `--config` file reaches the plugin as `ucs.config`, a secret through
+/// `{ env = "VAR" }`; an edit of the file is seen by the next
+/// `plugins.load`; a variable that is not set fails that load, naming it,
+/// while the running version keeps running.
+#[tokio::test]
+async fn a_plugins_config_table_reaches_it_as_ucs_config_and_a_reload_reads_it_again() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("ucs.toml");
+    let write_config = |url: &str, token_variable: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[plugins.crm.config]\nurl = \"{url}\"\ntoken = {{ env = \"{token_variable}\" }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_config("https://crm.example", "UCS_TEST_CRM_TOKEN");
+    let crm = "UCS_PLUGIN = 'Crm'\n\nclass Crm:\n    def __init__(self, ucs):\n        ucs.api.shared.set(ucs.sid, 'crm.seen', dict(ucs.config))\n";
+    let server = Server::builder()
+        .env("UCS_TEST_CRM_TOKEN", "s3cret")
+        .arg(&format!("--config={}", config.display()))
+        .plugin("crm.py", crm)
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    let seen = || async {
+        server
+            .call(&sid, "shared.get", r#"["crm.seen"]"#)
+            .await
+            .expect("get")
+    };
+    assert_eq!(
+        seen().await,
+        serde_json::json!({"token": "s3cret", "url": "https://crm.example"})
+    );
+
+    write_config("https://other.example", "UCS_TEST_CRM_TOKEN");
+    server
+        .call(&sid, "plugins.load", r#"["crm"]"#)
+        .await
+        .expect("reload");
+    assert_eq!(
+        seen().await,
+        serde_json::json!({"token": "s3cret", "url": "https://other.example"})
+    );
+
+    write_config("https://third.example", "UCS_TEST_NEVER_SET");
+    let refused = server
+        .call(&sid, "plugins.load", r#"["crm"]"#)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .message()
+            .contains("UCS_TEST_NEVER_SET, which is not set"),
+        "{refused:?}"
+    );
+    let listed = server.plugins_listed().await;
+    let crm = listed
+        .iter()
+        .find(|info| info.name == "crm")
+        .expect("listed");
+    assert_eq!(crm.state(), ucs_grpc::pb::PluginState::Running, "{crm:?}");
+    assert_eq!(
+        seen().await,
+        serde_json::json!({"token": "s3cret", "url": "https://other.example"})
+    );
+}

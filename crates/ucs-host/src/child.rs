@@ -33,7 +33,7 @@ use ucs_pybridge::{LoadOutcome, PluginInstance, ServerPort, StopReport, ThreadEn
 
 use crate::wire::{
     self, HostRegistration, HostReply, ServerReply, ToHost, ToServer, WireAgent, WireApiError,
-    WireLevel, WireLoadOutcome, WireStopReport, WireValue,
+    WireLevel, WireLoad, WireLoadOutcome, WireStopReport, WireValue,
 };
 
 /// The environment variable through which the server tells a host the most
@@ -144,13 +144,7 @@ impl HostState {
     fn handle(&self, request: ToHost, caller: &Caller<ToServer>) -> HostReply {
         ucs_pybridge::thread_state::park();
         match request {
-            ToHost::Load {
-                name,
-                path,
-                source,
-                plugins_dir,
-                generation,
-            } => self.load(caller, &name, &path, &source, &plugins_dir, generation),
+            ToHost::Load(load) => self.load(caller, load),
             ToHost::Stop {
                 stop_timeout_ms,
                 join_timeout_ms,
@@ -250,16 +244,19 @@ impl HostState {
         HostReply::Status(hook.decide(&agent, status, reason).into())
     }
 
-    fn load(
-        &self,
-        caller: &Caller<ToServer>,
-        name: &str,
-        path: &str,
-        source: &[u8],
-        plugins_dir: &str,
-        generation: u64,
-    ) -> HostReply {
+    fn load(&self, caller: &Caller<ToServer>, load: WireLoad) -> HostReply {
+        let WireLoad {
+            name,
+            path,
+            source,
+            plugins_dir,
+            config,
+            generation,
+        } = load;
+        let (name, path, source, plugins_dir) = (&*name, &*path, &*source, &*plugins_dir);
+        let config = Value::from(config);
         let port = Arc::new(HostPort {
+            config,
             owner: Owner::versioned(name, generation),
             caller: caller.clone(),
             entries: Mutex::new(HashMap::new()),
@@ -403,6 +400,8 @@ fn unexpected(reply: &ServerReply) -> ApiError {
 pub struct HostPort {
     /// The plugin version.
     owner: Owner,
+    /// Its settings, as the server read them for this version.
+    config: Value,
     /// The link to the server.
     caller: Caller<ToServer>,
     /// The callables the plugin registered, by number.
@@ -450,6 +449,10 @@ impl HostPort {
 impl ServerPort for HostPort {
     fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    fn config(&self) -> &Value {
+        &self.config
     }
 
     fn policy(&self) -> HookPolicy {

@@ -33,7 +33,7 @@ use crate::error::HostError;
 use crate::proxy::{Proxy, RemoteCallback, RemoteMiddleware, RemoteSharedHook, RemoteStatusHook};
 use crate::wire::{
     self, HostRegistration, HostReply, ServerReply, ToHost, ToServer, WireApiError, WireLevel,
-    WireLoadOutcome, WireStopReport, WireValue,
+    WireLoad, WireLoadOutcome, WireStopReport, WireValue,
 };
 
 /// How the server starts and limits plugin hosts; one for all of them.
@@ -395,15 +395,17 @@ impl HostedPlugin {
         path: &std::path::Path,
         source: &[u8],
         plugins_dir: &std::path::Path,
+        config: &ucs_core::Value,
     ) -> HostedLoad {
         let owner = &self.remote.owner;
-        let request = ToHost::Load {
+        let request = ToHost::Load(WireLoad {
             name: owner.name().to_owned(),
             path: path.to_string_lossy().into_owned(),
             source: source.to_owned(),
             plugins_dir: plugins_dir.to_string_lossy().into_owned(),
+            config: config.into(),
             generation: owner.generation(),
-        };
+        });
         let failed = |error: String| HostedLoad::Failed {
             class_name: String::new(),
             error,

@@ -431,24 +431,31 @@ impl From<WireSharedVerdict> for SharedVerdict {
 /// names it back when it calls it.
 pub type HostRegistration = u64;
 
+/// One plugin version for a host to load: everything the in-process loader
+/// has when it loads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireLoad {
+    /// The module name.
+    pub name: String,
+    /// The file.
+    pub path: String,
+    /// The file's bytes as the server read them (a failed reload brings
+    /// back exactly the running version's); Python decodes them.
+    pub source: Vec<u8>,
+    /// The plugins directory, for `sys.path`.
+    pub plugins_dir: String,
+    /// The plugin's settings for this version (`ucs.config`).
+    pub config: WireValue,
+    /// The load generation of this version (its `Owner`).
+    pub generation: u64,
+}
+
 /// What the server asks of a plugin host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToHost {
     /// Import, construct and start the plugin (P2-P5), as the in-process
     /// loader would.
-    Load {
-        /// The module name.
-        name: String,
-        /// The file.
-        path: String,
-        /// The file's bytes as the server read them (a failed reload brings
-        /// back exactly the running version's); Python decodes them.
-        source: Vec<u8>,
-        /// The plugins directory, for `sys.path`.
-        plugins_dir: String,
-        /// The load generation of this version (its `Owner`).
-        generation: u64,
-    },
+    Load(WireLoad),
     /// Call `stop` and join a Thread plugin (L2, L3).
     Stop {
         /// How long `stop` may take.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ucs_api::plugins::NotAPluginFile;
 use ucs_api::{Api, PluginName};
-use ucs_core::{Core, Owner, RegistrationInfo};
+use ucs_core::{Core, Owner, RegistrationInfo, Value};
 use ucs_pybridge::{Constructed, LoadStep, StopReport, ThreadEnd};
 
 use crate::{LoaderConfig, PluginHost};
@@ -290,8 +290,11 @@ fn run_lifecycle(
         let (path, plugins_dir) = (path.to_path_buf(), plugins_dir.to_path_buf());
         move || {
             let constructed = {
-                let port: Arc<dyn ucs_pybridge::ServerPort> =
-                    ucs_pybridge::InProcessPort::new(api.clone(), owner.clone());
+                let port: Arc<dyn ucs_pybridge::ServerPort> = ucs_pybridge::InProcessPort::new(
+                    api.clone(),
+                    owner.clone(),
+                    Value::empty_map(),
+                );
                 ucs_pybridge::construct_plugin(&port, &name, &path, &plugins_dir)
             };
             let Constructed::Instance(instance) = constructed else {

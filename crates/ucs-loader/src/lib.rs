@@ -50,6 +50,43 @@ pub struct LoaderConfig {
     pub shutdown_deadline: Duration,
     /// Where plugins run and how their hosts are supervised (I1, I2).
     pub isolation: IsolationConfig,
+    /// Each plugin's settings (`ucs.config`), asked for at every load.
+    pub plugin_config: PluginConfigSource,
+}
+
+/// Where a plugin's settings come from (issue 16 item 4): asked for its
+/// name at every load, so a reload picks up what the operator changed; an
+/// error fails that load with the message (the running version, if any,
+/// stays, as for any failed reload). The default gives every plugin an
+/// empty map.
+#[derive(Clone)]
+pub struct PluginConfigSource(Arc<SettingsOf>);
+
+/// Reads one plugin's settings, by its name.
+type SettingsOf = dyn Fn(&str) -> Result<Value, String> + Send + Sync;
+
+impl PluginConfigSource {
+    /// Settings from `source`, called with the plugin's name.
+    pub fn new(source: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static) -> Self {
+        PluginConfigSource(Arc::new(source))
+    }
+
+    /// The settings of `name` now.
+    fn of(&self, name: &str) -> Result<Value, String> {
+        (self.0)(name)
+    }
+}
+
+impl Default for PluginConfigSource {
+    fn default() -> Self {
+        PluginConfigSource::new(|_| Ok(Value::empty_map()))
+    }
+}
+
+impl std::fmt::Debug for PluginConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginConfigSource")
+    }
 }
 
 /// Where plugins run (I1), chosen by the operator, and how plugin hosts are
@@ -110,6 +147,7 @@ impl LoaderConfig {
             thread_join_timeout: Duration::from_secs(5),
             shutdown_deadline: Duration::from_secs(10),
             isolation: IsolationConfig::in_process(),
+            plugin_config: PluginConfigSource::default(),
         }
     }
 }
@@ -185,10 +223,21 @@ enum PluginRecord {
     Starting,
 }
 
+/// What one version of a plugin is made of: the bytes of its file and the
+/// settings it was given, both as they were when it loaded. A reload whose
+/// new version fails, and a restart after a crash, bring back exactly this.
+#[derive(Clone)]
+struct Release {
+    /// The file's bytes (Python decodes them, PEP 263).
+    source: Arc<[u8]>,
+    /// Its `ucs.config` (issue 16 item 4).
+    config: Arc<Value>,
+}
+
 /// A restart the supervisor has scheduled for a plugin whose host died.
 struct PendingRestart {
-    /// The source of the version that died.
-    source: Arc<[u8]>,
+    /// The version that died.
+    release: Release,
     /// Its load generation: a restart finding any other version (loaded by
     /// hand meanwhile) does nothing.
     generation: u64,
@@ -202,9 +251,9 @@ struct Running {
     class_name: String,
     /// The version: what it registered is recorded under it.
     owner: Owner,
-    /// The source text of this version, kept so a reload whose new version
+    /// What this version is made of, kept so a reload whose new version
     /// fails can bring exactly this one back.
-    source: Arc<[u8]>,
+    release: Release,
     /// When it loaded, for reverse-order shutdown (L3).
     load_order: u64,
     /// Why the last reload failed while this version kept running; empty if
@@ -602,12 +651,19 @@ impl PluginHost {
             })?
             .into();
         let _turn = self.take_turn(name)?;
-        let previous_source = match self.take_running(name) {
+        // Settings that cannot be read fail the load before anything stops:
+        // a running version keeps running with the settings it has.
+        let config = match self.config.plugin_config.of(name.as_str()) {
+            Ok(config) => Arc::new(config),
+            Err(err) => return Err(self.settings_unreadable(name, &err)),
+        };
+        let release = Release { source, config };
+        let previous_release = match self.take_running(name) {
             Some(running) => {
                 tracing::info!(plugin = %name, "reloading: stopping the running version");
-                let source = Arc::clone(&running.source);
+                let release = running.release.clone();
                 self.stop_instance(name, running);
-                Some(source)
+                Some(release)
             }
             None => {
                 // Every outcome below replaces this record (I4).
@@ -618,7 +674,7 @@ impl PluginHost {
         };
         // Loaded by hand: a fresh restart history (I2).
         self.supervision().remove(name.as_str());
-        let attempt = self.start_version(name, &path, &source, 0);
+        let attempt = self.start_version(name, &path, &release, 0);
         let (error, class_name) = match attempt {
             Ok(info) => return Ok(info),
             Err(VersionFailed::NotAPlugin) => {
@@ -626,7 +682,7 @@ impl PluginHost {
                     "{} has no UCS_PLUGIN variable, so it is not a plugin",
                     path.display()
                 );
-                match previous_source {
+                match previous_release {
                     None => {
                         self.records()
                             .insert(name.to_string(), PluginRecord::NotAPlugin);
@@ -639,8 +695,8 @@ impl PluginHost {
             Err(VersionFailed::Failed { class_name, error }) => (error, class_name),
         };
         tracing::error!(plugin = %name, "plugin failed to load: {error}");
-        if let Some(previous_source) = previous_source {
-            match self.start_version(name, &path, &previous_source, 0) {
+        if let Some(previous_release) = previous_release {
+            match self.start_version(name, &path, &previous_release, 0) {
                 Ok(_) => {
                     tracing::warn!(
                         plugin = %name,
@@ -680,14 +736,38 @@ impl PluginHost {
         )))
     }
 
-    /// Imports, constructs and starts one version of a plugin from `source`
+    /// The answer to a load whose settings cannot be read (issue 16 item
+    /// 4): a running version keeps running and shows the failure as its
+    /// last error; otherwise the plugin is FAILED with it.
+    fn settings_unreadable(&self, name: &PluginName, err: &str) -> ApiError {
+        let error = format!("its settings cannot be read: {err}");
+        tracing::error!(plugin = %name, "plugin failed to load: {error}");
+        let mut records = self.records();
+        if let Some(PluginRecord::Running(running)) = records.get_mut(name.as_str()) {
+            running.last_error = format!("reload failed: {error}");
+            return ApiError::Processing(format!(
+                "plugin '{name}' failed to reload; the running version keeps running: {error}"
+            ));
+        }
+        records.insert(
+            name.to_string(),
+            PluginRecord::Failed {
+                class_name: String::new(),
+                error: error.clone(),
+                restart: None,
+            },
+        );
+        ApiError::Processing(format!("plugin '{name}' failed to load: {error}"))
+    }
+
+    /// Imports, constructs and starts one version of a plugin from `release`
     /// where the operator said it runs (I1) and records it RUNNING; on
     /// failure removes what it registered (L1).
     fn start_version(
         &self,
         name: &PluginName,
         path: &Path,
-        source: &Arc<[u8]>,
+        release: &Release,
         restarts: u32,
     ) -> Result<PluginInfo, VersionFailed> {
         // Every load is a new owner: a late call of an older version (a
@@ -701,8 +781,9 @@ impl PluginHost {
             api: &self.api,
             owner: &owner,
             path,
-            source,
+            source: &release.source,
             plugins_dir: &self.config.plugins_dir,
+            config: &release.config,
         };
         let mode = self.config.isolation.mode_of(name.as_str());
         let started = match mode {
@@ -744,7 +825,7 @@ impl PluginHost {
                     runtime,
                     class_name,
                     owner: owner.clone(),
-                    source: Arc::clone(source),
+                    release: release.clone(),
                     load_order: owner.generation(),
                     last_error: String::new(),
                 });
@@ -911,7 +992,7 @@ impl PluginHost {
                     self.records().get_mut(name.as_str())
                 {
                     *restart = Some(PendingRestart {
-                        source: Arc::clone(&running.source),
+                        release: running.release.clone(),
                         generation,
                     });
                 }
@@ -975,7 +1056,7 @@ impl PluginHost {
             entry.restarts
         });
         let path = self.path_of(name);
-        let result = match self.start_version(name, &path, &pending.source, restarts) {
+        let result = match self.start_version(name, &path, &pending.release, restarts) {
             Ok(info) => {
                 tracing::warn!(
                     plugin = %name,

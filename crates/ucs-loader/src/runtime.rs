@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ucs_api::{Api, Isolation};
-use ucs_core::Owner;
+use ucs_core::{Owner, Value};
 use ucs_host::{HostExit, HostSettings, HostedLoad, HostedPlugin};
 use ucs_pybridge::{InProcessPort, LoadOutcome, PluginInstance, ServerPort, StopReport};
 
@@ -51,12 +51,15 @@ pub(crate) struct Version<'a> {
     pub(crate) source: &'a [u8],
     /// The plugins directory.
     pub(crate) plugins_dir: &'a Path,
+    /// The plugin's settings for this version (`ucs.config`).
+    pub(crate) config: &'a Value,
 }
 
 impl Version<'_> {
     /// Imports, constructs and starts the plugin in this process.
     pub(crate) fn start_in_process(&self) -> Started {
-        let port: Arc<dyn ServerPort> = InProcessPort::new(self.api.clone(), self.owner.clone());
+        let port: Arc<dyn ServerPort> =
+            InProcessPort::new(self.api.clone(), self.owner.clone(), self.config.clone());
         match ucs_pybridge::load_plugin_source(
             &port,
             self.owner.name(),
@@ -100,7 +103,7 @@ impl Version<'_> {
             }
         };
         loading(Some(hosted.pid()));
-        let loaded = hosted.load(self.path, self.source, self.plugins_dir);
+        let loaded = hosted.load(self.path, self.source, self.plugins_dir, self.config);
         loading(None);
         match loaded {
             HostedLoad::Started { class_name } => Started::Running {

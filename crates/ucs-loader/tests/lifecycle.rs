@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::ffi::OsStrExt as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, field, json, log_lines_with, log_records_of, py, wait_for};
@@ -1104,5 +1105,70 @@ UCS_PLUGIN = 'Latin'
             .iter()
             .any(|line| line.contains("WARN") && line.contains("must be a Python identifier")),
         "{skipped:#?}"
+    );
+}
+
+/// Issue 16 item 4: a plugin reads its settings as `ucs.config`, a
+/// read-only mapping all the way down, in both modes; a reload reads them
+/// again, and settings that cannot be read fail the load with the reason
+/// while the running version stays.
+#[test]
+fn config_reaches_the_plugin_read_only_and_a_reload_reads_it_again() {
+    let plugin = py(r#"
+class Configured:
+    def __init__(self, ucs):
+        config = ucs.config
+        report = {'url': config['url'], 'queues': list(config['queues']),
+                  'per_minute': config['limits']['per_minute'],
+                  'missing': config.get('missing', 'default'), 'keys': sorted(config)}
+        for name, change in (('top', lambda: config.__setitem__('url', 'x')),
+                             ('nested', lambda: config['limits'].__setitem__('per_minute', 1)),
+                             ('list', lambda: config['queues'].append('x'))):
+            try:
+                change()
+                report[name] = 'changed'
+            except (TypeError, AttributeError):
+                report[name] = 'refused'
+        put(ucs, 'config_report', report)
+
+UCS_PLUGIN = 'Configured'
+"#);
+    let settings = Arc::new(Mutex::new(Ok(json(
+        r#"{"url": "https://crm.example", "queues": ["sales"], "limits": {"per_minute": 60}}"#,
+    ))));
+    let source = Arc::clone(&settings);
+    let server = TestServer::start_with(&[("configured.py", &plugin)], move |config| {
+        config.plugin_config = ucs_loader::PluginConfigSource::new(move |name| {
+            assert_eq!(name, "configured");
+            source.lock().unwrap().clone()
+        });
+    });
+    assert_eq!(
+        server.shared("config_report"),
+        json(
+            r#"{"url": "https://crm.example", "queues": ["sales"], "per_minute": 60,
+                "missing": "default", "keys": ["limits", "queues", "url"],
+                "top": "refused", "nested": "refused", "list": "refused"}"#
+        )
+    );
+
+    *settings.lock().unwrap() = Ok(json(
+        r#"{"url": "https://other.example", "queues": [], "limits": {"per_minute": 5}}"#,
+    ));
+    server.load("configured").unwrap();
+    let report = server.shared("config_report");
+    assert_eq!(field(&report, "url"), &Value::from("https://other.example"));
+    assert_eq!(field(&report, "per_minute"), &Value::Int(5));
+
+    *settings.lock().unwrap() = Err("the token is not set".to_owned());
+    let refused = server.load("configured").unwrap_err();
+    assert!(
+        matches!(&refused, ApiError::Processing(message) if message.contains("its settings cannot be read: the token is not set")),
+        "{refused:?}"
+    );
+    // The version that ran before is running again (a failed reload).
+    assert_eq!(
+        server.plugin("configured").map(|info| info.state),
+        Some(PluginState::Running)
     );
 }

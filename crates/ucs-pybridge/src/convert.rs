@@ -33,6 +33,35 @@ pub fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, P
     })
 }
 
+/// Builds a read-only Python object for `value`: dicts become
+/// `types.MappingProxyType` views and lists tuples, all the way down, so a
+/// plugin cannot change what it was given (`ucs.config`).
+pub fn frozen_value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    match value {
+        Value::List(items) => {
+            let items = items
+                .iter()
+                .map(|item| frozen_value_to_py(py, item))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyTuple::new(py, items)?.into_any())
+        }
+        Value::Map(fields) => {
+            let dict = PyDict::new(py);
+            for (key, item) in fields {
+                let item = frozen_value_to_py(py, item)?;
+                match key {
+                    MapKey::Int(key) => dict.set_item(key, item)?,
+                    MapKey::Str(key) => dict.set_item(key, item)?,
+                }
+            }
+            py.import("types")?
+                .getattr("MappingProxyType")?
+                .call1((dict,))
+        }
+        scalar => value_to_py(py, scalar),
+    }
+}
+
 /// Reads a Python object into a [`Value`]: what JSON holds plus int dict
 /// keys; tuples read as lists. Anything else (sets, arbitrary objects, NaN,
 /// ints beyond 64 bits) is refused with the reason.

@@ -31,6 +31,11 @@ pub trait ServerPort: Send + Sync + 'static {
     /// of the port.
     fn policy(&self) -> HookPolicy;
 
+    /// The plugin's settings, as the operator gave them for this version
+    /// (`[plugins.NAME.config]`, read at each load; issue 16 item 4): a
+    /// map, empty when none were given. `ucs.config` shows it read-only.
+    fn config(&self) -> &Value;
+
     /// Every agent as the dict of `ucs.agents.getAgents()`.
     fn agents(&self) -> Vec<Value>;
 
@@ -97,15 +102,18 @@ pub struct InProcessPort {
     api: Api,
     /// The plugin's own session, kept so `ucs.sid` is stable while valid.
     sid: Mutex<Option<String>>,
+    /// See [`ServerPort::config`].
+    config: Value,
 }
 
 impl InProcessPort {
     /// The port of `owner` onto `api`.
-    pub fn new(api: Api, owner: Owner) -> Arc<Self> {
+    pub fn new(api: Api, owner: Owner, config: Value) -> Arc<Self> {
         Arc::new(InProcessPort {
             owner,
             api,
             sid: Mutex::new(None),
+            config,
         })
     }
 }
@@ -149,6 +157,10 @@ pub fn plugin_sid_of(api: &Api, cached: &Mutex<Option<String>>) -> Result<String
 impl ServerPort for InProcessPort {
     fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    fn config(&self) -> &Value {
+        &self.config
     }
 
     fn policy(&self) -> HookPolicy {

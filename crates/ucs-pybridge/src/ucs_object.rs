@@ -34,8 +34,10 @@ impl PluginContext {
 
 /// Builds the `ucs` object of the plugin `port` serves.
 pub fn new_ucs_object(py: Python<'_>, port: Arc<dyn ServerPort>) -> PyResult<Bound<'_, PyUcs>> {
+    let config = crate::convert::frozen_value_to_py(py, port.config())?.unbind();
     let context = Arc::new(PluginContext { port });
     let ucs = PyUcs {
+        config,
         log: Py::new(py, PyLog(Arc::clone(&context)))?,
         agents: Py::new(py, PyAgents(Arc::clone(&context)))?,
         shared: Py::new(py, PyShared(Arc::clone(&context)))?,
@@ -64,6 +66,10 @@ pub struct PyUcs {
     /// `ucs.api`.
     #[pyo3(get)]
     api: Py<PyApi>,
+    /// `ucs.config`: the plugin's settings, a read-only mapping (issue 16
+    /// item 4).
+    #[pyo3(get)]
+    config: Py<PyAny>,
     context: Arc<PluginContext>,
 }
 

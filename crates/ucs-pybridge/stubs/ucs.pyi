@@ -10,7 +10,7 @@ with it for completion under TYPE_CHECKING only:
         def __init__(self, ucs: "Ucs") -> None: ...
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from agents import Agent
 
@@ -78,6 +78,12 @@ class Ucs:
     api: Api
     sid: str
     """This plugin's own session (it acts as user 1), for ucs.api calls."""
+    config: Mapping[str, Any]
+    """This plugin's settings: the `[plugins.NAME.config]` table of the
+    server's --config file, read again at every load (a reload sees an
+    edit); `{ env = "VAR" }` there is the environment variable VAR. Read-only
+    all the way down (nested tables are mappings, arrays tuples); empty when
+    none were given."""
     def addCallback(self, event: str, callback: Callable[..., Any]) -> None:
         """Registers `callback` for an event from module `events`; an unknown
         event raises ProcessingError (E2). Unregister it in stop(): what a

@@ -349,7 +349,7 @@ impl From<IsolationMode> for ucs_api::Isolation {
 }
 
 /// The `[plugins.NAME]` table of the config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSettings {
     /// Where this plugin runs, over `isolation`.
@@ -357,6 +357,11 @@ pub struct PluginSettings {
     /// This plugin's host memory limit, over `plugin_memory_limit`.
     #[serde(default, deserialize_with = "deserialize_size")]
     pub memory_limit: Option<u64>,
+    /// `[plugins.NAME.config]`: the plugin's own settings, its read-only
+    /// `ucs.config`, read again at every load (issue 16 item 4). A value
+    /// `{ env = "VAR" }` is the environment variable `VAR`, so secrets stay
+    /// out of the file.
+    pub config: Option<toml::Table>,
 }
 
 /// A duration key of the config file, written as on the command line

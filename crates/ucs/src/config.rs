@@ -12,6 +12,9 @@ use crate::cli::{DEFAULT_LISTEN, DEFAULT_PLUGINS_DIR, ServeArgs};
 /// What `ucs serve` runs with, after flags, file and defaults are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeSettings {
+    /// The `--config` file, read again for a plugin's settings at each of
+    /// its loads; none means every plugin's settings are empty.
+    pub config_file: Option<PathBuf>,
     /// The address to listen on, e.g. `127.0.0.1:50051`.
     pub listen: String,
     /// The plugins directory (SPEC P1).
@@ -95,6 +98,7 @@ impl ServeSettings {
             );
         }
         Ok(ServeSettings {
+            config_file: args.config.clone(),
             listen: merged.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             plugins_dir: merged
                 .plugins_dir
@@ -253,6 +257,67 @@ fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
     Ok(file)
 }
 
+/// The settings of plugin `name` (`[plugins.NAME.config]`) as they are in
+/// `config_file` now, for its `ucs.config`; an empty map without a file or
+/// a table. The file is read at every load, so a reload sees an edit.
+pub fn plugin_config(config_file: Option<&Path>, name: &str) -> Result<ucs_core::Value, String> {
+    let Some(path) = config_file else {
+        return Ok(ucs_core::Value::empty_map());
+    };
+    let file = read_config_file(path).map_err(|err| format!("{err:#}"))?;
+    match file
+        .plugins
+        .get(name)
+        .and_then(|plugin| plugin.config.as_ref())
+    {
+        Some(table) => toml_table_to_value(table, &format!("[plugins.{name}.config]")),
+        None => Ok(ucs_core::Value::empty_map()),
+    }
+}
+
+/// A TOML table as a [`ucs_core::Value`] map; `at` names it in errors.
+fn toml_table_to_value(table: &toml::Table, at: &str) -> Result<ucs_core::Value, String> {
+    table
+        .iter()
+        .map(|(key, item)| {
+            let value = toml_to_value(item, &format!("{at} {key}"))?;
+            Ok((ucs_core::MapKey::Str(key.clone()), value))
+        })
+        .collect::<Result<_, String>>()
+        .map(ucs_core::Value::Map)
+}
+
+/// One TOML value as a [`ucs_core::Value`]: dates become their text, and a
+/// table that is exactly `{ env = "VAR" }` the environment variable's value.
+fn toml_to_value(item: &toml::Value, at: &str) -> Result<ucs_core::Value, String> {
+    use ucs_core::Value;
+    Ok(match item {
+        toml::Value::String(text) => Value::Str(text.clone()),
+        toml::Value::Integer(int) => Value::Int(*int),
+        toml::Value::Float(float) => Value::float(*float).map_err(|err| format!("{at}: {err}"))?,
+        toml::Value::Boolean(flag) => Value::Bool(*flag),
+        toml::Value::Datetime(when) => Value::Str(when.to_string()),
+        toml::Value::Array(items) => Value::List(
+            items
+                .iter()
+                .map(|item| toml_to_value(item, at))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(table) => match (table.len(), table.get("env")) {
+            (1, Some(toml::Value::String(variable))) => match std::env::var(variable) {
+                Ok(value) => Value::Str(value),
+                Err(_) => {
+                    return Err(format!(
+                        "{at} is the environment variable {variable}, which is not set (or not \
+                         UTF-8) in the server's environment"
+                    ));
+                }
+            },
+            _ => toml_table_to_value(table, at)?,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,13 +413,14 @@ memory_limit = "2GiB"
         std::fs::write(dir.path().join("cert.pem"), "CERT").unwrap();
         std::fs::write(dir.path().join("key.pem"), "KEY").unwrap();
         let settings = ServeSettings::resolve(&ServeArgs {
-            config: Some(path),
+            config: Some(path.clone()),
             ..args()
         })
         .unwrap();
         assert_eq!(
             settings,
             ServeSettings {
+                config_file: Some(path),
                 listen: "0.0.0.0:6000".into(),
                 plugins_dir: dir.path().join("plugins"),
                 data_dir: "/var/lib/ucs".into(),
@@ -509,6 +575,53 @@ memory_limit = "2GiB"
         );
         let default = ServeSettings::resolve(&serve_args(&["--data-dir", "/tmp/d"])).unwrap();
         assert_eq!(default.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
+    }
+
+    /// Issue 16 item 4: `[plugins.NAME.config]` becomes the plugin's
+    /// settings, every TOML type kept, `{ env = "VAR" }` read from the
+    /// environment, read again on each call (a reload sees an edit).
+    #[test]
+    fn a_plugins_config_table_becomes_its_settings_with_env_secrets() {
+        // SAFETY: the variable's name is this test's own; no other test
+        // reads or writes it.
+        unsafe { std::env::set_var("UCS_TEST_CRM_TOKEN", "s3cret") };
+        let (_dir, path) = config_file(
+            r#"
+[plugins.crm.config]
+url = "https://crm.example"
+retries = 3
+backoff = 0.5
+enabled = true
+since = 2026-12-03
+queues = ["sales", "support"]
+token = { env = "UCS_TEST_CRM_TOKEN" }
+limits = { per_minute = 60 }
+"#,
+        );
+        let settings = plugin_config(Some(&path), "crm").unwrap();
+        assert_eq!(
+            settings.to_json_string(),
+            r#"{"backoff":0.5,"enabled":true,"limits":{"per_minute":60},"queues":["sales","support"],"retries":3,"since":"2026-12-03","token":"s3cret","url":"https://crm.example"}"#
+        );
+        assert_eq!(
+            plugin_config(Some(&path), "other").unwrap(),
+            ucs_core::Value::empty_map()
+        );
+        assert_eq!(
+            plugin_config(None, "crm").unwrap(),
+            ucs_core::Value::empty_map()
+        );
+
+        std::fs::write(
+            &path,
+            "[plugins.crm.config]\ntoken = { env = \"UCS_TEST_NEVER_SET\" }\n",
+        )
+        .unwrap();
+        let missing = plugin_config(Some(&path), "crm").unwrap_err();
+        assert!(
+            missing.contains("[plugins.crm.config] token is the environment variable UCS_TEST_NEVER_SET, which is not set"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -418,6 +418,10 @@ async fn start_plugins(
     config.isolation.restart.max_restarts = settings.plugin_max_restarts;
     config.isolation.restart.window = settings.plugin_restart_window;
     config.shutdown_deadline = settings.shutdown_deadline;
+    let config_file = settings.config_file.clone();
+    config.plugin_config = ucs_loader::PluginConfigSource::new(move |name| {
+        crate::config::plugin_config(config_file.as_deref(), name)
+    });
     config.isolation.per_plugin_memory = settings
         .plugin_memory_limits
         .iter()
