@@ -293,3 +293,76 @@ async fn a_plugins_config_table_reaches_it_as_ucs_config_and_a_reload_reads_it_a
         serde_json::json!({"token": "s3cret", "url": "https://other.example"})
     );
 }
+
+/// A plugin that prints, logs through `logging`, writes to stderr without a
+/// newline, and lets an exception end one of its threads.
+const NOISY: &str = r#"
+import logging, sys, threading
+
+log = logging.getLogger(__name__)
+
+class Noisy:
+    def __init__(self, ucs):
+        print("hello from print")
+        print("two\nlines")
+        log.warning("warned %s", 1)
+        sys.stderr.write("partial")
+        sys.stderr.flush()
+        def broken():
+            raise ValueError("thread broke")
+        threading.Thread(target=broken, name="breaker").start()
+
+UCS_PLUGIN = "Noisy"
+"#;
+
+/// Issue 17 item 3: with `--log-json`, everything a plugin prints, logs or
+/// leaves uncaught in a thread is a JSON log record naming the plugin, and
+/// every line of the log parses as JSON, in both modes.
+#[tokio::test]
+async fn log_json_is_one_json_object_per_line_with_plugin_output_named() {
+    for isolation in ["--isolation=inprocess", "--isolation=process"] {
+        let server = Server::builder()
+            .arg("--log-json")
+            .arg(isolation)
+            .plugin("noisy.py", NOISY)
+            .start()
+            .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !server.log().contains("thread broke") {
+            assert!(std::time::Instant::now() < deadline, "{}", server.log());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let records: Vec<serde_json::Value> = server
+            .log()
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("{isolation}: not JSON ({err}): {line:?}"))
+            })
+            .collect();
+        let of_noisy = |level: &str, message: &str| {
+            records.iter().any(|record| {
+                record["level"] == level
+                    && record["fields"]["plugin"] == "noisy"
+                    && record["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|text| text.contains(message))
+            })
+        };
+        for (level, message) in [
+            ("INFO", "hello from print"),
+            ("INFO", "two"),
+            ("INFO", "lines"),
+            ("WARN", "noisy: warned 1"),
+            ("WARN", "partial"),
+            ("ERROR", "uncaught exception in thread breaker"),
+            ("ERROR", "ValueError: thread broke"),
+        ] {
+            assert!(
+                of_noisy(level, message),
+                "{isolation}: no {level} {message:?} of plugin noisy in:\n{}",
+                server.log()
+            );
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub mod deadline;
 pub mod errors;
 pub mod fork;
 pub mod modules;
+mod output;
 pub mod plugin;
 pub mod port;
 pub mod thread_state;
@@ -59,6 +60,12 @@ pub fn init() {
             if let Err(err) = modules::install(py) {
                 tracing::error!(
                     "cannot install the plugin modules: {}",
+                    errors::format_traceback(py, &err)
+                );
+            }
+            if let Err(err) = output::install(py) {
+                tracing::error!(
+                    "cannot route plugin output to the log: {}",
                     errors::format_traceback(py, &err)
                 );
             }
