@@ -366,3 +366,150 @@ async fn log_json_is_one_json_object_per_line_with_plugin_output_named() {
         }
     }
 }
+
+/// A plugin that records where its Python comes from and imports
+/// `tinypkg` if it can.
+const WHERE_AM_I: &str = r#"
+import os, sys
+
+class WhereAmI:
+    def __init__(self, ucs):
+        try:
+            import tinypkg
+            answer = tinypkg.ANSWER
+        except ImportError:
+            answer = None
+        ucs.api.shared.set(ucs.sid, 'where', {'prefix': sys.prefix, 'os': os.__file__,
+                                              'answer': answer})
+
+UCS_PLUGIN = 'WhereAmI'
+"#;
+
+/// A virtual environment made by the interpreter the server embeds (its
+/// home's `bin/python3.X`), holding the pure-Python package `tinypkg`.
+fn venv_with_tinypkg(home: &str) -> tempfile::TempDir {
+    let version = ucs_version_field("Python ");
+    let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let venv = dir.path().join("venv");
+    let python = format!("{home}/bin/python{major_minor}");
+    let made = Command::new(&python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap_or_else(|err| panic!("{python}: {err}"));
+    assert!(made.status.success(), "{}", stderr(&made));
+    // What `pip install` of a pure-Python package leaves in site-packages.
+    let package = venv.join(format!("lib/python{major_minor}/site-packages/tinypkg"));
+    std::fs::create_dir_all(&package).expect("site-packages");
+    std::fs::write(package.join("__init__.py"), "ANSWER = 42\n").expect("tinypkg");
+    dir
+}
+
+/// The field of `ucs --version` after `label`, up to the next comma or `)`.
+fn ucs_version_field(label: &str) -> String {
+    let output = Command::new(ucs_binary())
+        .arg("--version")
+        .output()
+        .expect("ucs --version");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let start = text
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"))
+        + label.len();
+    text[start..]
+        .split([',', ')'])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Issue 16 item 3: the interpreter's home is the loaded libpython's
+/// installation, named by `ucs --version`, even with a decoy `python3`
+/// first on PATH whose directory looks like a Python installation (before:
+/// CPython took the first `python3` on PATH for its prefix, and the decoy
+/// here has no standard library, so it could not even start); and
+/// `--python-venv` lets plugins import a package from a venv, in both
+/// modes.
+#[tokio::test]
+async fn plugins_run_on_the_pinned_home_and_import_from_the_venv() {
+    let home = ucs_version_field("home ");
+    assert!(
+        std::path::Path::new(&home).join("lib").is_dir(),
+        "home {home:?}"
+    );
+    let decoy = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(decoy.path().join("bin")).unwrap();
+    std::fs::create_dir_all(decoy.path().join("lib/python3.11")).unwrap();
+    std::fs::write(decoy.path().join("lib/python3.11/os.py"), "").unwrap();
+    std::fs::write(decoy.path().join("bin/python3"), "#!/bin/sh\n").unwrap();
+    // Executable, or CPython's PATH search passes it over.
+    std::fs::set_permissions(
+        decoy.path().join("bin/python3"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        decoy.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let venv = venv_with_tinypkg(&home);
+    for isolation in ["--isolation=inprocess", "--isolation=process"] {
+        let server = Server::builder()
+            .env("PATH", &path)
+            .arg(isolation)
+            .arg(&format!(
+                "--python-venv={}",
+                venv.path().join("venv").display()
+            ))
+            .plugin("where_am_i.py", WHERE_AM_I)
+            .start()
+            .await;
+        let sid = server.admin_sid().await;
+        let seen = server
+            .call(&sid, "shared.get", r#"["where"]"#)
+            .await
+            .expect("get");
+        assert_eq!(
+            seen["prefix"],
+            home.as_str(),
+            "{isolation}: {seen}\n{}",
+            server.log()
+        );
+        assert!(
+            seen["os"].as_str().unwrap_or_default().starts_with(&home),
+            "{isolation}: {seen}"
+        );
+        assert_eq!(seen["answer"], 42, "{isolation}: {seen}\n{}", server.log());
+    }
+}
+
+/// A venv made for another Python is refused at start, with a message that
+/// names both versions.
+#[test]
+fn a_venv_for_another_python_is_refused_with_both_versions() {
+    let venv = tempfile::tempdir().unwrap();
+    std::fs::write(
+        venv.path().join("pyvenv.cfg"),
+        "home = /usr/bin\nversion = 3.9.2\n",
+    )
+    .unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(ucs_binary())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg(format!("--python-venv={}", venv.path().display()))
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message
+            .contains("is a virtual environment for Python 3.9.2, but plugins run on Python 3.11"),
+        "{message}"
+    );
+}

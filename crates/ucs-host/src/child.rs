@@ -72,7 +72,16 @@ pub fn run_plugin_host() -> ExitCode {
         }
     };
     install_log_forwarding();
+    if let Some(home) = std::env::var_os(crate::hosted::PYTHON_HOME_ENV) {
+        ucs_pybridge::home::set_python_home(home.into());
+    }
     ucs_pybridge::init();
+    if let Some(venv) = std::env::var_os(crate::hosted::PYTHON_VENV_ENV)
+        && let Err(err) = ucs_pybridge::home::use_venv(Path::new(&venv))
+    {
+        // The server checked it before it started any host.
+        tracing::error!("{err}");
+    }
     let host = Arc::new(HostState::default());
     let handler_host = Arc::clone(&host);
     let link: Link<ToServer, ToHost> = match Link::start(

@@ -50,7 +50,19 @@ pub struct HostSettings {
     /// How many of the server's threads one host's requests may hold at
     /// once (I6).
     pub max_handlers: NonZeroU32,
+    /// The server's `--python-home`, so a host runs on the same standard
+    /// library (issue 16 item 3); `None`: the loaded libpython's.
+    pub python_home: Option<PathBuf>,
+    /// The server's `--python-venv`, so a host's plugin imports the same
+    /// packages.
+    pub python_venv: Option<PathBuf>,
 }
+
+/// The environment variable that hands a host the server's `--python-home`.
+pub(crate) const PYTHON_HOME_ENV: &str = "UCS_PYTHON_HOME";
+
+/// The environment variable that hands a host the server's `--python-venv`.
+pub(crate) const PYTHON_VENV_ENV: &str = "UCS_PYTHON_VENV";
 
 impl HostSettings {
     /// Hosts started as `program plugin-host`, with the default limits.
@@ -63,6 +75,8 @@ impl HostSettings {
             },
             load_deadline: DEFAULT_LOAD_DEADLINE,
             max_handlers: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
+            python_home: None,
+            python_venv: None,
         }
     }
 }
@@ -309,6 +323,15 @@ impl HostedPlugin {
             .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
+        for (variable, dir) in [
+            (PYTHON_HOME_ENV, &settings.python_home),
+            (PYTHON_VENV_ENV, &settings.python_venv),
+        ] {
+            match dir {
+                Some(dir) => command.env(variable, dir),
+                None => command.env_remove(variable),
+            };
+        }
         let limits = ChildLimits {
             memory: settings.memory,
         };

@@ -15,6 +15,8 @@
 //! - [`errors`]: the `error` module and its mapping to API errors (M3).
 //! - [`thread_state`]: keeping a Python thread state per server thread.
 //! - [`fork`]: `os.fork()` in a plugin raises; it would copy the server.
+//! - [`home`]: the interpreter's home, pinned rather than found on `PATH`,
+//!   and the virtual environment plugins import packages from.
 //!
 //! GIL rule (L5): the GIL is taken only to run Python, and every path from
 //! Python back into the server detaches first.
@@ -24,6 +26,7 @@ pub mod convert;
 pub mod deadline;
 pub mod errors;
 pub mod fork;
+pub mod home;
 pub mod modules;
 mod output;
 pub mod plugin;
@@ -55,6 +58,7 @@ pub fn init() {
     // first caller attaches only inside and every later caller returns at
     // once after it.
     READY.call_once(|| {
+        home::pin_before_start();
         pyo3::Python::initialize();
         pyo3::Python::attach(|py| {
             if let Err(err) = modules::install(py) {

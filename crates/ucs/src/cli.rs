@@ -69,7 +69,7 @@ pub enum Command {
     /// --shutdown-deadline of the signal; past it, whatever a plugin does,
     /// or at a second signal, it kills the plugin hosts and exits 3, naming
     /// the plugins not stopped. Nothing acknowledged is lost either way.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Log in with --user and --password and print the session id.
     ///
     /// For example: `export UCS_SID=$(ucs login --user admin --password ...)`.
@@ -316,6 +316,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub plugin_restart_window: Option<Duration>,
+    /// A virtual environment whose packages plugins may import: its
+    /// site-packages come after the standard library (and its `.pth` files
+    /// are read). It must be made for the Python that runs plugins (`ucs
+    /// --version`), e.g. `python3.11 -m venv DIR`; another is refused.
+    #[arg(long, value_name = "DIR")]
+    pub python_venv: Option<PathBuf>,
+    /// The Python installation plugins run on (`sys.prefix`: its standard
+    /// library) [default: the installation of the libpython the server
+    /// loaded, never the first `python3` on PATH].
+    #[arg(long, value_name = "DIR")]
+    pub python_home: Option<PathBuf>,
     /// How long shutdown may take from SIGTERM, SIGINT or SIGHUP (SPEC L3):
     /// calls in flight, every plugin's `stop()`, the exit. Past it the
     /// server exits with status 3 whatever its plugins do, e.g. `10s`
@@ -378,15 +389,18 @@ where
 
 /// What `ucs --version` prints after `ucs `: the version, the commit it was
 /// built from and the CPython that runs plugins, as loaded (the one the
-/// dynamic linker found) and as configured at build time, e.g.
-/// `0.1.0 (commit 9443d07c1a2b, Python 3.11.2, built for 3.11)`.
+/// dynamic linker found), as configured at build time, and its home (the
+/// standard library it runs on, issue 16 item 3), e.g.
+/// `0.1.0 (commit 9443d07c1a2b, Python 3.11.2, built for 3.11, home /usr)`.
 pub fn version_text() -> String {
     format!(
-        "{} (commit {}, Python {}, built for {})",
+        "{} (commit {}, Python {}, built for {}, home {})",
         env!("CARGO_PKG_VERSION"),
         env!("UCS_GIT_COMMIT"),
         ucs_pybridge::loaded_python_version(),
         env!("UCS_BUILD_PYTHON_VERSION"),
+        ucs_pybridge::home::python_home()
+            .map_or_else(|| "unknown".to_owned(), |home| home.display().to_string()),
     )
 }
 

@@ -15,6 +15,10 @@ pub struct ServeSettings {
     /// The `--config` file, read again for a plugin's settings at each of
     /// its loads; none means every plugin's settings are empty.
     pub config_file: Option<PathBuf>,
+    /// The virtual environment plugins import packages from.
+    pub python_venv: Option<PathBuf>,
+    /// The Python installation plugins run on, if not the loaded one's.
+    pub python_home: Option<PathBuf>,
     /// The address to listen on, e.g. `127.0.0.1:50051`.
     pub listen: String,
     /// The plugins directory (SPEC P1).
@@ -99,6 +103,8 @@ impl ServeSettings {
         }
         Ok(ServeSettings {
             config_file: args.config.clone(),
+            python_venv: merged.python_venv.clone(),
+            python_home: merged.python_home.clone(),
             listen: merged.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             plugins_dir: merged
                 .plugins_dir
@@ -169,6 +175,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_max_restarts,
         plugin_restart_window,
         shutdown_deadline,
+        python_venv,
+        python_home,
         plugins: _,
     } = flags;
     let ServeArgs {
@@ -192,6 +200,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_load_deadline: file_plugin_load_deadline,
         plugin_max_restarts: file_plugin_max_restarts,
         plugin_restart_window: file_plugin_restart_window,
+        python_venv: file_python_venv,
+        python_home: file_python_home,
         shutdown_deadline: file_shutdown_deadline,
         plugins: file_plugins,
     } = file;
@@ -216,6 +226,8 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_load_deadline: plugin_load_deadline.or(file_plugin_load_deadline),
         plugin_max_restarts: plugin_max_restarts.or(file_plugin_max_restarts),
         plugin_restart_window: plugin_restart_window.or(file_plugin_restart_window),
+        python_venv: python_venv.or(file_python_venv),
+        python_home: python_home.or(file_python_home),
         shutdown_deadline: shutdown_deadline.or(file_shutdown_deadline),
         // Per-plugin tables exist only in the file.
         plugins: file_plugins,
@@ -251,6 +263,8 @@ fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
         &mut file.data_dir,
         &mut file.tls_cert,
         &mut file.tls_key,
+        &mut file.python_venv,
+        &mut file.python_home,
     ] {
         *dir = dir.take().map(|relative| base.join(relative));
     }
@@ -332,7 +346,7 @@ mod tests {
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(["ucs", "serve"].iter().chain(args)).unwrap();
         match cli.command {
-            crate::cli::Command::Serve(args) => args,
+            crate::cli::Command::Serve(args) => *args,
             other => panic!("not serve: {other:?}"),
         }
     }
@@ -399,6 +413,8 @@ plugin_load_deadline = "3s"
 plugin_max_restarts = 2
 plugin_restart_window = "10m"
 shutdown_deadline = "4s"
+python_venv = "venv"
+python_home = "/opt/python"
 
 [plugins.status_hook]
 isolation = "inprocess"
@@ -421,6 +437,8 @@ memory_limit = "2GiB"
             settings,
             ServeSettings {
                 config_file: Some(path),
+                python_venv: Some(dir.path().join("venv")),
+                python_home: Some("/opt/python".into()),
                 listen: "0.0.0.0:6000".into(),
                 plugins_dir: dir.path().join("plugins"),
                 data_dir: "/var/lib/ucs".into(),

@@ -36,7 +36,7 @@ use cli::Command;
 pub fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {
-        Command::Serve(args) => match serve::run(args) {
+        Command::Serve(args) => match serve::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!("{err:#}");

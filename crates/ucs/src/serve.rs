@@ -51,6 +51,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     pin_mmap_threshold();
     let settings = ServeSettings::resolve(&args)?;
     init_logging(settings.log_json);
+    if let Some(home) = &settings.python_home {
+        // Before anything starts the interpreter.
+        ucs_pybridge::home::set_python_home(home.clone());
+    }
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
@@ -427,11 +431,20 @@ async fn start_plugins(
         .iter()
         .map(|(name, &bytes)| (name.clone(), MemoryLimit::AddressSpace { bytes }))
         .collect();
+    config.isolation.hosts.python_home = settings.python_home.clone();
+    config.isolation.hosts.python_venv = settings.python_venv.clone();
+    let venv = settings.python_venv.clone();
     let started = tokio::task::spawn_blocking(move || {
-        PluginHost::start_in_background(api, config, START_WAIT)
+        if let Some(venv) = venv {
+            // A venv for another Python would fail every import that needs
+            // it, one plugin at a time: refuse to start instead.
+            let site = ucs_pybridge::home::use_venv(&venv)?;
+            tracing::info!(site_packages = %site.display(), "plugins import packages from {}", venv.display());
+        }
+        anyhow::Ok(PluginHost::start_in_background(api, config, START_WAIT))
     })
     .await
-    .map_err(|join_error| anyhow!("the plugin loader failed: {join_error}"))?;
+    .map_err(|join_error| anyhow!("the plugin loader failed: {join_error}"))??;
     // Exhaustive on purpose: a new kind of loader error needs a decision
     // here between "warn and serve" and "refuse to start".
     match started {
