@@ -681,29 +681,22 @@ async fn i2_restarts_stop_at_the_limit_for_every_crash_kind() {
         Crash::Spin,
         Crash::Killed,
     ] {
+        let is = |info: &pb::PluginInfo, state: pb::PluginState, restarts: u32| {
+            assert_eq!(
+                (info.state(), info.restarts),
+                (state, restarts),
+                "{crash:?}: {info:?}"
+            );
+        };
         let first = crasher(&server).await;
-        assert_eq!(
-            first.state(),
-            pb::PluginState::Running,
-            "{crash:?}: {first:?}"
-        );
-        assert_eq!(first.restarts, 0, "{crash:?}: {first:?}");
+        is(&first, pb::PluginState::Running, 0);
         crash.cause(&server, first.host_pid).await;
         let second = wait_replaced_or_given_up(&server, first.host_pid).await;
-        assert_eq!(
-            second.state(),
-            pb::PluginState::Running,
-            "{crash:?}: {second:?}"
-        );
-        assert_eq!(second.restarts, 1, "{crash:?}: {second:?}");
+        is(&second, pb::PluginState::Running, 1);
 
         crash.cause(&server, second.host_pid).await;
         let given_up = wait_replaced_or_given_up(&server, second.host_pid).await;
-        assert_eq!(
-            given_up.state(),
-            pb::PluginState::Failed,
-            "{crash:?}: {given_up:?}"
-        );
+        is(&given_up, pb::PluginState::Failed, 1);
         assert!(
             given_up.error.contains("left FAILED until loaded by hand"),
             "{crash:?}: {given_up:?}"
@@ -711,13 +704,8 @@ async fn i2_restarts_stop_at_the_limit_for_every_crash_kind() {
         // It stays put: no restart after giving up.
         while_probing(&server, tokio::time::sleep(Duration::from_millis(700))).await;
         let still = crasher(&server).await;
-        assert_eq!(
-            still.state(),
-            pb::PluginState::Failed,
-            "{crash:?}: {still:?}"
-        );
+        is(&still, pb::PluginState::Failed, 1);
         assert_eq!(still.host_pid, 0, "{crash:?}: {still:?}");
-        assert_eq!(still.restarts, 1, "{crash:?}: {still:?}");
 
         let reloaded = server
             .plugins()

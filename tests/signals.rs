@@ -42,6 +42,25 @@ fn assert_logged(server: &Server, text: &str) {
     );
 }
 
+/// Sends SIGTERM and checks the watchdog ended the shutdown at the 3 s
+/// `deadline`: exit 3, not before it, the deadline and the plugin `stuck`
+/// (not stopped) logged.
+async fn assert_cut_short_at_the_deadline(server: &mut Server, deadline: Duration, stuck: &str) {
+    let (status, took) = signal_and_wait(server, Signal::SIGTERM, deadline).await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit {status}; log:\n{}",
+        server.log()
+    );
+    assert!(
+        took >= deadline - Duration::from_millis(200),
+        "exited after {took:?}"
+    );
+    assert_logged(server, "the shutdown deadline of 3s after SIGTERM passed");
+    assert_logged(server, &format!("{stuck} ("));
+}
+
 /// A plugin whose `stop()` says it ran.
 const POLITE: &str = r#"
 class Polite:
@@ -126,19 +145,7 @@ async fn l3_a_plugin_holding_the_gil_in_c_code_cannot_hold_shutdown_past_its_dea
         });
         // Give the call time to reach the plugin and take the GIL.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let (status, took) = signal_and_wait(&mut server, Signal::SIGTERM, deadline).await;
-        assert_eq!(
-            status.code(),
-            Some(3),
-            "{method}: exit {status}; log:\n{}",
-            server.log()
-        );
-        assert!(
-            took >= deadline - Duration::from_millis(200),
-            "{method}: exited after {took:?}"
-        );
-        assert_logged(&server, "the shutdown deadline of 3s after SIGTERM passed");
-        assert_logged(&server, "gil_hog (");
+        assert_cut_short_at_the_deadline(&mut server, deadline, "gil_hog").await;
         call.abort();
     }
 }
@@ -178,19 +185,7 @@ async fn l3_a_thread_that_never_lets_the_gil_go_cannot_hold_shutdown_past_its_de
         .start()
         .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (status, took) = signal_and_wait(&mut server, Signal::SIGTERM, deadline).await;
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "exit {status}; log:\n{}",
-        server.log()
-    );
-    assert!(
-        took >= deadline - Duration::from_millis(200),
-        "exited after {took:?}"
-    );
-    assert_logged(&server, "the shutdown deadline of 3s after SIGTERM passed");
-    assert_logged(&server, "switch_never (");
+    assert_cut_short_at_the_deadline(&mut server, deadline, "switch_never").await;
     assert!(!server.log().contains("switch_never: stop called"));
 }
 
