@@ -131,6 +131,20 @@ async fn crasher(server: &Server) -> pb::PluginInfo {
     plugin_info(server, "crasher").await
 }
 
+/// `Plugins.Load` of the crasher, as an operator would after it was left
+/// FAILED; what it answers.
+async fn load_crasher_by_hand(server: &Server, sid: &str) -> pb::PluginInfo {
+    server
+        .plugins()
+        .load(pb::PluginRequest {
+            sid: sid.to_owned(),
+            name: "crasher".into(),
+        })
+        .await
+        .expect("load by hand")
+        .into_inner()
+}
+
 /// Waits until the crasher is running in a host other than `old_pid`.
 async fn wait_restarted(server: &Server, old_pid: u32) -> pb::PluginInfo {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -261,15 +275,7 @@ async fn i2_a_segfaulting_hook_fails_its_plugin_not_the_server_and_restarts_stop
 
     // The server serves on; loading by hand starts afresh.
     server.call(&sid, "agents.list", "").await.expect("serving");
-    let info = server
-        .plugins()
-        .load(pb::PluginRequest {
-            sid: sid.clone(),
-            name: "crasher".into(),
-        })
-        .await
-        .expect("load by hand")
-        .into_inner();
+    let info = load_crasher_by_hand(&server, &sid).await;
     assert_eq!(info.state(), pb::PluginState::Running);
     assert_eq!(info.restarts, 0);
 }
@@ -707,15 +713,7 @@ async fn i2_restarts_stop_at_the_limit_for_every_crash_kind() {
         is(&still, pb::PluginState::Failed, 1);
         assert_eq!(still.host_pid, 0, "{crash:?}: {still:?}");
 
-        let reloaded = server
-            .plugins()
-            .load(pb::PluginRequest {
-                sid: sid.clone(),
-                name: "crasher".into(),
-            })
-            .await
-            .expect("load by hand")
-            .into_inner();
+        let reloaded = load_crasher_by_hand(&server, &sid).await;
         assert_eq!(reloaded.state(), pb::PluginState::Running, "{crash:?}");
         assert_eq!(reloaded.restarts, 0, "{crash:?}");
     }
