@@ -340,6 +340,27 @@ fn stubs_writes_every_stub_file() {
     }
 }
 
+/// What a plugin prints while it is checked is shown (on stderr, as a log
+/// line naming it): an author debugging with `print()` sees it.
+#[test]
+fn what_a_plugin_prints_during_the_check_is_shown() {
+    let (_dir, file) = plugin_file(
+        "chatty.py",
+        "UCS_PLUGIN = 'Chatty'\n\
+         class Chatty:\n\
+         \x20   def __init__(self, ucs):\n\
+         \x20       print('constructing chatty')\n",
+    );
+    let output = ucs(&["plugin", "check", &file.to_string_lossy()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.lines()
+            .any(|line| line.contains("constructing chatty") && line.contains("chatty")),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_helper_module_beside_the_plugin_imports_as_in_the_server() {
     let (dir, file) = plugin_file(

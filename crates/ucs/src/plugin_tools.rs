@@ -64,12 +64,12 @@ pub(crate) fn check(
     stop_timeout_secs: f64,
     json: bool,
 ) -> ExitCode {
-    // Plugins' own log lines and the server's warnings go to stderr; the
-    // report is stdout.
+    // Plugins' own log lines (their `print()` and `ucs.log.info` included)
+    // and the server's warnings go to stderr; the report is stdout.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ucs::plugin=info")),
         )
         .with_writer(std::io::stderr)
         .try_init();
