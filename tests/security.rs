@@ -586,3 +586,81 @@ async fn a_password_or_role_change_closes_the_users_other_sessions_and_streams()
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
+
+/// Issue 17 item 7 (the half that is done): when `ucs --ca` cannot connect,
+/// it says why. A `--ca` that did not sign the server's certificate is
+/// named as such; a server whose self-signed certificate is a CA
+/// certificate (`CA:TRUE`, what `openssl req -x509` makes by default) gets
+/// rustls's reason and what to do instead. (Before: `transport error`.)
+#[tokio::test]
+async fn ucs_ca_failures_say_why_the_tls_connection_failed() {
+    let login = |url: &str, ca: &std::path::Path| {
+        std::process::Command::new(common::ucs_binary())
+            .args(["login", "--server", url, "--ca"])
+            .arg(ca)
+            .args(["--user", "admin", "--password", ADMIN_PASSWORD])
+            .env_remove("UCS_SID")
+            .output()
+            .expect("run ucs login")
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // A CA that did not sign the server's certificate.
+    let served = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let server = Server::builder()
+        .tls(&served.cert.pem(), &served.signing_key.serialize_pem())
+        .start()
+        .await;
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).expect("ca file");
+    let output = login(&server.url, &other_ca);
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        message.contains("invalid peer certificate")
+            && message.contains("not signed by the --ca certificate"),
+        "{message}"
+    );
+
+    // A self-signed CA:TRUE certificate as the server's own.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let ca_cert = params.self_signed(&key).expect("CA:TRUE cert");
+    let (cert_path, key_path) = (dir.path().join("ca-true.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, ca_cert.pem()).expect("cert file");
+    std::fs::write(&key_path, key.serialize_pem()).expect("key file");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let mut serving = std::process::Command::new(common::ucs_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ucs serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = login(&format!("https://localhost:{port}"), &cert_path);
+    let _ = serving.kill();
+    let _ = serving.wait();
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        message.contains("CaUsedAsEndEntity") && message.contains("CA:FALSE"),
+        "{message}"
+    );
+}

@@ -205,7 +205,36 @@ async fn connect(server: &str, ca: Option<&std::path::Path>) -> Result<Channel, 
     endpoint
         .connect()
         .await
-        .map_err(|err| Failure::Other(format!("cannot connect to {server}: {err}")))
+        .map_err(|err| Failure::Other(format!("cannot connect to {server}: {}", why(&err))))
+}
+
+/// An error with every cause under it (tonic's own message is only
+/// "transport error"), and what to do about the TLS failures operators meet
+/// (issue 17 item 7).
+fn why(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    if text.contains("CaUsedAsEndEntity") {
+        text.push_str(
+            "; the server's certificate is a CA certificate (basicConstraints CA:TRUE), which \
+             TLS does not accept as a server's own: give the server a certificate with CA:FALSE \
+             (`openssl req -x509 ... -addext basicConstraints=critical,CA:FALSE`), or one signed \
+             by that CA, and pass the CA with --ca",
+        );
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        text.push_str("; the server's certificate is not signed by the --ca certificate");
+    } else if text.contains("NotValidForName") {
+        text.push_str("; the server's certificate does not name the host in --server");
+    }
+    text
 }
 
 /// `--user` and `--password`, if given; one without the other is an error.
