@@ -587,13 +587,13 @@ async fn a_password_or_role_change_closes_the_users_other_sessions_and_streams()
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
 
-/// Issue 17 item 7 (the half that is done): when `ucs --ca` cannot connect,
-/// it says why. A `--ca` that did not sign the server's certificate is
-/// named as such; a server whose self-signed certificate is a CA
-/// certificate (`CA:TRUE`, what `openssl req -x509` makes by default) gets
-/// rustls's reason and what to do instead. (Before: `transport error`.)
+/// Issue 17 item 7: `ucs --ca` accepts the server's self-signed `CA:TRUE`
+/// certificate (what `openssl req -x509` makes by default; before:
+/// refused, `CaUsedAsEndEntity`), a certificate signed by the CA it names,
+/// and the `CA:FALSE` one of the TLS test above; and when it cannot connect
+/// it says why (before: `transport error`).
 #[tokio::test]
-async fn ucs_ca_failures_say_why_the_tls_connection_failed() {
+async fn ucs_ca_accepts_a_self_signed_ca_certificate_and_says_why_it_refuses() {
     let login = |url: &str, ca: &std::path::Path| {
         std::process::Command::new(common::ucs_binary())
             .args(["login", "--server", url, "--ca"])
@@ -657,10 +657,31 @@ async fn ucs_ca_failures_say_why_the_tls_connection_failed() {
     let output = login(&format!("https://localhost:{port}"), &cert_path);
     let _ = serving.kill();
     let _ = serving.wait();
-    assert_eq!(output.status.code(), Some(1));
-    let message = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
-        message.contains("CaUsedAsEndEntity") && message.contains("CA:FALSE"),
-        "{message}"
+        output.status.success(),
+        "CA:TRUE self-signed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim().len(), 32);
+
+    // A server certificate signed by the CA that --ca names.
+    let mut server_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    server_params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let issuer = rcgen::Issuer::new(params, key);
+    let signed = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("signed cert");
+    let server = Server::builder()
+        .tls(&signed.pem(), &server_key.serialize_pem())
+        .trusting(&ca_cert.pem())
+        .start()
+        .await;
+    let output = login(&server.url, &cert_path);
+    assert!(
+        output.status.success(),
+        "signed by --ca: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

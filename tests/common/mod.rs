@@ -64,8 +64,10 @@ pub(crate) struct ServerBuilder {
     /// Extra environment variables.
     env: Vec<(String, String)>,
     /// Serve TLS with this PEM certificate and key; clients trust the
-    /// certificate itself.
+    /// certificate itself unless `tls_ca` says otherwise.
     tls: Option<(String, String)>,
+    /// The CA the harness's clients trust, when it is not the certificate.
+    tls_ca: Option<String>,
     /// A data directory to use instead of a fresh one, e.g. to restart on
     /// the state a previous server left.
     data_dir: Option<PathBuf>,
@@ -104,6 +106,13 @@ impl ServerBuilder {
     /// the URL becomes `https://localhost:PORT` and clients trust `cert_pem`.
     pub(crate) fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
         self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
+        self
+    }
+
+    /// The harness's clients trust `ca_pem` (the CA that signed the
+    /// [`ServerBuilder::tls`] certificate) instead of the certificate.
+    pub(crate) fn trusting(mut self, ca_pem: &str) -> Self {
+        self.tls_ca = Some(ca_pem.to_owned());
         self
     }
 
@@ -183,7 +192,7 @@ impl ServerBuilder {
         let mut server = Server {
             child,
             url,
-            tls_ca: self.tls.map(|(cert, _)| cert),
+            tls_ca: self.tls_ca.or(self.tls.map(|(cert, _)| cert)),
             channel: None,
             log_path,
             plugins_dir,

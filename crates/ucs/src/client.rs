@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::json;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use ucs_grpc::pb;
 use ucs_grpc::pb::api_client::ApiClient;
@@ -192,20 +192,27 @@ async fn run_with_session(
 }
 
 async fn connect(server: &str, ca: Option<&std::path::Path>) -> Result<Channel, Failure> {
-    let mut endpoint = Endpoint::from_shared(server.to_owned())
+    // With --ca the connector does TLS itself, and tonic refuses an
+    // `https` URL it is not doing TLS for: it is given the `http` form.
+    let url = match ca {
+        Some(_) => server.replacen("https://", "http://", 1),
+        None => server.to_owned(),
+    };
+    let endpoint = Endpoint::from_shared(url)
         .map_err(|err| Failure::Other(format!("invalid --server URL '{server}': {err}")))?
         .connect_timeout(CONNECT_TIMEOUT);
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca)
-            .map_err(|err| Failure::Other(format!("cannot read --ca {}: {err}", ca.display())))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-            .map_err(|err| Failure::Other(format!("invalid TLS settings: {err}")))?;
-    }
-    endpoint
-        .connect()
-        .await
-        .map_err(|err| Failure::Other(format!("cannot connect to {server}: {}", why(&err))))
+    let connected = match ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|err| {
+                Failure::Other(format!("cannot read --ca {}: {err}", ca.display()))
+            })?;
+            crate::tls_client::connect(endpoint, &pem)
+                .await
+                .map_err(|err| Failure::Other(format!("--ca {}: {err}", ca.display())))?
+        }
+        None => endpoint.connect().await,
+    };
+    connected.map_err(|err| Failure::Other(format!("cannot connect to {server}: {}", why(&err))))
 }
 
 /// An error with every cause under it (tonic's own message is only

@@ -23,6 +23,7 @@ pub mod config;
 mod plugin_tools;
 mod serve;
 mod shutdown;
+mod tls_client;
 mod watch;
 
 use std::process::ExitCode;
