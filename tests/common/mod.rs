@@ -151,54 +151,68 @@ impl ServerBuilder {
             std::fs::write(plugins_dir.join(file_name), source).expect("plugin file");
         }
         let log_path = root.path().join("server.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
+        let mut root = Some(root);
+        // A port from `free_port` may be taken by another test's server
+        // before this one binds it: that server exits at once saying so,
+        // and it is started again on another port.
+        let server = loop {
+            let dir = root.take().expect("the root directory");
+            let log = std::fs::File::create(&log_path).expect("log file");
+            let port = free_port();
+            let address = format!("127.0.0.1:{port}");
 
-        let mut command = Command::new(ucs_binary());
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg(&address)
-            .arg("--plugins-dir")
-            .arg(&plugins_dir)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(self.demo.then_some("--demo"))
-            .args(self.isolation_under_test())
-            .args(&self.args)
-            .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env_remove("UCS_SID")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let mut url = format!("http://{address}");
-        if let Some((cert, key)) = &self.tls {
-            let (cert_path, key_path) = (root.path().join("cert.pem"), root.path().join("key.pem"));
-            std::fs::write(&cert_path, cert).expect("cert file");
-            std::fs::write(&key_path, key).expect("key file");
+            let mut command = Command::new(ucs_binary());
             command
-                .arg("--tls-cert")
-                .arg(&cert_path)
-                .arg("--tls-key")
-                .arg(&key_path);
-            url = format!("https://localhost:{port}");
-        }
-        if !self.env.iter().any(|(key, _)| key == "RUST_LOG") {
-            command.env("RUST_LOG", "info");
-        }
-        let child = command.spawn().expect("spawn ucs serve");
-        let mut server = Server {
-            child,
-            url,
-            tls_ca: self.tls_ca.or(self.tls.map(|(cert, _)| cert)),
-            channel: None,
-            log_path,
-            plugins_dir,
-            _root: root,
+                .arg("serve")
+                .arg("--listen")
+                .arg(&address)
+                .arg("--plugins-dir")
+                .arg(&plugins_dir)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(self.demo.then_some("--demo"))
+                .args(self.isolation_under_test())
+                .args(&self.args)
+                .env("UCS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .env_remove("UCS_SID")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log);
+            let mut url = format!("http://{address}");
+            if let Some((cert, key)) = &self.tls {
+                let (cert_path, key_path) =
+                    (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+                std::fs::write(&cert_path, cert).expect("cert file");
+                std::fs::write(&key_path, key).expect("key file");
+                command
+                    .arg("--tls-cert")
+                    .arg(&cert_path)
+                    .arg("--tls-key")
+                    .arg(&key_path);
+                url = format!("https://localhost:{port}");
+            }
+            if !self.env.iter().any(|(key, _)| key == "RUST_LOG") {
+                command.env("RUST_LOG", "info");
+            }
+            let child = command.spawn().expect("spawn ucs serve");
+            let mut server = Server {
+                child,
+                url,
+                tls_ca: self
+                    .tls_ca
+                    .clone()
+                    .or(self.tls.as_ref().map(|(cert, _)| cert.clone())),
+                channel: None,
+                log_path: log_path.clone(),
+                plugins_dir: plugins_dir.clone(),
+                _root: Some(dir),
+            };
+            if server.wait_until_serving().await {
+                break server;
+            }
+            root = server._root.take();
         };
-        server.wait_until_serving().await;
         if !self.serving_only {
             server.wait_for_start_up().await;
         }
@@ -252,8 +266,9 @@ pub(crate) struct Server {
     log_path: PathBuf,
     /// The plugins directory the server scans.
     plugins_dir: PathBuf,
-    /// Owns the plugins and data directories and the log.
-    _root: TempDir,
+    /// Owns the plugins and data directories and the log (`None` only
+    /// while a start on a taken port is retried).
+    _root: Option<TempDir>,
 }
 
 impl Server {
@@ -267,11 +282,28 @@ impl Server {
         Self::builder().demo().start().await
     }
 
-    async fn wait_until_serving(&mut self) {
+    /// Waits until this server's health service says SERVING and its own
+    /// log says it serves (a health answer alone could come from another
+    /// test's server that took the port first); `false` if it exited
+    /// because the port was taken, to be started again on another.
+    async fn wait_until_serving(&mut self) -> bool {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if self.log().contains("Address already in use") {
+                    return false;
+                }
                 panic!("ucs serve exited early with {status}; log:\n{}", self.log());
+            }
+            if !self.log().contains("serving gRPC") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if Instant::now() >= deadline {
+                    panic!(
+                        "ucs serve did not serve within {START_TIMEOUT:?}; log:\n{}",
+                        self.log()
+                    );
+                }
+                continue;
             }
             if let Ok(channel) = self
                 .endpoint()
@@ -288,7 +320,7 @@ impl Server {
                     && response.into_inner().status() == ServingStatus::Serving
                 {
                     self.channel = Some(channel);
-                    break;
+                    return true;
                 }
             }
             if Instant::now() >= deadline {
