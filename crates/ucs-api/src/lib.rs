@@ -268,7 +268,8 @@ impl Api {
             Ok(caller) => caller,
             Err(err) => return QuickCall::Answered(Err(err)),
         };
-        let _session = ucs_core::sessions::in_session(sid);
+        // No session mark (`Api::call` sets one): quick methods only read,
+        // so none of them can close a session, and this is the hot path.
         let result = self.run_chain(entry, chain, caller, params);
         entry.count(&result);
         QuickCall::Answered(result)

@@ -313,13 +313,14 @@ async fn forward(
         }
     };
     let username = &subscriber.username;
+    let status = why.status();
     tracing::warn!(
         user = %username,
         "event subscriber of user '{username}' disconnected: {}",
-        why.status().message()
+        status.message()
     );
     // Fails only if the stream is already gone, which is the same end.
-    let _ = dropped.send(why.status());
+    let _ = dropped.send(status);
 }
 
 #[tonic::async_trait]

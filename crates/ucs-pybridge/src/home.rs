@@ -18,11 +18,11 @@ static HOME_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
 /// Makes `home` the interpreter's home (`sys.prefix`); only before the
 /// interpreter starts, else `false` (the home it has stays).
 pub fn set_python_home(home: PathBuf) -> bool {
-    !INITIALISED.get().is_some_and(|started| *started) && HOME_OVERRIDE.set(home).is_ok()
+    INITIALISED.get().is_none() && HOME_OVERRIDE.set(home).is_ok()
 }
 
 /// Set once the interpreter has started: a home chosen after that is ignored.
-pub(crate) static INITIALISED: OnceLock<bool> = OnceLock::new();
+static INITIALISED: OnceLock<()> = OnceLock::new();
 
 /// The interpreter's home: `--python-home`, or the installation of the
 /// loaded libpython; `None` if neither is known (then CPython's own search
@@ -69,7 +69,7 @@ fn home_of_loaded_libpython() -> Option<PathBuf> {
 
 /// Pins the home before `Py_Initialize` (called by [`crate::init`] only).
 pub(crate) fn pin_before_start() {
-    let _ = INITIALISED.set(true);
+    let _ = INITIALISED.set(());
     let Some(home) = python_home() else {
         return;
     };
