@@ -11,6 +11,11 @@ use ucs_grpc::pb;
 /// A server over a copy of the repository's `plugins/`, with debug logs so
 /// the plugins' `ucs.log.dbug` lines are visible.
 async fn server_with_examples() -> Server {
+    examples().start().await
+}
+
+/// [`server_with_examples`] not yet started, for more options.
+fn examples() -> common::ServerBuilder {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
     let mut builder = Server::builder().demo().env("RUST_LOG", "debug");
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -28,7 +33,7 @@ async fn server_with_examples() -> Server {
         let source = std::fs::read_to_string(&path).expect("plugin source");
         builder = builder.plugin(&name, &source);
     }
-    builder.start().await
+    builder
 }
 
 #[tokio::test]
@@ -578,13 +583,12 @@ async fn per_plugin_counters_move_and_a_slow_hook_trips_its_breaker() {
     );
 }
 
+/// Issue 8 and issue 17 item 4: API calls by outcome with their latency,
+/// sessions, and each registration's counters and latency histogram, in
+/// seconds; text 0.0.4 unless OpenMetrics is asked for.
 #[tokio::test]
 async fn the_prometheus_endpoint_shows_api_calls_sessions_and_plugin_numbers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = common::free_address();
     let server = Server::builder()
         .demo()
         .plugin("slow.py", SLOW_HOOK)
@@ -602,24 +606,228 @@ async fn the_prometheus_endpoint_shows_api_calls_sessions_and_plugin_numbers() {
     let denied = server.call("not-a-session", "agents.list", "").await;
     assert!(denied.is_err());
 
-    let metrics = tokio::task::spawn_blocking(move || common::http_get(&address, "/metrics"))
+    let scraped = address.clone();
+    let metrics = tokio::task::spawn_blocking(move || common::http_get(&scraped, "/metrics"))
         .await
         .expect("scrape");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(
-        metrics.contains(r#"ucs_api_calls_total{method="agents.list",status="ok"} 3"#),
-        "{metrics}"
+        metrics.contains("content-type: text/plain; version=0.0.4"),
+        "text 0.0.4 by default: {metrics}"
     );
+    for expected in [
+        r#"ucs_api_calls_total{method="agents.list",status="ok"} 3"#,
+        r#"ucs_api_calls_total{method="agents.list",status="unauthenticated"} 1"#,
+        "ucs_sessions 1",
+        r#"ucs_plugin_calls_total{plugin="slow",kind="middleware",target="agents.list",callable="Slow.count()"} 3"#,
+        "ucs_plugin_breaker_open{",
+        // The refused call reached no method, so it has no duration.
+        r#"ucs_api_call_duration_seconds_count{method="agents.list"} 3"#,
+        r#"ucs_api_call_duration_seconds_bucket{le="+Inf",method="agents.list"} 3"#,
+        r#"ucs_plugin_call_duration_seconds_count{plugin="slow",kind="middleware",target="agents.list",callable="Slow.count()"} 3"#,
+        "# TYPE ucs_api_call_duration_seconds histogram",
+        "# TYPE ucs_plugin_calls_total counter",
+        "# HELP ucs_plugin_calls_total ",
+        "ucs_build_info{version=",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
     assert!(
-        metrics.contains(r#"ucs_api_calls_total{method="agents.list",status="unauthenticated"} 1"#),
+        !metrics.contains("nanoseconds") && !metrics.contains("# EOF"),
         "{metrics}"
     );
-    assert!(metrics.contains("ucs_sessions 1"), "{metrics}");
+
+    let openmetrics = tokio::task::spawn_blocking(move || {
+        common::http_get_accepting(
+            &address,
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+    })
+    .await
+    .expect("scrape");
     assert!(
-        metrics.contains(
-            r#"ucs_plugin_calls_total{plugin="slow",kind="middleware",target="agents.list",callable="Slow.count()"} 3"#
-        ),
-        "{metrics}"
+        openmetrics.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{openmetrics}"
     );
-    assert!(metrics.contains("ucs_plugin_breaker_open{"), "{metrics}");
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert!(
+        openmetrics.contains("# TYPE ucs_plugin_calls counter")
+            && openmetrics.contains("# TYPE ucs_build info"),
+        "{openmetrics}"
+    );
+}
+
+/// Whether `tool` runs here. Under CI (`CI` set), where `.ci/run`
+/// installs Debian's `prometheus`, a missing tool fails the test instead
+/// of skipping it, so a green CI has run it.
+fn installed(tool: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is missing; .ci/run installs it with Debian's prometheus package"
+        );
+        eprintln!("{tool} is not installed: skipped");
+    }
+    runs
+}
+
+/// Issue 17 item 4, with the tools of the trade: `promtool check metrics`
+/// finds nothing to say about the text answer of a server running the four
+/// documented plugins after calls of every kind, and a real Prometheus
+/// (which asks for OpenMetrics) scrapes it, target up, histograms included.
+#[tokio::test]
+async fn promtool_and_a_real_prometheus_accept_the_metrics() {
+    if !installed("promtool") {
+        return;
+    }
+    let address = common::free_address();
+    let server = examples()
+        .arg("--metrics-listen")
+        .arg(&address)
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    let alice = server.user_id("alice").await;
+    server
+        .call(&sid, "agents.setStatus", &format!("[{alice}, 1, \"\"]"))
+        .await
+        .expect("setStatus through the status hook and the callback");
+    server
+        .call(&sid, "config.users.get", &format!("[{alice}]"))
+        .await
+        .expect("config.users.get through the middleware");
+    server
+        .call(&sid, "shared.set", r#"["agent_emails", {"alice": 3}]"#)
+        .await
+        .expect("shared.set through the shared-data hook");
+    let _ = server.call("not-a-session", "agents.list", "").await;
+
+    let scraped = address.clone();
+    let answer = tokio::task::spawn_blocking(move || common::http_get(&scraped, "/metrics"))
+        .await
+        .expect("scrape");
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .expect("an HTTP answer");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    std::io::Write::write_all(
+        &mut promtool.stdin.take().expect("promtool's stdin"),
+        body.as_bytes(),
+    )
+    .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("promtool ends");
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{body}"
+    );
+
+    if !installed("prometheus") {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let prometheus = Prometheus::scraping(&address);
+        let up = prometheus.query_until_found(r#"up{job="ucs"}"#);
+        assert!(up.contains(r#""1"]"#), "{up}\n{}", prometheus.log());
+        let histogram = prometheus
+            .query_until_found(r#"ucs_plugin_call_duration_seconds_count{plugin="status_hook"}"#);
+        assert!(histogram.contains(r#""1"]"#), "{histogram}");
+        let build = prometheus.query_until_found("ucs_build_info");
+        assert!(build.contains(r#""commit":"#), "{build}");
+    })
+    .await
+    .expect("the Prometheus checks");
+}
+
+/// A Prometheus server scraping one target every second, killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ucs\n    \
+                 static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("write the config");
+        let address = common::free_address();
+        let log = std::fs::File::create(dir.path().join("log")).expect("log file");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            address,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// The answer of an instant query with at least one series, waiting
+    /// for scrapes up to 60 s.
+    fn query_until_found(&self, query: &str) -> String {
+        let encoded: String = query
+            .bytes()
+            .map(|byte| match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (byte as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let answer = std::net::TcpStream::connect(&self.address)
+                .ok()
+                .map(|_| common::http_get(&self.address, &format!("/api/v1/query?query={encoded}")))
+                .unwrap_or_default();
+            if answer.contains(r#""value":"#) {
+                return answer;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no series for {query} in 60 s: {answer}\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

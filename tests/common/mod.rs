@@ -224,6 +224,15 @@ impl ServerBuilder {
 /// response, status line and headers included. Blocking: call it from
 /// `spawn_blocking` in async tests.
 pub(crate) fn http_get(address: &str, path: &str) -> String {
+    http_request(address, path, "")
+}
+
+/// `http_get` with `Accept: accept`.
+pub(crate) fn http_get_accepting(address: &str, path: &str, accept: &str) -> String {
+    http_request(address, path, &format!("Accept: {accept}\r\n"))
+}
+
+fn http_request(address: &str, path: &str, headers: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("connect over HTTP");
     stream
@@ -231,7 +240,7 @@ pub(crate) fn http_get(address: &str, path: &str) -> String {
         .expect("timeout");
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n")
                 .as_bytes(),
         )
         .expect("request");

@@ -21,7 +21,9 @@ pub mod plugins;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
 
+use ucs_core::metrics::{HistogramSnapshot, LatencyHistogram};
 use ucs_core::registration::{registrations_in, remove_owned_by_in};
 use ucs_core::{
     AnySlots, Core, Owner, RegistrationId, RegistrationInfo, RegistrationKind, Slots, User, Value,
@@ -79,6 +81,8 @@ pub(crate) struct Method {
     quick: bool,
     /// Calls by outcome, indexed like [`CALL_OUTCOMES`].
     outcomes: [AtomicU64; CALL_OUTCOMES.len()],
+    /// How long calls that reached the method took, middleware included.
+    latency: LatencyHistogram,
     handler: Handler,
 }
 
@@ -131,6 +135,7 @@ impl Api {
                         name,
                         quick: QUICK_METHODS.contains(name),
                         outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+                        latency: LatencyHistogram::new(),
                         handler: *handler,
                     }),
                 )
@@ -168,6 +173,20 @@ impl Api {
             }
         }
         counts
+    }
+
+    /// How long each method's calls took, from the moment the caller was
+    /// known to the answer, middleware included, leaving out methods never
+    /// called. A call refused for its session is counted in
+    /// [`Api::call_counts`] only.
+    pub fn call_latencies(&self) -> Vec<(&'static str, HistogramSnapshot)> {
+        self.method_names()
+            .into_iter()
+            .filter_map(|name| {
+                let latency = self.inner.methods.get(name)?.latency.snapshot();
+                (latency.count() > 0).then_some((name, latency))
+            })
+            .collect()
     }
 
     /// The budget and breaker threshold every plugin registration runs under.
@@ -243,7 +262,7 @@ impl Api {
         self.inner.core.caller(sid).map_err(|err| {
             let err = ApiError::from(err);
             if let Some(method) = method {
-                method.count(&Err(err.clone()));
+                method.count_refused(&Err(err.clone()));
             }
             err
         })
@@ -268,10 +287,11 @@ impl Api {
             Ok(caller) => caller,
             Err(err) => return QuickCall::Answered(Err(err)),
         };
+        let started = Instant::now();
         // No session mark (`Api::call` sets one): quick methods only read,
         // so none of them can close a session, and this is the hot path.
         let result = self.run_chain(entry, chain, caller, params);
-        entry.count(&result);
+        entry.count(&result, started);
         QuickCall::Answered(result)
     }
 
@@ -283,9 +303,10 @@ impl Api {
         params: Vec<Value>,
     ) -> Result<Value, ApiError> {
         let _acting = ucs_core::audit::act_as(caller.id); // audits name the caller (issue 12)
+        let started = Instant::now();
         let method = self.method(method)?;
         let result = self.run_chain(method, self.chain(method), caller, params);
-        method.count(&result);
+        method.count(&result, started);
         result
     }
 
@@ -360,7 +381,14 @@ impl Api {
 }
 
 impl Method {
-    fn count(&self, result: &Result<Value, ApiError>) {
+    /// Counts a call refused before it reached the method.
+    fn count_refused(&self, result: &Result<Value, ApiError>) {
         self.outcomes[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call that reached the method at `started`, and its time.
+    fn count(&self, result: &Result<Value, ApiError>, started: Instant) {
+        self.count_refused(result);
+        self.latency.record(started.elapsed());
     }
 }

@@ -48,7 +48,95 @@ impl Default for HookPolicy {
 
 /// Latency buckets: bucket `i` holds calls that took less than `2^(i+10)` ns
 /// (1 µs, 2 µs, ... about 9 minutes); the last one holds the rest.
-const BUCKETS: usize = 40;
+pub const BUCKETS: usize = 40;
+
+/// Call times in power-of-two buckets and their sum, lock-free: what a
+/// registration's p50/p99 and the Prometheus histograms (issue 17 item 4)
+/// are read from. Recording is two relaxed atomic adds.
+pub struct LatencyHistogram {
+    total_ns: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyHistogram {
+    /// No calls yet.
+    pub fn new() -> Self {
+        LatencyHistogram {
+            total_ns: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one call that took `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.total_ns.fetch_add(nanos, Ordering::Relaxed);
+        self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of the counts; each is exact, the set as of about now.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            total_ns: self.total_ns.load(Ordering::Relaxed),
+            counts: std::array::from_fn(|index| self.buckets[index].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// The counts of a [`LatencyHistogram`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Time spent in all calls.
+    pub total_ns: u64,
+    /// Calls per bucket (not cumulative); see [`HistogramSnapshot::bound_ns`].
+    pub counts: [u64; BUCKETS],
+}
+
+impl Default for HistogramSnapshot {
+    fn default() -> Self {
+        HistogramSnapshot {
+            total_ns: 0,
+            counts: [0; BUCKETS],
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    /// How many calls were counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The exclusive upper bound of bucket `index` in nanoseconds; `None`
+    /// for the last bucket, which holds everything longer.
+    pub fn bound_ns(index: usize) -> Option<u64> {
+        (index + 1 < BUCKETS).then(|| 1u64 << (index + 10))
+    }
+
+    /// The upper bound of the bucket holding the `pct`th percentile call,
+    /// 0 with no calls.
+    pub fn percentile_ns(&self, pct: u64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = (total * pct).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return 1u64 << (index + 10).min(63);
+            }
+        }
+        u64::MAX
+    }
+}
 
 /// What one call of a registration did, as its adapter saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +151,7 @@ pub enum CallOutcome {
 pub struct RegistrationMetrics {
     errors: AtomicU64,
     overruns: AtomicU64,
-    total_ns: AtomicU64,
-    histogram: [AtomicU64; BUCKETS],
+    latency: LatencyHistogram,
     /// Failures or overruns since the last good call.
     consecutive_bad: AtomicU32,
     breaker_open: AtomicBool,
@@ -86,8 +173,7 @@ impl RegistrationMetrics {
         RegistrationMetrics {
             errors: AtomicU64::new(0),
             overruns: AtomicU64::new(0),
-            total_ns: AtomicU64::new(0),
-            histogram: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: LatencyHistogram::new(),
             consecutive_bad: AtomicU32::new(0),
             breaker_open: AtomicBool::new(false),
             skipped: AtomicU64::new(0),
@@ -106,11 +192,9 @@ impl RegistrationMetrics {
 
     /// Records one call; returns what the adapter must log.
     pub fn record(&self, elapsed: Duration, outcome: CallOutcome, policy: &HookPolicy) -> Recorded {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         // The call count is the histogram's sum: one atomic add fewer per
         // call, on a path whose whole cost must stay a few percent.
-        self.total_ns.fetch_add(nanos, Ordering::Relaxed);
-        self.histogram[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+        self.latency.record(elapsed);
         let over_budget = elapsed > policy.budget;
         if over_budget {
             self.overruns.fetch_add(1, Ordering::Relaxed);
@@ -140,21 +224,18 @@ impl RegistrationMetrics {
 
     /// A consistent-enough copy for reports.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let counts: Vec<u64> = self
-            .histogram
-            .iter()
-            .map(|bucket| bucket.load(Ordering::Relaxed))
-            .collect();
+        let latency = self.latency.snapshot();
         MetricsSnapshot {
-            calls: counts.iter().sum(),
+            calls: latency.count(),
             errors: self.errors.load(Ordering::Relaxed),
             overruns: self.overruns.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
-            total_ns: self.total_ns.load(Ordering::Relaxed),
-            p50_ns: percentile(&counts, 50),
-            p99_ns: percentile(&counts, 99),
+            total_ns: latency.total_ns,
+            p50_ns: latency.percentile_ns(50),
+            p99_ns: latency.percentile_ns(99),
             breaker_open: self.breaker_open.load(Ordering::Relaxed),
+            latency,
         }
     }
 }
@@ -261,23 +342,6 @@ fn bucket_of(nanos: u64) -> usize {
     (bits.saturating_sub(10) as usize).min(BUCKETS - 1)
 }
 
-/// The upper bound of the bucket holding the `pct`th percentile call.
-fn percentile(counts: &[u64], pct: u64) -> u64 {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return 0;
-    }
-    let rank = (total * pct).div_ceil(100).max(1);
-    let mut seen = 0;
-    for (index, count) in counts.iter().enumerate() {
-        seen += count;
-        if seen >= rank {
-            return 1u64 << (index + 10).min(63);
-        }
-    }
-    u64::MAX
-}
-
 /// The numbers of one registration at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsSnapshot {
@@ -299,6 +363,8 @@ pub struct MetricsSnapshot {
     pub p99_ns: u64,
     /// Whether the breaker is open.
     pub breaker_open: bool,
+    /// The call times behind `p50_ns` and `p99_ns`.
+    pub latency: HistogramSnapshot,
 }
 
 #[cfg(test)]
@@ -328,6 +394,23 @@ mod tests {
             "{numbers:?}"
         );
         assert!(numbers.p99_ns >= 20_000_000, "{numbers:?}");
+        assert_eq!(numbers.latency.count(), 100);
+        assert_eq!(numbers.total_ns, 98 * 3_000 + 2 * 20_000_000);
+    }
+
+    #[test]
+    fn each_call_lands_under_the_first_bound_above_it() {
+        let histogram = LatencyHistogram::new();
+        for nanos in [0, 1_023, 1_024, 5_000, u64::MAX] {
+            histogram.record(Duration::from_nanos(nanos));
+        }
+        let counts = histogram.snapshot().counts;
+        assert_eq!(counts[0], 2, "below 1024 ns");
+        assert_eq!(counts[1], 1, "1024 ns is not below the first bound");
+        assert_eq!(counts[3], 1, "5 µs is below 8192 ns");
+        assert_eq!(counts[BUCKETS - 1], 1, "the rest");
+        assert_eq!(HistogramSnapshot::bound_ns(0), Some(1_024));
+        assert_eq!(HistogramSnapshot::bound_ns(BUCKETS - 1), None);
     }
 
     #[test]

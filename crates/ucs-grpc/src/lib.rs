@@ -16,6 +16,9 @@
 //!   message size limits, on a listener the caller binds (tests bind port 0).
 //! - `accept`: `TCP_NODELAY` on every connection either listener accepts,
 //!   so answers larger than one segment do not wait for a delayed ACK.
+//! - `metrics`, `exposition`, `process`: `/metrics` (text 0.0.4 or
+//!   OpenMetrics by `Accept`, histograms in seconds, `process_*`,
+//!   `ucs_build_info`), `/healthz` and `/readyz`.
 //! - `codec_status`: tonic's own answers to oversized and undecodable
 //!   requests rewritten to RESOURCE_EXHAUSTED and INVALID_ARGUMENT.
 //!
@@ -27,8 +30,10 @@ mod api;
 mod auth;
 mod codec_status;
 mod events;
+mod exposition;
 mod metrics;
 mod plugins;
+mod process;
 mod reflection;
 mod server;
 pub mod status;
@@ -40,7 +45,7 @@ mod proptests;
 pub use api::ApiService;
 pub use auth::AuthService;
 pub use events::{EVENT_BUFFER, EventsService};
-pub use metrics::{Readiness, serve_metrics};
+pub use metrics::{BuildInfo, Readiness, serve_metrics};
 pub use plugins::PluginsService;
 pub use server::{
     MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeError, ServeOptions, TlsIdentity, serve, serve_with,

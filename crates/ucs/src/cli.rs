@@ -248,10 +248,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub log_json: Option<bool>,
     /// Also serve HTTP on this address, e.g. 127.0.0.1:9090: Prometheus
-    /// metrics (`GET /metrics`: API calls by method and outcome, sessions,
-    /// every plugin registration's calls, errors, overruns, latency and
-    /// breaker) and the probes `GET /healthz` and `GET /readyz`. Off unless
-    /// given.
+    /// metrics (`GET /metrics`: API calls by method and outcome with their
+    /// latency, sessions, every plugin registration's calls, errors,
+    /// overruns, latency and breaker, `process_*` and `ucs_build_info`; text
+    /// 0.0.4, or OpenMetrics when asked for) and the probes `GET /healthz`
+    /// and `GET /readyz`. Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// How long one plugin hook, callback or middleware call may take; a
@@ -402,6 +403,16 @@ pub fn version_text() -> String {
         ucs_pybridge::home::python_home()
             .map_or_else(|| "unknown".to_owned(), |home| home.display().to_string()),
     )
+}
+
+/// What `ucs_build_info` on `/metrics` says (issue 17 item 4): the same
+/// version, commit and loaded Python as [`version_text`].
+pub fn build_info() -> ucs_grpc::BuildInfo {
+    ucs_grpc::BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        commit: env!("UCS_GIT_COMMIT").to_owned(),
+        python: ucs_pybridge::loaded_python_version(),
+    }
 }
 
 /// Parses the process's arguments, with [`version_text`] as the version:

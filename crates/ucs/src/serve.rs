@@ -309,12 +309,14 @@ async fn serve_until_signal(
         tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
         let metrics_api = api.clone();
         let readiness = readiness.clone();
+        let build = crate::cli::build_info();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = metrics_stopped.await;
             };
             if let Err(err) =
-                ucs_grpc::serve_metrics(metrics_listener, metrics_api, readiness, shutdown).await
+                ucs_grpc::serve_metrics(metrics_listener, metrics_api, build, readiness, shutdown)
+                    .await
             {
                 tracing::error!("the metrics endpoint failed: {err}");
             }
