@@ -313,6 +313,8 @@ fn stubs_writes_every_stub_file() {
         })
         .filter(|name| name.ends_with(".pyi"))
         .collect();
+    // The pytest kit ships as its real source (issue 16 item 5).
+    expected.push("ucs_testing.py".to_owned());
     expected.sort();
     let mut written: Vec<String> = std::fs::read_dir(&out)
         .expect("out dir")
@@ -329,7 +331,12 @@ fn stubs_writes_every_stub_file() {
     for name in &written {
         assert_eq!(
             std::fs::read_to_string(out.join(name)).expect("written stub"),
-            std::fs::read_to_string(shipped.join(name)).expect("shipped stub"),
+            std::fs::read_to_string(if name == "ucs_testing.py" {
+                repo_root().join("crates/ucs-pybridge/python").join(name)
+            } else {
+                shipped.join(name)
+            })
+            .expect("shipped stub"),
             "{name}"
         );
         assert!(
@@ -388,4 +395,205 @@ fn a_helper_module_beside_the_plugin_imports_as_in_the_server() {
     let helper = std::path::absolute(dir.path().join("check_helper_mod.py")).expect("absolute");
     assert!(error.contains(&helper.display().to_string()), "{report}");
     assert!(!error.contains("ucs-plugin-check-"), "{report}");
+}
+
+/// The venv with pytest that `ucs plugin test` runs on: `UCS_PYTEST_VENV`,
+/// which `.ci/run` sets. Without it the tests skip, except under CI, where
+/// they must run.
+fn pytest_venv() -> Option<PathBuf> {
+    let venv = std::env::var_os("UCS_PYTEST_VENV").map(PathBuf::from);
+    if venv.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "UCS_PYTEST_VENV is not set; .ci/run makes a venv with pytest and sets it"
+        );
+        eprintln!("UCS_PYTEST_VENV is not set: skipped");
+    }
+    venv
+}
+
+/// `ucs plugin test DIR --python-venv VENV -- -p no:cacheprovider EXTRA...`
+/// (no cache written into the author's tree), with the combined output.
+fn plugin_test(dir: &Path, venv: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let (dir, venv) = (dir.to_string_lossy(), venv.to_string_lossy());
+    let args: Vec<&str> = [
+        "plugin",
+        "test",
+        dir.as_ref(),
+        "--python-venv",
+        venv.as_ref(),
+    ]
+    .into_iter()
+    .chain(["--", "-p", "no:cacheprovider"])
+    .chain(extra.iter().copied())
+    .collect();
+    let output = ucs(&args);
+    (
+        output.status.code(),
+        format!("{}{}", stdout(&output), stderr(&output)),
+    )
+}
+
+/// Issue 16 item 5: the documented example and its tests, as CI runs them.
+#[test]
+fn the_documented_rate_limit_passes_its_own_tests() {
+    let Some(venv) = pytest_venv() else { return };
+    let (code, output) = plugin_test(&repo_root().join("docs/examples/rate_limit"), &venv, &[]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("5 passed"), "{output}");
+}
+
+const VETO_PLUGIN: &str = r#"
+from constants import AGENT_AUX
+from error import ProcessingError
+
+UCS_PLUGIN = 'Veto'
+
+
+class Veto:
+    def __init__(self, ucs):
+        self.ucs = ucs
+        self.journal = ucs.config.get('journal')
+        ucs.agents.addChangeStatusHook(self.hook)
+        ucs.addCallback('agent.status', self.changed)
+        ucs.shared.addChangeHook('counts', self.counts)
+
+    def stop(self):
+        self.ucs.agents.removeChangeStatusHook()
+        self.ucs.removeCallback('agent.status', self.changed)
+        self.ucs.shared.removeChangeHook('counts')
+        if self.journal:
+            with open(self.journal, 'a') as journal:
+                journal.write('stopped\n')
+
+    def hook(self, agent, status, reason):
+        if status == AGENT_AUX and reason == 'Lunch':
+            return None, 'no lunch today'
+        return status, reason
+
+    def changed(self, agent, args):
+        self.ucs.log.info('agent %s is now %s', agent['username'], agent['status'])
+
+    def counts(self, identificator, old, new):
+        return {key: value * 2 for key, value in new.items()}
+"#;
+
+const VETO_TESTS: &str = r#"
+import pytest
+from constants import AGENT_AUX, AGENT_READY
+from error import PermissionDenied, ProcessingError
+
+pytestmark = pytest.mark.ucs_config(veto={'journal': JOURNAL})
+
+
+def test_the_helpers_drive_the_real_engine(ucs_server):
+    alice = ucs_server.add_agent('alice')
+    with pytest.raises(ProcessingError, match='no lunch today'):
+        ucs_server.set_status(alice, AGENT_AUX, 'Lunch')
+    ucs_server.set_status(alice, AGENT_READY, user='alice')
+    assert ucs_server.agent(alice)['status'] == AGENT_READY
+    [event] = ucs_server.events('agent.status')
+    assert event.data['agent']['username'] == 'alice'
+    assert event.data['previous_status'] == 0
+    own = [r.message for r in ucs_server.logs(plugin='veto', level='INFO') if r.target == 'ucs::plugin']
+    assert own == ['agent alice is now 1'], ucs_server.logs()
+    assert ucs_server.set_shared('counts', {'a': 2}) is not None
+    assert ucs_server.shared('counts') == {'a': 4}
+    with pytest.raises(PermissionDenied):
+        ucs_server.call('config.users.get', user='alice')
+    assert ucs_server.plugin('veto')['state'] == 'running'
+
+
+def test_a_failing_assertion_fails(ucs_server):
+    alice = ucs_server.add_agent('alice')
+    ucs_server.set_status(alice, AGENT_READY)
+    assert ucs_server.agent(alice)['status'] == 99
+"#;
+
+/// Issue 16 item 5: each test gets a fresh server with the directory's
+/// plugins and its settings, every helper reaches the real engine, a
+/// failing test fails with pytest's report and exit code, and each server
+/// stops its plugins once after its test (the journal counts the stops).
+#[test]
+fn each_test_gets_a_real_server_and_stops_it() {
+    let Some(venv) = pytest_venv() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("veto.py"), VETO_PLUGIN).expect("plugin");
+    std::fs::create_dir(dir.path().join("tests")).expect("tests dir");
+    let journal = dir.path().join("journal.txt");
+    let tests = VETO_TESTS.replace("JOURNAL", &format!("{:?}", journal.display().to_string()));
+    std::fs::write(dir.path().join("tests/test_veto.py"), tests).expect("tests");
+
+    let (code, output) = plugin_test(dir.path(), &venv, &[]);
+    assert_eq!(code, Some(1), "pytest's code for failed tests: {output}");
+    assert!(output.contains("1 failed, 1 passed"), "{output}");
+    assert!(
+        output.contains("test_a_failing_assertion_fails") && output.contains("== 99"),
+        "pytest shows the failing assertion: {output}"
+    );
+    let stops = std::fs::read_to_string(&journal).expect("the plugin wrote its journal");
+    assert_eq!(stops, "stopped\nstopped\n", "one stop per test server");
+}
+
+/// A plugin that cannot load fails every test that asks for a server, with
+/// its traceback naming the author's file, unless the test allows it.
+#[test]
+fn a_plugin_that_fails_to_load_fails_the_test_naming_its_file() {
+    let Some(venv) = pytest_venv() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("broken.py"),
+        "UCS_PLUGIN = 'Broken'\n\nclass Broken:\n    def __init__(self, ucs):\n        raise RuntimeError('no database')\n",
+    )
+    .expect("plugin");
+    std::fs::write(
+        dir.path().join("test_broken.py"),
+        "import pytest\n\n\
+         def test_loads(ucs_server):\n    pass\n\n\
+         @pytest.mark.ucs_allow_load_errors\n\
+         def test_sees_the_failure(ucs_server):\n    assert ucs_server.plugin('broken')['state'] == 'failed'\n",
+    )
+    .expect("tests");
+    let (code, output) = plugin_test(dir.path(), &venv, &[]);
+    assert_eq!(code, Some(1), "{output}");
+    // pytest counts a fixture that fails as an error of that test.
+    assert!(output.contains("1 passed, 1 error"), "{output}");
+    let file = dir.path().join("broken.py");
+    assert!(
+        output.contains("plugin broken failed to load")
+            && output.contains("no database")
+            && output.contains(&file.display().to_string()),
+        "{output}"
+    );
+}
+
+/// Without pytest in the venv the command says how to get it and exits 2.
+#[test]
+fn without_pytest_it_says_how_to_install_it() {
+    let venv = tempfile::tempdir().expect("temp dir");
+    let version = stdout(&ucs(&["--version"]));
+    let python = version
+        .split("Python ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ')']).next())
+        .expect("ucs --version names its Python")
+        .to_owned();
+    let major_minor: Vec<&str> = python.split('.').take(2).collect();
+    std::fs::write(
+        venv.path().join("pyvenv.cfg"),
+        format!("home = /nowhere\nversion = {python}\n"),
+    )
+    .expect("pyvenv.cfg");
+    std::fs::create_dir_all(
+        venv.path()
+            .join(format!("lib/python{}/site-packages", major_minor.join("."))),
+    )
+    .expect("site-packages");
+    let tests = tempfile::tempdir().expect("temp dir");
+    let (code, output) = plugin_test(tests.path(), venv.path(), &[]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("pytest cannot be imported") && output.contains("pip install pytest"),
+        "{output}"
+    );
 }

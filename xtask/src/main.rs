@@ -160,12 +160,19 @@ fn type_check_plugins() -> Result<(), Failure> {
         "docs/examples/",
     ];
     eprintln!(
-        "xtask: [mypy] MYPYPATH=crates/ucs-pybridge/stubs {shown} {}",
+        "xtask: [mypy] MYPYPATH=crates/ucs-pybridge/stubs:crates/ucs-pybridge/python {shown} {}",
         args.join(" ")
     );
+    // `python/` holds `ucs_testing.py`, the pytest kit's real source, which
+    // the examples' tests import (issue 16 item 5).
+    let mypy_path = std::env::join_paths([
+        root.join("crates/ucs-pybridge/stubs"),
+        root.join("crates/ucs-pybridge/python"),
+    ])
+    .map_err(|err| Failure(format!("MYPYPATH: {err}")))?;
     let status = Command::new(&python)
         .args(args)
-        .env("MYPYPATH", root.join("crates/ucs-pybridge/stubs"))
+        .env("MYPYPATH", mypy_path)
         .current_dir(&root)
         .status()
         .map_err(|err| Failure(format!("mypy could not start: {err}")))?;

@@ -17,6 +17,9 @@
 //! - [`fork`]: `os.fork()` in a plugin raises; it would copy the server.
 //! - [`home`]: the interpreter's home, pinned rather than found on `PATH`,
 //!   and the virtual environment plugins import packages from.
+//! - [`testing`]: pytest in this interpreter with the `ucs_server` fixture
+//!   (`python/ucs_testing.py`), over a [`testing::TestServer`] the caller
+//!   makes (`ucs plugin test`).
 //!
 //! GIL rule (L5): the GIL is taken only to run Python, and every path from
 //! Python back into the server detaches first.
@@ -31,6 +34,7 @@ pub mod modules;
 mod output;
 pub mod plugin;
 pub mod port;
+pub mod testing;
 pub mod thread_state;
 pub mod ucs_object;
 
@@ -48,6 +52,13 @@ pub const STUBS: &[(&str, &str)] = &[
     ("error.pyi", include_str!("../stubs/error.pyi")),
     ("agents.pyi", include_str!("../stubs/agents.pyi")),
     ("ucs.pyi", include_str!("../stubs/ucs.pyi")),
+    // The pytest kit: its real source, so what mypy and editors read is
+    // what runs, and the stub of the native half under it.
+    ("ucs_testing.py", testing::UCS_TESTING),
+    (
+        "_ucs_testing.pyi",
+        include_str!("../stubs/_ucs_testing.pyi"),
+    ),
 ];
 
 /// Starts the interpreter once per process, without taking over the

@@ -184,6 +184,32 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run a plugin directory's pytest tests on the real engine.
+    ///
+    /// pytest runs inside this binary's Python. A test that takes the
+    /// `ucs_server` fixture gets a throwaway, memory-only server (the real
+    /// core, API, loader and embedded Python, no network) with every plugin
+    /// of the plugins directory loaded, and helpers to add agents, change
+    /// statuses, call API methods as a user, set shared data and read the
+    /// events and log records plugins produced (docs/plugins.md, "Testing a
+    /// plugin"). pytest comes from --python-venv. Exits with pytest's code.
+    Test {
+        /// Where pytest looks for tests, e.g. `my_plugins/` with
+        /// `my_plugins/tests/test_*.py`.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The plugins every test server loads [default: DIR].
+        #[arg(long, value_name = "DIR")]
+        plugins_dir: Option<PathBuf>,
+        /// The virtual environment pytest (and the plugins' packages) come
+        /// from, made with the Python this binary embeds [default: the
+        /// active one, $VIRTUAL_ENV].
+        #[arg(long, value_name = "DIR", env = "VIRTUAL_ENV")]
+        python_venv: Option<PathBuf>,
+        /// Arguments for pytest itself, after `--`, e.g. `-- -k lunch -x`.
+        #[arg(last = true, value_name = "PYTEST_ARGS")]
+        pytest_args: Vec<String>,
+    },
 }
 
 /// `ucs plugins ...`.

@@ -55,6 +55,20 @@ pub fn main() -> ExitCode {
                     json,
                 },
         } => plugin_tools::check(&files, start_timeout, stop_timeout, json),
+        Command::Plugin {
+            command:
+                cli::PluginCommand::Test {
+                    dir,
+                    plugins_dir,
+                    python_venv,
+                    pytest_args,
+                },
+        } => plugin_tools::test(
+            &dir,
+            plugins_dir.as_deref(),
+            python_venv.as_deref(),
+            &pytest_args,
+        ),
         Command::Completions { shell } => cli::write_completions(shell),
         Command::PluginHost => ucs_host::run_plugin_host(),
         command => client::run(command),

@@ -1,5 +1,6 @@
-//! The local tools for plugin authors: `ucs stubs` and `ucs plugin check`.
-//! Neither needs a server; both print for people, or JSON with `--json`.
+//! The local tools for plugin authors: `ucs stubs`, `ucs plugin check` and
+//! `ucs plugin test`. None needs a server; the first two print for people,
+//! or JSON with `--json`, the last is pytest's own report.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -122,6 +123,46 @@ pub(crate) fn check(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FINDINGS)
+    }
+}
+
+/// `ucs plugin test DIR`: pytest over DIR on the real engine
+/// (`ucs_testkit`); exits with pytest's code, or 2 when it cannot run.
+pub(crate) fn test(
+    dir: &Path,
+    plugins_dir: Option<&Path>,
+    python_venv: Option<&Path>,
+    pytest_args: &[String],
+) -> ExitCode {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, filter::LevelFilter};
+    // The server's own warnings go to stderr, where pytest shows them with
+    // the test that caused them; every record naming a plugin, down to
+    // DEBUG, is kept for `ucs_server.logs()`.
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+                ),
+        )
+        .with(ucs_testkit::LogCapture.with_filter(LevelFilter::DEBUG))
+        .try_init();
+    if let Some(venv) = python_venv
+        && let Err(err) = ucs_pybridge::home::use_venv(venv)
+    {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match ucs_testkit::run(dir, plugins_dir.unwrap_or(dir), pytest_args) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 
