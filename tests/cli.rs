@@ -513,3 +513,78 @@ fn a_venv_for_another_python_is_refused_with_both_versions() {
         "{message}"
     );
 }
+
+/// Issue 16 item 3, as docs/plugins.md tells an author to do it: a venv made
+/// with the embedded Python, a package installed into it from the registry
+/// with its pip (`six`: small and pure Python), and a plugin importing it
+/// under `--python-venv`, in both modes. Needs the package registry; skips
+/// without it, except under CI.
+#[tokio::test]
+async fn plugins_import_a_package_pip_installed_from_the_registry() {
+    let home = ucs_version_field("home ");
+    let version = ucs_version_field("Python ");
+    let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let venv = dir.path().join("venv");
+    let python = format!("{home}/bin/python{major_minor}");
+    let made = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .unwrap_or_else(|err| panic!("{python}: {err}"));
+    assert!(made.status.success(), "{}", stderr(&made));
+    let installed = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "six==1.17.0",
+        ])
+        .output()
+        .expect("run pip");
+    if !installed.status.success() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pip install six failed: {}",
+            stderr(&installed)
+        );
+        eprintln!("no package registry here: skipped ({})", stderr(&installed));
+        return;
+    }
+    const USES_SIX: &str = r#"
+import six
+
+UCS_PLUGIN = 'UsesSix'
+
+
+class UsesSix:
+    def __init__(self, ucs):
+        ucs.api.shared.set(ucs.sid, 'six', {'version': six.__version__, 'file': six.__file__})
+"#;
+    for isolation in ["--isolation=inprocess", "--isolation=process"] {
+        let server = Server::builder()
+            .arg(isolation)
+            .arg(&format!("--python-venv={}", venv.display()))
+            .plugin("uses_six.py", USES_SIX)
+            .start()
+            .await;
+        let sid = server.admin_sid().await;
+        let seen = server
+            .call(&sid, "shared.get", r#"["six"]"#)
+            .await
+            .expect("get");
+        assert_eq!(
+            seen["version"],
+            "1.17.0",
+            "{isolation}: {seen}\n{}",
+            server.log()
+        );
+        assert!(
+            seen["file"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&venv.display().to_string()),
+            "{isolation}: {seen}"
+        );
+    }
+}

@@ -109,6 +109,24 @@ fn set_wide(path: &Path, set: impl FnOnce(*const libc::wchar_t)) {
     }
 }
 
+/// `use_site_dir(dir, include_system)`: `dir` added with its `.pth` files,
+/// placed where the base site-packages were, which stay only after it and
+/// only when `include_system`.
+const USE_SITE_DIR: &std::ffi::CStr = cr#"
+import site, sys
+
+def use_site_dir(site_dir, include_system):
+    base = set(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        base.add(site.getusersitepackages())
+    before = list(sys.path)
+    site.addsitedir(site_dir)
+    added = [entry for entry in sys.path if entry not in before]
+    rest = [entry for entry in before if include_system or entry not in base]
+    at = next((i for i, entry in enumerate(rest) if entry in base), len(rest))
+    sys.path[:] = rest[:at] + added + rest[at:]
+"#;
+
 /// Why a virtual environment cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum VenvError {
@@ -137,8 +155,12 @@ pub enum VenvError {
 
 /// Adds the site-packages of the virtual environment `dir` after the
 /// standard library (`site.addsitedir`, so its `.pth` files work), after
-/// checking it was made for this interpreter's `major.minor`. Returns the
-/// directory added.
+/// checking it was made for this interpreter's `major.minor`. As in a venv
+/// `python`, the base installation's own site-packages then leave
+/// `sys.path` (they would shadow the venv's packages: a `six` installed
+/// there was imported instead of the venv's), unless `pyvenv.cfg` says
+/// `include-system-site-packages = true`, and then they come after it.
+/// Returns the directory added.
 pub fn use_venv(dir: &Path) -> Result<PathBuf, VenvError> {
     use pyo3::prelude::*;
     let ours = major_minor();
@@ -158,12 +180,26 @@ pub fn use_venv(dir: &Path) -> Result<PathBuf, VenvError> {
             ours,
         });
     }
+    let include_system =
+        config
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .any(|(key, value)| {
+                key.trim() == "include-system-site-packages"
+                    && value.trim().eq_ignore_ascii_case("true")
+            });
     let site = dir.join(format!("lib/python{ours}/site-packages"));
     crate::init();
     Python::attach(|py| {
-        py.import("site")
-            .and_then(|module| {
-                module.call_method1("addsitedir", (site.to_string_lossy().as_ref(),))
+        let globals = pyo3::types::PyDict::new(py);
+        py.run(USE_SITE_DIR, Some(&globals), None)
+            .and_then(|()| {
+                globals.get_item("use_site_dir")?.ok_or_else(|| {
+                    pyo3::exceptions::PyRuntimeError::new_err("use_site_dir is not defined")
+                })
+            })
+            .and_then(|use_site_dir| {
+                use_site_dir.call1((site.to_string_lossy().as_ref(), include_system))
             })
             .map(drop)
             .map_err(|err| {
