@@ -91,7 +91,15 @@ pub fn run_plugin_host() -> ExitCode {
             max_handlers: NonZeroU32::new(MAX_CONCURRENT_SERVER_CALLS).unwrap_or(NonZeroU32::MIN),
             ..LinkConfig::named("host")
         },
-        move |request, caller| handler_host.handle(request, caller),
+        move |request, caller| {
+            // The first request (the plugin's load) may run plugin code that
+            // logs or prints before `Link::start` has even returned: the log
+            // link is set here, before any plugin code runs, not after.
+            if LOG_LINK.get().is_none() {
+                let _ = LOG_LINK.set(caller.clone());
+            }
+            handler_host.handle(request, caller)
+        },
     ) {
         Ok(link) => link,
         Err(err) => {
