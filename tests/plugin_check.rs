@@ -597,3 +597,39 @@ fn without_pytest_it_says_how_to_install_it() {
         "{output}"
     );
 }
+
+/// Issue 13: a `ucs.log` call below the log level formats nothing (the
+/// documented Middleware logs each whole `config.users.get` answer at
+/// `dev`), while one at the level is formatted. `ucs plugin check` logs
+/// plugins at INFO; a probe's `__str__` prints when it is formatted.
+#[test]
+fn a_log_call_below_the_level_formats_nothing() {
+    let (_dir, path) = plugin_file(
+        "lazy.py",
+        r#"
+class Probe:
+    def __init__(self, name):
+        self.name = name
+
+    def __str__(self):
+        print('formatted ' + self.name)
+        return self.name
+
+UCS_PLUGIN = 'Lazy'
+
+
+class Lazy:
+    def __init__(self, ucs):
+        ucs.log.dev('%s', Probe('dev'))
+        ucs.log.dbug('%s', Probe('dbug'))
+        ucs.log.info('%s', Probe('info'))
+"#,
+    );
+    let output = ucs(&["plugin", "check", &path.to_string_lossy()]);
+    let log = stderr(&output);
+    assert!(log.contains("formatted info"), "{log}");
+    assert!(
+        !log.contains("formatted dev") && !log.contains("formatted dbug"),
+        "{log}"
+    );
+}

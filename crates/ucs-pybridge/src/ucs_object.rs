@@ -135,6 +135,30 @@ pub struct PyLog(Arc<PluginContext>);
 
 impl PyLog {
     fn emit(&self, level: tracing::Level, message: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) {
+        // Formatting is the expensive part: the documented Middleware
+        // example logs every `config.users.get` answer at `dev`, and `%s`
+        // of 500 users per call would cost more than the call itself, for
+        // a record nobody reads. Lazy, as Python's own `logging` is.
+        let enabled = match level {
+            tracing::Level::TRACE => {
+                tracing::enabled!(target: "ucs::plugin", tracing::Level::TRACE, plugin)
+            }
+            tracing::Level::DEBUG => {
+                tracing::enabled!(target: "ucs::plugin", tracing::Level::DEBUG, plugin)
+            }
+            tracing::Level::INFO => {
+                tracing::enabled!(target: "ucs::plugin", tracing::Level::INFO, plugin)
+            }
+            tracing::Level::WARN => {
+                tracing::enabled!(target: "ucs::plugin", tracing::Level::WARN, plugin)
+            }
+            tracing::Level::ERROR => {
+                tracing::enabled!(target: "ucs::plugin", tracing::Level::ERROR, plugin)
+            }
+        };
+        if !enabled {
+            return;
+        }
         let text = format_message(message, args);
         let plugin = self.0.port.owner().name();
         match level {
