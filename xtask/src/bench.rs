@@ -334,6 +334,37 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             unit: "×",
             goal: Some(Goal::AtMost(1.1)),
         },
+        // Issue 13: 500 agents and the four documented plugins.
+        Figure {
+            name: "500 agents: agents.list throughput / tonic ceiling (same bytes)",
+            value: get("scale.list.ucs.rps")? / get("scale.list.ceiling.rps")?,
+            unit: "×",
+            goal: Some(Goal::AtLeast(0.8)),
+        },
+        Figure {
+            name: "500 agents: agents.setStatus via StatusHook + Example callback / Python peer",
+            value: get("scale.set_status.ucs.rps")? / get("scale.set_status.python_peer.rps")?,
+            unit: "×",
+            goal: Some(Goal::AtLeast(20.0)),
+        },
+        Figure {
+            name: "500 agents: config.users.get via the Middleware example / Python peer",
+            value: get("scale.users_get.ucs.rps")? / get("scale.users_get.python_peer.rps")?,
+            unit: "×",
+            goal: Some(Goal::AtLeast(10.0)),
+        },
+        Figure {
+            name: "50 subscribers during the setStatus load: events delivered per second",
+            value: get("scale.events.delivered_per_s")?,
+            unit: "/s",
+            goal: None,
+        },
+        Figure {
+            name: "the same: lag p99, probe change's call to its event at a subscriber",
+            value: get("scale.events.lag_p99_ms")?,
+            unit: " ms",
+            goal: None,
+        },
     ])
 }
 

@@ -20,7 +20,7 @@ pub mod plugins;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Instant;
 
 use ucs_core::metrics::{HistogramSnapshot, LatencyHistogram};
@@ -52,7 +52,8 @@ pub const CALL_OUTCOMES: [&str; 9] = [
     "busy",
 ];
 
-fn outcome_index(result: &Result<Value, ApiError>) -> usize {
+/// The index in [`CALL_OUTCOMES`] of a call's outcome.
+fn outcome_index<T>(result: &Result<T, ApiError>) -> usize {
     match result {
         Ok(_) => 0,
         Err(ApiError::Unauthenticated | ApiError::BadCredentials) => 1,
@@ -98,13 +99,18 @@ struct ApiInner {
     plugins: OnceLock<Weak<dyn PluginControl>>,
     /// The budget and breaker every plugin registration runs under.
     policy: HookPolicy,
+    /// `agents.list` as JSON, with the directory generation it was read at:
+    /// a wallboard's poll of 500 agents is a copy of this until an agent
+    /// or user changes, not 500 records built and serialized (issue 13).
+    agents_json: RwLock<Option<(u64, Arc<str>)>>,
 }
 
-/// What [`Api::call_if_quick`] did with a call.
+/// What [`Api::call_if_quick`] (a [`Value`]) or [`Api::call_if_quick_json`]
+/// (JSON text) did with a call.
 #[derive(Debug)]
-pub enum QuickCall {
+pub enum QuickCall<T = Value> {
     /// It ran right here; this is its result.
-    Answered(Result<Value, ApiError>),
+    Answered(Result<T, ApiError>),
     /// It may block or run Python: make it with [`Api::call`] on a thread
     /// that may block. The parameters come back untouched.
     NotQuick(Vec<Value>),
@@ -148,6 +154,7 @@ impl Api {
                 middlewares: Slots::new(RegistrationKind::Middleware),
                 plugins: OnceLock::new(),
                 policy,
+                agents_json: RwLock::new(None),
             }),
         }
     }
@@ -262,7 +269,7 @@ impl Api {
         self.inner.core.caller(sid).map_err(|err| {
             let err = ApiError::from(err);
             if let Some(method) = method {
-                method.count_refused(&Err(err.clone()));
+                method.count_refused::<()>(&Err(err.clone()));
             }
             err
         })
@@ -293,6 +300,68 @@ impl Api {
         let result = self.run_chain(entry, chain, caller, params);
         entry.count(&result, started);
         QuickCall::Answered(result)
+    }
+
+    /// [`Api::call_if_quick`] with the answer as JSON text, for a wire:
+    /// `agents.list` with no middleware comes from a copy kept while the
+    /// directory's generation stays the same, counted and timed like any
+    /// call; everything else is serialized as it is answered.
+    pub fn call_if_quick_json(
+        &self,
+        sid: &str,
+        method: &str,
+        params: Vec<Value>,
+    ) -> QuickCall<Arc<str>> {
+        if method == "agents.list"
+            && params.is_empty()
+            && let Ok(entry) = self.method(method)
+            && self.chain(entry).is_none()
+        {
+            let caller = match self.caller(sid, Some(entry)) {
+                Ok(caller) => caller,
+                Err(err) => return QuickCall::Answered(Err(err)),
+            };
+            let started = Instant::now();
+            let result = self.agents_list_json(entry, &caller);
+            entry.count(&result, started);
+            return QuickCall::Answered(result);
+        }
+        match self.call_if_quick(sid, method, params) {
+            QuickCall::Answered(result) => {
+                QuickCall::Answered(result.map(|value| Arc::from(value.to_json_string())))
+            }
+            QuickCall::NotQuick(params) => QuickCall::NotQuick(params),
+        }
+    }
+
+    /// `agents.list` as JSON: the kept copy if the directory has not
+    /// changed since it was made, else a new one.
+    fn agents_list_json(&self, entry: &Arc<Method>, caller: &User) -> Result<Arc<str>, ApiError> {
+        // Read before the agents: a change after this read makes the copy
+        // look old, never an old copy look new (`Directory::generation`).
+        let generation = self.inner.core.directory().generation();
+        if let Some((kept_at, json)) = &*self
+            .inner
+            .agents_json
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            && *kept_at == generation
+        {
+            return Ok(Arc::clone(json));
+        }
+        let json: Arc<str> = Arc::from((entry.handler)(self, caller, &[])?.to_json_string());
+        let mut kept = self
+            .inner
+            .agents_json
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kept
+            .as_ref()
+            .is_none_or(|(kept_at, _)| *kept_at < generation)
+        {
+            *kept = Some((generation, Arc::clone(&json)));
+        }
+        Ok(json)
     }
 
     /// Calls `method` as `caller`, who is already authenticated.
@@ -382,12 +451,12 @@ impl Api {
 
 impl Method {
     /// Counts a call refused before it reached the method.
-    fn count_refused(&self, result: &Result<Value, ApiError>) {
+    fn count_refused<T>(&self, result: &Result<T, ApiError>) {
         self.outcomes[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a call that reached the method at `started`, and its time.
-    fn count(&self, result: &Result<Value, ApiError>, started: Instant) {
+    fn count<T>(&self, result: &Result<T, ApiError>, started: Instant) {
         self.count_refused(result);
         self.latency.record(started.elapsed());
     }

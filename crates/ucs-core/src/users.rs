@@ -5,6 +5,7 @@
 //! user edit and a status change can never disagree about who is an agent.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -223,6 +224,37 @@ pub struct Directory {
     decoy_hash: String,
     /// Where user changes are made durable before they reach `state`.
     store: Arc<dyn Store>,
+    /// Counts the times `state` was written; see [`Directory::generation`].
+    generation: AtomicU64,
+}
+
+/// The directory's write lock; releasing it counts a generation, after the
+/// change and before the unlock, so whoever reads a generation and then
+/// the state never labels old state with a new generation.
+struct DirectoryWrite<'a> {
+    state: RwLockWriteGuard<'a, DirectoryState>,
+    generation: &'a AtomicU64,
+}
+
+impl std::ops::Deref for DirectoryWrite<'_> {
+    type Target = DirectoryState;
+
+    fn deref(&self) -> &DirectoryState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for DirectoryWrite<'_> {
+    fn deref_mut(&mut self) -> &mut DirectoryState {
+        &mut self.state
+    }
+}
+
+impl Drop for DirectoryWrite<'_> {
+    fn drop(&mut self) {
+        // Runs before the field `state` drops, so under the lock.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Directory {
@@ -250,6 +282,7 @@ impl Directory {
             }),
             decoy_hash: hash_password("decoy password never used").unwrap_or_default(),
             store: Arc::new(NoStore),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -310,8 +343,19 @@ impl Directory {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, DirectoryState> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> DirectoryWrite<'_> {
+        DirectoryWrite {
+            state: self.state.write().unwrap_or_else(PoisonError::into_inner),
+            generation: &self.generation,
+        }
+    }
+
+    /// A number that changes whenever users or agents (statuses included)
+    /// may have changed: a copy of what was read after seeing generation
+    /// `g` is current while the generation is still `g`. It lets the API
+    /// keep the serialized `agents.list` between changes (issue 13).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Creates user 1, `admin`, with `password`, unless it exists already.

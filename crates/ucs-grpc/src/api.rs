@@ -36,11 +36,11 @@ impl pb::api_server::Api for ApiService {
         // answer it here and skip the hop to the blocking pool.
         if args_json.len() <= INLINE_ARGS_MAX {
             let params = parse_args(&args_json).map_err(crate::status::from_api_error)?;
-            match self.api.call_if_quick(&sid, &method, params) {
+            match self.api.call_if_quick_json(&sid, &method, params) {
                 QuickCall::Answered(result) => {
                     let result = result.map_err(crate::status::from_api_error)?;
                     return Ok(Response::new(pb::CallResponse {
-                        result_json: result.to_json_string(),
+                        result_json: result.to_string(),
                     }));
                 }
                 QuickCall::NotQuick(params) => {

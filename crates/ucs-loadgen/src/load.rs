@@ -1,6 +1,8 @@
 //! The load client: N `Api.Call` requests in flight, latency of each.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -26,6 +28,9 @@ pub(crate) struct Target {
     channels: Vec<Channel>,
     /// The request every call sends.
     request: pb::CallRequest,
+    /// When set, call `n` of a run sends `args[n % len]` instead of the
+    /// request's own `args_json`: a load that touches every agent.
+    args: Option<Arc<[String]>>,
 }
 
 impl Target {
@@ -52,7 +57,14 @@ impl Target {
                 method: method.to_owned(),
                 args_json: String::new(),
             },
+            args: None,
         })
+    }
+
+    /// The same target sending each of `args` (JSON lists) in turn.
+    pub(crate) fn cycling(mut self, args: Vec<String>) -> Self {
+        self.args = (!args.is_empty()).then(|| Arc::from(args));
+        self
     }
 
     /// The same target calling with `args_json` (a JSON list).
@@ -109,13 +121,20 @@ pub(crate) async fn run(
     let window_start = started + warm_up;
     let window_end = window_start + measure;
     let mut workers = tokio::task::JoinSet::new();
+    let next_args = Arc::new(AtomicUsize::new(0));
     for index in 0..concurrency.max(1) {
         let mut client = ApiClient::new(target.channels[index % target.channels.len()].clone());
-        let request = target.request.clone();
+        let mut request = target.request.clone();
+        let args = target.args.clone();
+        let next_args = Arc::clone(&next_args);
         workers.spawn(async move {
             let mut latencies_ns: Vec<u64> = Vec::with_capacity(1 << 14);
             let mut errors = 0usize;
             loop {
+                if let Some(args) = &args {
+                    let n = next_args.fetch_add(1, Ordering::Relaxed);
+                    args[n % args.len()].clone_into(&mut request.args_json);
+                }
                 let sent = Instant::now();
                 if sent >= window_end {
                     break;

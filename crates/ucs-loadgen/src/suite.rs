@@ -9,6 +9,9 @@
 //!   plain importlib import of the same file in `python`;
 //! - `memory.*`: idle VmRSS of the server with the four example plugins and
 //!   of a bare `python` that imported threading;
+//! - `scale.*` (`scale.rs`): 500 agents and the four documented plugins,
+//!   `agents.list`, `agents.setStatus` and `config.users.get` against the
+//!   Python peer and the ceiling, and 50 event subscribers (issue 13);
 //! - process isolation (issue 18): `hook.*`, `agents.setStatus` through a
 //!   Python status hook in process and in a plugin host, one call at a
 //!   time (the difference is the link's round trip); `crash.*`, a host's
@@ -29,6 +32,8 @@ use ucs_grpc::pb::api_client::ApiClient;
 use ucs_grpc::pb::plugins_client::PluginsClient;
 
 use crate::load::{self, LoadStats, Target, median, percentile};
+
+mod scale;
 use crate::processes::{self, ChildProcess, Isolation, login_when_ready, start_ucs};
 
 /// The session id the ceiling and the Python peer accept.
@@ -77,6 +82,9 @@ pub(crate) enum Part {
     Crash,
     /// RSS per plugin host.
     HostMemory,
+    /// 500 agents and the four documented plugins against the peer and
+    /// the ceiling, with 50 event subscribers (issue 13 item 2).
+    Scale,
 }
 
 impl SuiteArgs {
@@ -166,6 +174,9 @@ pub(crate) fn run(args: SuiteArgs) -> anyhow::Result<()> {
         }
         if args.runs(Part::HostMemory) {
             host_memory(&args, &plan, work, &mut results).await?;
+        }
+        if args.runs(Part::Scale) {
+            scale::contact_centre_scale(&args, &plan, work, &mut results).await?;
         }
         anyhow::Ok(())
     })?;

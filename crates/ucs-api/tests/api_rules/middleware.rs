@@ -685,3 +685,76 @@ fn a_quick_read_with_no_middleware_runs_inline_and_one_with_middleware_does_not(
     assert!(matches!(handed_back, QuickCall::NotQuick(back) if back.is_empty()));
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
+
+/// Issue 13: `agents.list` for a wire is serialized once per change of the
+/// directory and the same text handed out until the next change; a status
+/// change or a new agent shows at once. With a middleware it is not quick.
+#[test]
+fn agents_list_json_is_kept_until_an_agent_or_user_changes() {
+    let server = Server::new();
+    let read = |server: &Server| match server.api.call_if_quick_json(
+        &server.admin,
+        "agents.list",
+        Vec::new(),
+    ) {
+        QuickCall::Answered(Ok(json)) => json,
+        other => panic!("{other:?}"),
+    };
+    let first = read(&server);
+    let again = read(&server);
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "the kept copy");
+    let listed = server
+        .call(&server.admin, "agents.list", "[]")
+        .expect("list");
+    assert_eq!(
+        *first,
+        *listed.to_json_string(),
+        "the same answer as a plain call"
+    );
+
+    server
+        .call(
+            &server.admin,
+            "agents.setStatus",
+            &format!("[{}, 2, \"Lunch\"]", server.alice_id),
+        )
+        .expect("setStatus");
+    let after_change = read(&server);
+    assert!(after_change.contains("\"Lunch\""), "{after_change}");
+    assert_eq!(
+        *after_change,
+        *server
+            .call(&server.admin, "agents.list", "[]")
+            .expect("list")
+            .to_json_string()
+    );
+
+    server
+        .call(
+            &server.admin,
+            "config.users.add",
+            r#"[{"username": "dave", "password": "password1", "agent": true}]"#,
+        )
+        .expect("add");
+    assert!(read(&server).contains("\"dave\""));
+
+    let refused = server
+        .api
+        .call_if_quick_json("nope", "agents.list", Vec::new());
+    assert!(matches!(
+        refused,
+        QuickCall::Answered(Err(ApiError::Unauthenticated))
+    ));
+    let (counter, count) = counting("m");
+    server
+        .api
+        .add_middleware("agents.list", plugin("p"), counter)
+        .expect("middleware");
+    assert!(matches!(
+        server
+            .api
+            .call_if_quick_json(&server.admin, "agents.list", Vec::new()),
+        QuickCall::NotQuick(_)
+    ));
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+}
