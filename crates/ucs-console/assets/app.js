@@ -292,7 +292,7 @@ function renderRegistrations(plugins) {
   const keys = new Set();
   for (const plugin of plugins) {
     for (const reg of plugin.registrations || []) {
-      const key = [plugin.name, reg.kind, reg.target, reg.callable].join('\u0000');
+      const key = [plugin.name, reg.kind, reg.target, reg.callable].join('|');
       keys.add(key);
       const row = keyedRow(tbody, key, () => {
         const tr = el('tr', {class: 'registration'});
