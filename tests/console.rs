@@ -114,7 +114,7 @@ async fn browser() -> Option<Browser> {
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
-                "--window-size=1400,1000",
+                "--window-size=1400,1200",
             ],
         }),
     );
@@ -288,7 +288,6 @@ async fn a_superuser_reloads_plugins_and_a_broken_reload_keeps_the_old_version()
         error.contains("reload failed") && error.contains("broken on purpose")
     })
     .await;
-    screenshot(&browser, "plugins").await;
 
     // The old version still rewrites: the hook sends alice to the briefing.
     let sid = server.admin_sid().await;
@@ -297,6 +296,29 @@ async fn a_superuser_reloads_plugins_and_a_broken_reload_keeps_the_old_version()
         .await
         .expect("agents.setStatus");
     assert_eq!(alice["status"], 2, "{alice}");
+    // Traffic through every kind of registration; the numbers and charts
+    // follow without a reload of the page.
+    for round in 0..8 {
+        let status = [3, 1][round % 2];
+        server
+            .call(&sid, "agents.setStatus", &format!("[2, {status}, \"\"]"))
+            .await
+            .expect("agents.setStatus");
+        server
+            .call(&sid, "config.users.get", "[2]")
+            .await
+            .expect("config.users.get");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let calls = wait_text(
+        &browser,
+        &server,
+        "#registrations-table tr[data-key^='status_hook|'] td:nth-child(5)",
+        |calls| calls.parse::<u64>().is_ok_and(|calls| calls >= 9),
+    )
+    .await;
+    assert!(calls.parse::<u64>().is_ok(), "{calls}");
+    screenshot(&browser, "plugins").await;
 
     open_page(&browser, "audit").await;
     let audit = wait_text(&browser, &server, "#audit-table tbody", |rows| {
@@ -429,4 +451,170 @@ async fn a_non_superuser_is_refused_what_the_api_refuses() {
         .await
         .expect("a fetch from the page");
     assert_eq!(answer, serde_json::json!([403, "PERMISSION_DENIED"]));
+}
+
+/// One HTTP/1.1 POST of `body` to `path`, answered whole.
+fn http_post(address: &str, path: &str, headers: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect over HTTP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// Off by default: `--metrics-listen` alone serves no console, and
+/// `--console` without it is refused at start, saying what to add.
+#[tokio::test]
+async fn the_console_is_served_only_when_asked() {
+    let address = common::free_address();
+    let server = Server::builder()
+        .arg("--metrics-listen")
+        .arg(&address)
+        .start()
+        .await;
+    let answer = common::http_get(&address, "/console/");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    drop(server);
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let refused = Command::new(common::ucs_binary())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--console")
+        .output()
+        .expect("ucs serve runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--metrics-listen"), "{stderr}");
+}
+
+/// The pages carry a policy that allows no inline script and nothing from
+/// elsewhere; API answers are never cached, and a call without a session,
+/// with a bad one or with a malformed body gets the API's answer.
+#[tokio::test]
+async fn the_gateway_answers_with_the_apis_codes_and_is_never_cached() {
+    let (_server, url) = server_with_console().await;
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/console/")
+        .to_owned();
+    let page = common::http_get(&address, "/console/").to_lowercase();
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    assert!(
+        page.contains("content-security-policy: default-src 'self'"),
+        "{page}"
+    );
+    let script = common::http_get(&address, "/console/app.js");
+    assert!(script.contains("EventSource"), "{script}");
+
+    let call = r#"{"method": "agents.list"}"#;
+    let anonymous = http_post(&address, "/console/api/call", "", call);
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    assert!(anonymous.contains("UNAUTHENTICATED"), "{anonymous}");
+    let stranger = http_post(
+        &address,
+        "/console/api/call",
+        "Authorization: Bearer not-a-session\r\n",
+        call,
+    );
+    assert!(stranger.starts_with("HTTP/1.1 401"), "{stranger}");
+
+    let login = http_post(
+        &address,
+        "/console/api/login",
+        "",
+        &format!(
+            r#"{{"username": "admin", "password": "{}"}}"#,
+            common::ADMIN_PASSWORD
+        ),
+    );
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    let body = login.split("\r\n\r\n").nth(1).expect("a body");
+    let sid = serde_json::from_str::<serde_json::Value>(body).expect("JSON")["sid"]
+        .as_str()
+        .expect("a sid")
+        .to_owned();
+    let bearer = format!("Authorization: Bearer {sid}\r\n");
+    let agents = http_post(&address, "/console/api/call", &bearer, call);
+    assert!(agents.starts_with("HTTP/1.1 200"), "{agents}");
+    assert!(
+        agents.to_lowercase().contains("cache-control: no-store"),
+        "{agents}"
+    );
+    assert!(agents.contains("\"alice\""), "{agents}");
+    for (body, status, code) in [
+        ("not json", "400", "INVALID_ARGUMENT"),
+        (r#"{"method": "no.such"}"#, "404", "UNIMPLEMENTED"),
+        (
+            r#"{"method": "plugins.load", "params": ["nope"]}"#,
+            "404",
+            "NOT_FOUND",
+        ),
+        // The Middleware example forbids removing users.
+        (
+            r#"{"method": "config.users.delete", "params": [3]}"#,
+            "403",
+            "PERMISSION_DENIED",
+        ),
+    ] {
+        let answer = http_post(&address, "/console/api/call", &bearer, body);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code),
+            "{body}: {answer}"
+        );
+    }
+}
+
+/// Failed console logins count in the very throttle gRPC logins use: past
+/// the free failures, even the right password over gRPC from the same
+/// address waits.
+#[tokio::test]
+async fn console_and_grpc_logins_share_one_throttle() {
+    let (server, url) = server_with_console().await;
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/console/")
+        .to_owned();
+    for _ in 0..6 {
+        let answer = http_post(
+            &address,
+            "/console/api/login",
+            "",
+            r#"{"username": "admin", "password": "wrong"}"#,
+        );
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let throttled = http_post(
+        &address,
+        "/console/api/login",
+        "",
+        &format!(
+            r#"{{"username": "admin", "password": "{}"}}"#,
+            common::ADMIN_PASSWORD
+        ),
+    );
+    assert!(throttled.starts_with("HTTP/1.1 429"), "{throttled}");
+    assert!(
+        throttled.to_lowercase().contains("retry-after:"),
+        "{throttled}"
+    );
+    let status = server
+        .auth()
+        .login(ucs_grpc::pb::LoginRequest {
+            username: "admin".into(),
+            password: common::ADMIN_PASSWORD.into(),
+        })
+        .await
+        .expect_err("throttled over gRPC too");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 }

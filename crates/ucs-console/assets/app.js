@@ -22,7 +22,7 @@ const EVENT_NAMES = [
 const POLL_MS = 2000;
 // How many points each latency chart keeps, and how many rows the audit
 // and events tables show.
-const CHART_POINTS = 60;
+const CHART_POINTS = 30;
 const MAX_ROWS = 500;
 
 const console_ = {
@@ -297,7 +297,7 @@ function renderRegistrations(plugins) {
       const row = keyedRow(tbody, key, () => {
         const tr = el('tr', {class: 'registration'});
         for (let index = 0; index < 12; index++) tr.append(el('td'));
-        tr.append(el('td', {}, el('canvas', {width: '160', height: '32', class: 'sparkline'})));
+        tr.append(el('td', {}, el('canvas', {width: '120', height: '32', class: 'sparkline'})));
         return tr;
       });
       setCells(row, [
@@ -321,7 +321,7 @@ function renderRegistrations(plugins) {
     }
   }
   dropRowsExcept(tbody, keys);
-  $('registrations-updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+  $('registrations-updated').textContent = 'updated ' + clock(Date.now());
 }
 
 // The mean latency of each 2 s interval as a line, with the p99 so far as
@@ -383,6 +383,11 @@ function noteAuditPlugins(names) {
   }
 }
 
+// A time of day, 24-hour, in the browser's zone.
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString([], {hour12: false});
+}
+
 function short(value) {
   if (value === null || value === undefined) return '';
   return typeof value === 'string' ? value : JSON.stringify(value);
@@ -390,7 +395,7 @@ function short(value) {
 
 function auditRow(record) {
   return el('tr', {class: 'audit ' + record.kind.replace('.', '-'), 'data-plugin': record.plugin},
-    el('td', {}, new Date(record.time_ms).toLocaleTimeString()),
+    el('td', {class: 'time'}, clock(record.time_ms)),
     el('td', {}, record.kind.replace('audit.', '')),
     el('td', {}, record.plugin),
     el('td', {}, record.user_id === null ? '' : record.user_id),
