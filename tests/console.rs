@@ -451,6 +451,32 @@ async fn a_non_superuser_is_refused_what_the_api_refuses() {
         .await
         .expect("a fetch from the page");
     assert_eq!(answer, serde_json::json!([403, "PERMISSION_DENIED"]));
+
+    // A session closed elsewhere (here over gRPC) ends the page's event
+    // stream within a second, and the page asks to log in again.
+    let sid = browser
+        .client
+        .execute("return sessionStorage.getItem('ucs.sid');", Vec::new())
+        .await
+        .expect("the page's sid");
+    server
+        .auth()
+        .logout(ucs_grpc::pb::LogoutRequest {
+            sid: sid.as_str().expect("a sid").to_owned(),
+        })
+        .await
+        .expect("Auth.Logout");
+    wait_text(&browser, &server, "#login-error", |error| {
+        error.contains("session ended")
+    })
+    .await;
+    // And the page's own button logs out.
+    log_in(&browser, &server, &url, "alice", common::DEMO_PASSWORD).await;
+    click(&browser, "#logout").await;
+    wait_text(&browser, &server, "#login-error", |error| {
+        error == "Logged out."
+    })
+    .await;
 }
 
 /// One HTTP/1.1 POST of `body` to `path`, answered whole.
