@@ -599,6 +599,39 @@ async fn the_gateway_answers_with_the_apis_codes_and_is_never_cached() {
             "{body}: {answer}"
         );
     }
+
+    // The event stream checks before it streams: the session, the names,
+    // and audit events for superusers only, as Events.Subscribe does.
+    let events = "/console/api/events";
+    let no_session = common::http_get(&address, &format!("{events}?events=agent.status"));
+    assert!(no_session.starts_with("HTTP/1.1 401"), "{no_session}");
+    let unknown = common::http_get(&address, &format!("{events}?sid={sid}&events=nope"));
+    assert!(
+        unknown.starts_with("HTTP/1.1 400") && unknown.contains("unknown event"),
+        "{unknown}"
+    );
+    let login = http_post(
+        &address,
+        "/console/api/login",
+        "",
+        &format!(
+            r#"{{"username": "alice", "password": "{}"}}"#,
+            common::DEMO_PASSWORD
+        ),
+    );
+    let body = login.split("\r\n\r\n").nth(1).expect("a body");
+    let alice = serde_json::from_str::<serde_json::Value>(body).expect("JSON")["sid"]
+        .as_str()
+        .expect("a sid")
+        .to_owned();
+    let audit = common::http_get(
+        &address,
+        &format!("{events}?sid={alice}&events=agent.status%2Caudit.plugin_load"),
+    );
+    assert!(
+        audit.starts_with("HTTP/1.1 403") && audit.contains("audit.plugin_load"),
+        "{audit}"
+    );
 }
 
 /// Failed console logins count in the very throttle gRPC logins use: past
