@@ -18,7 +18,8 @@
 //!   so answers larger than one segment do not wait for a delayed ACK.
 //! - `metrics`, `exposition`, `process`: `/metrics` (text 0.0.4 or
 //!   OpenMetrics by `Accept`, histograms in seconds, `process_*`,
-//!   `ucs_build_info`), `/healthz` and `/readyz`.
+//!   `ucs_build_info`), `/healthz` and `/readyz`, plus any routes the
+//!   caller merges in (the web console of `ucs serve --console`).
 //! - `codec_status`: tonic's own answers to oversized and undecodable
 //!   requests rewritten to RESOURCE_EXHAUSTED and INVALID_ARGUMENT.
 //!
