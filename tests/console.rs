@@ -320,12 +320,38 @@ async fn a_superuser_reloads_plugins_and_a_broken_reload_keeps_the_old_version()
     assert!(calls.parse::<u64>().is_ok(), "{calls}");
     screenshot(&browser, "plugins").await;
 
+    // Unload and load again, as `ucs plugins unload` and `load` do: an
+    // unloaded plugin whose file is there is listed stopped, with Load.
+    click(&browser, "#unload-example").await;
+    wait_text(
+        &browser,
+        &server,
+        "#plugin-example td:nth-child(2)",
+        |state| state == "stopped",
+    )
+    .await;
+    wait_text(&browser, &server, "#reload-example", |label| {
+        label == "Load"
+    })
+    .await;
+    click(&browser, "#reload-example").await;
+    wait_text(
+        &browser,
+        &server,
+        "#plugin-example td:nth-child(2)",
+        |state| state == "running",
+    )
+    .await;
+
     open_page(&browser, "audit").await;
     let audit = wait_text(&browser, &server, "#audit-table tbody", |rows| {
         rows.contains("plugin_reload") && rows.contains("status_rewrite")
     })
     .await;
-    assert!(audit.contains("example"), "{audit}");
+    assert!(
+        audit.contains("example") && audit.contains("plugin_unload"),
+        "{audit}"
+    );
     // Filtered by plugin, the others' records are hidden.
     click(&browser, "#audit-plugin option[value='example']").await;
     let filtered = wait_text(&browser, &server, "#audit-table tbody", |rows| {
