@@ -79,4 +79,24 @@ mod tests {
         assert_none_of("ucs-loader", &["ucs-grpc", "ucs"]);
         assert_none_of("ucs-pybridge", &["ucs-loader", "ucs-grpc", "ucs"]);
     }
+
+    /// The web console reaches the server only through the API, the core's
+    /// login and its event bus: no Python, no plugin loader, no storage.
+    #[test]
+    fn the_console_reaches_the_server_only_through_the_api() {
+        assert_none_of("ucs-console", PYTHON);
+        assert_none_of(
+            "ucs-console",
+            &[
+                "ucs-pybridge",
+                "ucs-loader",
+                "ucs-host",
+                "ucs-store",
+                "ucs",
+                "tonic",
+                "rusqlite",
+            ],
+        );
+        assert_none_of("ucs-grpc", &["ucs-console"]);
+    }
 }

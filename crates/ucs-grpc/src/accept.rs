@@ -9,9 +9,7 @@
 //! listener handed to `serve_with_incoming_shutdown`, and axum never sets
 //! it, so both listeners are wrapped here.
 
-use std::net::SocketAddr;
-
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::{ListenerExt, TapIo};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::TcpIncoming;
 
@@ -24,20 +22,25 @@ pub(crate) fn grpc_incoming(listener: TcpListener) -> TcpIncoming {
 }
 
 /// The metrics endpoint's listener, setting `TCP_NODELAY` on each
-/// connection it accepts.
-pub(crate) fn metrics_listener(
-    listener: TcpListener,
-) -> impl Listener<Io = TcpStream, Addr = SocketAddr> {
-    listener.tap_io(|stream: &mut TcpStream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY on a metrics connection: {err}");
-        }
-    })
+/// connection it accepts. Its type is spelled out, not `impl Listener`:
+/// axum hands the peer's address to handlers (`ConnectInfo`, which the
+/// console's login throttle keys on) only through a `TapIo` it can see.
+pub(crate) fn metrics_listener(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
+    listener.tap_io(set_nodelay)
+}
+
+/// `TCP_NODELAY` on one accepted metrics connection.
+fn set_nodelay(stream: &mut TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::warn!("cannot set TCP_NODELAY on a metrics connection: {err}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::serve::Listener;
+    use std::net::SocketAddr;
     use tokio_stream::StreamExt;
 
     async fn bound() -> (TcpListener, SocketAddr) {

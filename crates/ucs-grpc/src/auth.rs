@@ -31,10 +31,14 @@ impl AuthService {
 
     /// The service over `api`, throttling failed logins by `config`.
     pub fn with_throttle(api: Api, config: ThrottleConfig) -> Self {
-        AuthService {
-            api,
-            throttle: Arc::new(LoginThrottle::new(config)),
-        }
+        Self::with_shared_throttle(api, Arc::new(LoginThrottle::new(config)))
+    }
+
+    /// The service over `api`, throttling failed logins with `throttle`,
+    /// which another way in (the web console's login) shares, so a guesser
+    /// gets one allowance whichever way it comes.
+    pub fn with_shared_throttle(api: Api, throttle: Arc<LoginThrottle>) -> Self {
+        AuthService { api, throttle }
     }
 }
 

@@ -174,9 +174,11 @@ impl EventsService {
     }
 }
 
-/// Which events one subscriber gets.
+/// Which events one subscriber gets; the web console's event stream
+/// (`ucs-console`) filters with this too, so both streams show a user the
+/// same events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct EventFilter {
+pub struct EventFilter {
     /// The names asked for; empty means every event the subscriber may see.
     names: BTreeSet<&'static str>,
     /// Whether the subscriber may see `audit.*` events: only a superuser may,
@@ -188,7 +190,7 @@ impl EventFilter {
     /// The filter of a subscriber who asked for `names`; asking for an audit
     /// event without being a superuser is refused, and "all" then leaves
     /// the audit events out.
-    fn new(names: Vec<String>, caller: &User) -> Result<Self, ApiError> {
+    pub fn new(names: Vec<String>, caller: &User) -> Result<Self, ApiError> {
         let names = event_names(names)?;
         if !caller.superuser
             && let Some(audit) = names
@@ -206,7 +208,8 @@ impl EventFilter {
         })
     }
 
-    fn wants(&self, event: &Event) -> bool {
+    /// Whether this subscriber gets `event`.
+    pub fn wants(&self, event: &Event) -> bool {
         let name = event.name();
         if self.names.is_empty() {
             self.audit || AuditKind::from_event_name(name).is_none()

@@ -18,7 +18,8 @@
 //!   so answers larger than one segment do not wait for a delayed ACK.
 //! - `metrics`, `exposition`, `process`: `/metrics` (text 0.0.4 or
 //!   OpenMetrics by `Accept`, histograms in seconds, `process_*`,
-//!   `ucs_build_info`), `/healthz` and `/readyz`.
+//!   `ucs_build_info`), `/healthz` and `/readyz`, plus any routes the
+//!   caller merges in (the web console of `ucs serve --console`).
 //! - `codec_status`: tonic's own answers to oversized and undecodable
 //!   requests rewritten to RESOURCE_EXHAUSTED and INVALID_ARGUMENT.
 //!
@@ -44,7 +45,7 @@ mod proptests;
 
 pub use api::ApiService;
 pub use auth::AuthService;
-pub use events::{EVENT_BUFFER, EventsService};
+pub use events::{EVENT_BUFFER, EventFilter, EventsService};
 pub use metrics::{BuildInfo, Readiness, serve_metrics};
 pub use plugins::PluginsService;
 pub use server::{

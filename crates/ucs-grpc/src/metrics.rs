@@ -365,12 +365,15 @@ async fn ready(readiness: Readiness) -> axum::response::Response {
 /// Serves `GET /metrics`, `/healthz` and `/readyz` on `listener` until
 /// `shutdown` completes, with `TCP_NODELAY` on every connection (see
 /// `accept`). `/metrics` answers in the format the `Accept` header
-/// prefers (see `exposition`).
+/// prefers (see `exposition`). `more` adds routes of its own (the web
+/// console, `ucs serve --console`); its handlers may extract the peer's
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve_metrics(
     listener: TcpListener,
     api: Api,
     build: BuildInfo,
     readiness: Readiness,
+    more: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut registry = Registry::default();
@@ -386,9 +389,16 @@ pub async fn serve_metrics(
                 async move { scrape(&registry, &headers) }
             }),
         );
-    axum::serve(crate::accept::metrics_listener(listener), router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = match more {
+        Some(more) => router.merge(more),
+        None => router,
+    };
+    axum::serve(
+        crate::accept::metrics_listener(listener),
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// One `/metrics` answer.

@@ -14,7 +14,7 @@ use crate::pb::api_server::ApiServer;
 use crate::pb::auth_server::AuthServer;
 use crate::pb::events_server::EventsServer;
 use crate::pb::plugins_server::PluginsServer;
-use crate::throttle::ThrottleConfig;
+use crate::throttle::{LoginThrottle, ThrottleConfig};
 use crate::{ApiService, AuthService, EventsService, PluginsService, accept, codec_status};
 
 /// The largest message the server decodes or encodes: far above any real
@@ -64,6 +64,9 @@ pub struct ServeOptions {
     pub tls: Option<TlsIdentity>,
     /// How failed logins are throttled.
     pub throttle: ThrottleConfig,
+    /// The throttle to use instead of a new one made from `throttle`, when
+    /// another way in (the web console) logs users in too.
+    pub login_throttle: Option<Arc<LoginThrottle>>,
 }
 
 /// [`serve_with`] with the default options: plaintext, default throttle.
@@ -121,6 +124,10 @@ pub async fn serve_with(
         closing_events.close_streams();
     };
 
+    let auth = match options.login_throttle {
+        Some(throttle) => AuthService::with_shared_throttle(api.clone(), throttle),
+        None => AuthService::with_throttle(api.clone(), options.throttle),
+    };
     let mut builder = Server::builder();
     if let Some(tls) = options.tls {
         builder = builder.tls_config(
@@ -132,7 +139,7 @@ pub async fn serve_with(
         // with codes section 9 does not use; see `codec_status`.
         .layer(MapResponseLayer::new(codec_status::rewrite))
         .add_service(
-            AuthServer::new(AuthService::with_throttle(api.clone(), options.throttle))
+            AuthServer::new(auth)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -281,6 +281,15 @@ pub struct ServeArgs {
     /// and `GET /readyz`. Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Also serve the operators' web console at `/console/` on the
+    /// --metrics-listen address (which it needs): plugins with their state,
+    /// errors, numbers and load, reload and unload buttons, the audit trail
+    /// and a live board of the agents. Users log in as with `ucs login` and
+    /// see only what the API lets them; bind --metrics-listen to loopback
+    /// or put TLS in front, as the console speaks plain HTTP. Off unless
+    /// given.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub console: Option<bool>,
     /// How long one plugin hook, callback or middleware call may take; a
     /// call over it is logged with the plugin, registration and time, e.g.
     /// `50ms`, `1s` [default: 50ms].

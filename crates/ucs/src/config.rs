@@ -36,6 +36,8 @@ pub struct ServeSettings {
     pub log_json: bool,
     /// The HTTP listener of metrics and probes; none means off.
     pub metrics_listen: Option<String>,
+    /// Whether the web console is served on `metrics_listen` (`--console`).
+    pub console: bool,
     /// How long one plugin call may take before it counts as an overrun.
     pub hook_budget: Duration,
     /// How long one plugin call may take at all before it is interrupted
@@ -101,6 +103,13 @@ impl ServeSettings {
                 "plugin_max_calls must be at least 1: a plugin that may run no call at all would refuse every one"
             );
         }
+        let console = merged.console.unwrap_or(false);
+        if console && merged.metrics_listen.is_none() {
+            bail!(
+                "the console is served on the HTTP listener of metrics_listen: pass \
+                 --metrics-listen ADDR (e.g. 127.0.0.1:9090) with --console"
+            );
+        }
         Ok(ServeSettings {
             config_file: args.config.clone(),
             python_venv: merged.python_venv.clone(),
@@ -116,6 +125,7 @@ impl ServeSettings {
                 .unwrap_or(ucs_core::sessions::DEFAULT_SESSION_IDLE_TIMEOUT),
             tls: read_tls(merged.tls_cert.as_deref(), merged.tls_key.as_deref())?,
             log_json: merged.log_json.unwrap_or(false),
+            console,
             metrics_listen: merged.metrics_listen,
             hook_budget,
             hook_deadline,
@@ -164,6 +174,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         tls_key,
         log_json,
         metrics_listen,
+        console,
         hook_budget,
         hook_deadline,
         breaker_threshold,
@@ -190,6 +201,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         tls_key: file_tls_key,
         log_json: file_log_json,
         metrics_listen: file_metrics_listen,
+        console: file_console,
         hook_budget: file_hook_budget,
         hook_deadline: file_hook_deadline,
         breaker_threshold: file_breaker_threshold,
@@ -216,6 +228,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         tls_key: tls_key.or(file_tls_key),
         log_json: log_json.or(file_log_json),
         metrics_listen: metrics_listen.or(file_metrics_listen),
+        console: console.or(file_console),
         hook_budget: hook_budget.or(file_hook_budget),
         hook_deadline: hook_deadline.or(file_hook_deadline),
         breaker_threshold: breaker_threshold.or(file_breaker_threshold),
@@ -402,6 +415,7 @@ tls_cert = "cert.pem"
 tls_key = "key.pem"
 log_json = true
 metrics_listen = "127.0.0.1:9999"
+console = true
 hook_budget = "1s"
 hook_deadline = "2s"
 breaker_threshold = 3
@@ -450,6 +464,7 @@ memory_limit = "2GiB"
                 }),
                 log_json: true,
                 metrics_listen: Some("127.0.0.1:9999".into()),
+                console: true,
                 hook_budget: Duration::from_secs(1),
                 hook_deadline: Duration::from_secs(2),
                 breaker_threshold: 3,

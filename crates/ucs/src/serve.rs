@@ -301,12 +301,25 @@ async fn serve_until_signal(
     // Dropped at the end of this function, which ends the metrics server.
     let (_stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let readiness = ucs_grpc::Readiness::default();
+    // One throttle for every way in, so a guesser gets one allowance
+    // whether it logs in over gRPC or through the console.
+    let login_throttle = Arc::new(ucs_grpc::throttle::LoginThrottle::default());
+    let console = settings
+        .console
+        .then(|| ucs_console::Console::new(api.clone(), Arc::clone(&login_throttle)));
     if let Some(metrics_address) = metrics_listen {
         let metrics_listener = TcpListener::bind(&metrics_address)
             .await
             .with_context(|| format!("cannot listen for metrics on {metrics_address}"))?;
         let bound = metrics_listener.local_addr().context("no local address")?;
         tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+        if console.is_some() {
+            tracing::info!(
+                "serving the web console at http://{bound}{}",
+                ucs_console::CONSOLE_PATH
+            );
+        }
+        let console_routes = console.as_ref().map(ucs_console::Console::router);
         let metrics_api = api.clone();
         let readiness = readiness.clone();
         let build = crate::cli::build_info();
@@ -314,9 +327,15 @@ async fn serve_until_signal(
             let shutdown = async move {
                 let _ = metrics_stopped.await;
             };
-            if let Err(err) =
-                ucs_grpc::serve_metrics(metrics_listener, metrics_api, build, readiness, shutdown)
-                    .await
+            if let Err(err) = ucs_grpc::serve_metrics(
+                metrics_listener,
+                metrics_api,
+                build,
+                readiness,
+                console_routes,
+                shutdown,
+            )
+            .await
             {
                 tracing::error!("the metrics endpoint failed: {err}");
             }
@@ -345,6 +364,7 @@ async fn serve_until_signal(
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ucs_grpc::ServeOptions {
         tls: settings.tls.clone(),
+        login_throttle: Some(login_throttle),
         ..ucs_grpc::ServeOptions::default()
     };
     let tls = if options.tls.is_some() {
@@ -364,6 +384,9 @@ async fn serve_until_signal(
         name = signals.next() => {
             tracing::info!("{name} received; shutting down within {deadline:?}");
             readiness.shutting_down();
+            if let Some(console) = &console {
+                console.close_streams();
+            }
             let _ = ends_at.set(Instant::now() + deadline);
             // From here the deadline holds whatever the plugins do (L3, I7),
             // and a second signal means "now".
