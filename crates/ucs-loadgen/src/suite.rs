@@ -290,39 +290,15 @@ async fn load_comparison(
     let (middleware_target, middleware_answer) =
         first_answer(&mut with_middleware, &middleware_sid).await?;
 
-    let ceiling_port = processes::free_port()?;
-    let mut ceiling_command = Command::new(std::env::current_exe()?);
-    ceiling_command
-        .arg("ceiling")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{ceiling_port}"))
-        .arg("--result-json")
-        .arg(&expected);
-    let mut ceiling = ChildProcess::spawn(
-        "the tonic ceiling",
-        ceiling_command,
-        work.join("ceiling.log"),
-        format!("http://127.0.0.1:{ceiling_port}"),
-    )?;
+    let mut ceiling = start_ceiling(work, "ceiling.log", &expected)?;
     let (ceiling_target, _) = first_answer(&mut ceiling, PEER_SID).await?;
 
-    let peer_port = processes::free_port()?;
-    let mut peer_command = Command::new(&args.python);
-    peer_command
-        .arg(crate::bench_dir().join("python_peer.py"))
-        .arg("--port")
-        .arg(peer_port.to_string())
-        .arg("--sid")
-        .arg(PEER_SID)
-        .arg("--gen-dir")
-        .arg(&args.python_gen_dir)
-        .arg("--middleware-plugin")
-        .arg(crate::bench_dir().join("plugins/trivial_middleware.py"));
-    let mut peer = ChildProcess::spawn(
-        "the Python grpcio peer",
-        peer_command,
-        work.join("python-peer.log"),
-        format!("http://127.0.0.1:{peer_port}"),
+    let middleware = crate::bench_dir().join("plugins/trivial_middleware.py");
+    let mut peer = start_python_peer(
+        args,
+        work,
+        "python-peer.log",
+        &["--middleware-plugin".as_ref(), middleware.as_os_str()],
     )?;
     let (peer_target, peer_answer) = first_answer(&mut peer, PEER_SID).await?;
     let same = middleware_answer == expected && peer_answer == expected;
@@ -347,6 +323,51 @@ async fn load_comparison(
         results,
     )
     .await
+}
+
+/// The tonic ceiling answering every call with `result_json`, logging to
+/// `log` under `work`.
+fn start_ceiling(work: &Path, log: &str, result_json: &str) -> anyhow::Result<ChildProcess> {
+    let port = processes::free_port()?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("ceiling")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--result-json")
+        .arg(result_json);
+    ChildProcess::spawn(
+        "the tonic ceiling",
+        command,
+        work.join(log),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// `bench/python_peer.py` with `extra` arguments, logging to `log`.
+fn start_python_peer(
+    args: &SuiteArgs,
+    work: &Path,
+    log: &str,
+    extra: &[&std::ffi::OsStr],
+) -> anyhow::Result<ChildProcess> {
+    let port = processes::free_port()?;
+    let mut command = Command::new(&args.python);
+    command
+        .arg(crate::bench_dir().join("python_peer.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--sid")
+        .arg(PEER_SID)
+        .arg("--gen-dir")
+        .arg(&args.python_gen_dir)
+        .args(extra);
+    ChildProcess::spawn(
+        "the Python grpcio peer",
+        command,
+        work.join(log),
+        format!("http://127.0.0.1:{port}"),
+    )
 }
 
 /// Loads each of `targets` in turn with `concurrency` calls in flight, for

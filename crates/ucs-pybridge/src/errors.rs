@@ -3,9 +3,9 @@
 
 use pyo3::exceptions::{PyAttributeError, PyBaseException, PyException};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use ucs_api::ApiError;
-use ucs_core::FieldErrors;
+use ucs_core::{FieldErrors, Value};
 
 // The classes live in the built-in `error` module, created once per process,
 // so their identity never changes across plugin reloads and
@@ -64,6 +64,21 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
     module.add("DeadlineExceeded", py.get_type::<DeadlineExceeded>())?;
     Ok(())
+}
+
+/// The parameters of an API call made from Python, each converted; one
+/// that cannot be sent is the `InvalidDataInput` a plugin sees for it.
+pub fn api_params(py: Python<'_>, params: &Bound<'_, PyTuple>) -> PyResult<Vec<Value>> {
+    params
+        .iter()
+        .map(|param| crate::convert::py_to_value(&param))
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(|err| {
+            api_error_to_py(
+                py,
+                ApiError::field("params", format!("cannot be sent: {err}")),
+            )
+        })
 }
 
 /// The exception a plugin sees when an API call it made fails.

@@ -140,16 +140,7 @@ impl PyTestServer {
         method: &str,
         params: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = params
-            .iter()
-            .map(|param| py_to_value(&param))
-            .collect::<Result<Vec<Value>, _>>()
-            .map_err(|err| {
-                api_error_to_py(
-                    py,
-                    ApiError::field("params", format!("cannot be sent: {err}")),
-                )
-            })?;
+        let params = crate::errors::api_params(py, params)?;
         match py.detach(|| self.server.call(username, method, params)) {
             Ok(result) => value_to_py(py, &result),
             Err(error) => Err(api_error_to_py(py, error)),

@@ -10,11 +10,9 @@ use std::sync::Arc;
 use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use ucs_api::ApiError;
-use ucs_core::Value;
 
 use crate::adapters::{PyCallable, PyEventCallback, PyMiddleware, PySharedHook, PyStatusHook};
-use crate::convert::{py_to_value, value_to_py};
+use crate::convert::value_to_py;
 use crate::errors::api_error_to_py;
 use crate::port::ServerPort;
 
@@ -395,16 +393,7 @@ impl PyApiPath {
         sid: &str,
         params: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = params
-            .iter()
-            .map(|param| py_to_value(&param))
-            .collect::<Result<Vec<Value>, _>>()
-            .map_err(|err| {
-                api_error_to_py(
-                    py,
-                    ApiError::field("params", format!("cannot be sent: {err}")),
-                )
-            })?;
+        let params = crate::errors::api_params(py, params)?;
         let port = &self.context.port;
         let method = self.path.as_str();
         match py.detach(|| port.call(sid, method, params)) {

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,10 @@ use ucs_grpc::pb::events_client::EventsClient;
 
 use super::{
     PEER_SID, Plan, Results, SuiteArgs, example_plugins_dir, first_answer, interleaved_rounds,
+    start_ceiling, start_python_peer,
 };
 use crate::load::{self, Target, percentile};
-use crate::processes::{self, ChildProcess, Isolation, login_when_ready, start_ucs};
+use crate::processes::{ChildProcess, Isolation, login_when_ready, start_ucs};
 
 /// Agents in both servers: `--demo`'s three and these many more.
 const AGENTS_ADDED: usize = 497;
@@ -54,42 +54,21 @@ pub(super) async fn contact_centre_scale(
     add_agents(&ucs, &sid).await?;
     let (list_target, expected) = first_answer(&mut ucs, &sid).await?;
 
-    let peer_port = processes::free_port()?;
-    let mut peer_command = Command::new(&args.python);
-    peer_command
-        .arg(crate::bench_dir().join("python_peer.py"))
-        .arg("--port")
-        .arg(peer_port.to_string())
-        .arg("--sid")
-        .arg(PEER_SID)
-        .arg("--gen-dir")
-        .arg(&args.python_gen_dir)
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .arg("--agents")
-        .arg(AGENTS_ADDED.to_string());
-    let mut peer = ChildProcess::spawn(
-        "the Python grpcio peer",
-        peer_command,
-        work.join("python-peer-scale.log"),
-        format!("http://127.0.0.1:{peer_port}"),
+    let agents = AGENTS_ADDED.to_string();
+    let mut peer = start_python_peer(
+        args,
+        work,
+        "python-peer-scale.log",
+        &[
+            "--plugins-dir".as_ref(),
+            plugins.as_os_str(),
+            "--agents".as_ref(),
+            agents.as_ref(),
+        ],
     )?;
     let (peer_list, peer_answer) = first_answer(&mut peer, PEER_SID).await?;
 
-    let ceiling_port = processes::free_port()?;
-    let mut ceiling_command = Command::new(std::env::current_exe()?);
-    ceiling_command
-        .arg("ceiling")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{ceiling_port}"))
-        .arg("--result-json")
-        .arg(&expected);
-    let mut ceiling = ChildProcess::spawn(
-        "the tonic ceiling",
-        ceiling_command,
-        work.join("ceiling-scale.log"),
-        format!("http://127.0.0.1:{ceiling_port}"),
-    )?;
+    let mut ceiling = start_ceiling(work, "ceiling-scale.log", &expected)?;
     let (ceiling_list, _) = first_answer(&mut ceiling, PEER_SID).await?;
     let same = peer_answer == expected;
     if !same {
