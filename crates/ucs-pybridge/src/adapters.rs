@@ -155,6 +155,29 @@ impl Registrable for PyStatusHook {
 }
 
 impl PyStatusHook {
+    /// The floor of [`StatusHook::decide`] for the benchmarks (issue 13
+    /// item 3): only the Python part, as bare as it can be done (attach,
+    /// the `agents.Agent` built as `decide` builds it, the two arguments,
+    /// the call, the returned tuple read as `(int, str)`, detach), with no
+    /// metering, deadline, verdict or error handling.
+    pub fn call_bare(
+        &self,
+        before: &Agent,
+        status: AgentStatus,
+        reason: &str,
+    ) -> Result<(i64, String), String> {
+        Python::attach(|py| {
+            let agent = Bound::new(py, PyAgent::new(before))?;
+            let returned = self
+                .0
+                .callable
+                .bind(py)
+                .call1((agent, status.code(), reason))?;
+            returned.extract::<(i64, String)>()
+        })
+        .map_err(|err| format!("the status hook failed: {err}"))
+    }
+
     fn decide_in_python(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         Python::attach(|py| {
             let result = Bound::new(py, PyAgent::new(before)).and_then(|agent| {
