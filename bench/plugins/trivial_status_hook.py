@@ -1,6 +1,7 @@
 """A trivial agent status hook: lets every change through (H3). The
-benchmarks compare a status change through it with pure_python_loop.py,
-which calls the same function from a Python loop."""
+benchmarks compare a status change through it with its floor: the same
+function called straight from Rust with the same agents.Agent and
+arguments."""
 
 UCS_PLUGIN = 'TrivialStatusHook'
 

@@ -1,15 +1,18 @@
 //! Micro-benchmarks of the Python crossings, in one process and one run so
 //! each ratio compares figures measured side by side:
 //!
-//! - `hook/pure_python_loop`: the same trivial hook called from a Python loop
-//!   that updates a dict, in the server's own interpreter;
+//! - `hook/floor`: the least a status change through a Python hook can cost
+//!   (issue 13 item 3): attach, build the `agents.Agent` and the two
+//!   arguments, call the trivial hook function the plugin registered, read
+//!   its tuple, detach, straight from Rust with none of the pipeline;
 //! - `hook/python_hook`: a status change through the pipeline with that hook;
 //! - `hook/no_hook`: the same change with no hook registered;
 //! - `hook/metering`: what measuring one hook call adds (issue 8): the
 //!   breaker check, the two clock reads and the counter updates that every
 //!   Python adapter does around its call;
 //! - `middleware/{none,one,three}`: `agents.list` as an API call with 0, 1
-//!   and 3 trivial Python middlewares.
+//!   and 3 trivial Python middlewares; the cost each adds is the difference
+//!   to `none`, per middleware.
 //!
 //! `UCS_BENCH_QUICK=1` shortens every measurement. With `UCS_BENCH_OUT=DIR`
 //! criterion's data goes to `DIR/criterion` and the medians, in ns per
@@ -20,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
-use ucs_bench::{BenchServer, plugins};
+use ucs_bench::{BenchServer, StatusHookFloor, plugins};
 
 /// The figures this program reports: key, criterion group, criterion id.
 const FIGURES: &[(&str, &str, &str)] = &[
-    ("micro.hook.pure_python_ns", "hook", "pure_python_loop"),
+    ("micro.hook.floor_ns", "hook", "floor"),
     ("micro.hook.python_hook_ns", "hook", "python_hook"),
     ("micro.hook.no_hook_ns", "hook", "no_hook"),
     ("micro.hook.metering_ns", "hook", "metering"),
@@ -62,26 +65,24 @@ fn main() {
     }
 }
 
-/// A status change through a trivial Python hook, with no hook, and the
-/// pure-Python loop that calls the same hook.
+/// A status change through a trivial Python hook, its floor (the same
+/// hook's Python work straight from Rust), and the change with no hook.
 fn hook_benchmarks(criterion: &mut Criterion, server: &BenchServer) {
     let agent = server.agent_ids[0];
     server
-        .load_plugin("pure_python_loop", plugins::PURE_PYTHON_LOOP)
-        .expect("load pure_python_loop");
-    server
         .load_plugin("trivial_status_hook", plugins::TRIVIAL_STATUS_HOOK)
         .expect("load trivial_status_hook");
+    let floor = StatusHookFloor::of_registered_hook(server, agent).expect("the hook's floor");
 
     let mut group = criterion.benchmark_group("hook");
-    group.bench_function("pure_python_loop", |bencher| {
-        bencher.iter_custom(|iterations| {
-            server
-                .pure_python_loop(iterations)
-                .expect("pure Python loop")
+    let mut flip = false;
+    group.bench_function("floor", |bencher| {
+        bencher.iter(|| {
+            flip = !flip;
+            floor.call(flip).expect("the hook's floor")
         });
     });
-    let mut flip = false;
+    drop(floor);
     group.bench_function("python_hook", |bencher| {
         bencher.iter(|| {
             flip = !flip;
@@ -112,9 +113,6 @@ fn hook_benchmarks(criterion: &mut Criterion, server: &BenchServer) {
         });
     });
     group.finish();
-    server
-        .unload_plugin("pure_python_loop")
-        .expect("unload pure_python_loop");
 }
 
 /// `agents.list` through 0, 1 and 3 trivial Python middlewares.

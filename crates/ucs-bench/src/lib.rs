@@ -6,18 +6,19 @@
 //! - [`BenchServer`]: the server over a temporary plugins directory, with the
 //!   three `--demo` agents, on a thread that keeps a Python thread state as
 //!   the server's runtime threads do.
+//! - [`StatusHookFloor`]: the least work a status change through a Python
+//!   hook can cost (issue 13 item 3): the crossing, the `agents.Agent`, the
+//!   call of the registered hook function and the reading of its tuple,
+//!   with none of the server around it.
 //! - [`plugins`]: the plugin sources the benchmarks load.
-//!
-//! No Python here: the pure-Python side of each comparison is itself a
-//! plugin ([`plugins::PURE_PYTHON_LOOP`]), so it runs in the very interpreter
-//! the server embeds, and this crate stays off pyo3.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ucs_api::{Api, ApiError};
-use ucs_core::{AgentStatus, Core, CoreConfig, NewUser, UserId, Value};
+use ucs_core::registration::AllAgents;
+use ucs_core::{Agent, AgentStatus, Core, CoreConfig, NewUser, UserId, Value};
 use ucs_loader::{LoaderConfig, PluginHost};
+use ucs_pybridge::adapters::PyStatusHook;
 
 /// The plugin files the benchmarks load, shared with the load generator.
 pub mod plugins {
@@ -27,17 +28,7 @@ pub mod plugins {
     /// A status hook that lets every change through.
     pub const TRIVIAL_STATUS_HOOK: &str =
         include_str!("../../../bench/plugins/trivial_status_hook.py");
-    /// The same hook called from a pure-Python loop that updates a dict.
-    pub const PURE_PYTHON_LOOP: &str = include_str!("../../../bench/plugins/pure_python_loop.py");
 }
-
-/// The identificator [`plugins::PURE_PYTHON_LOOP`] answers on `shared.get`.
-const LOOP_IDENTIFICATOR: &str = "bench.pure_python_loop";
-
-/// The most iterations of the pure-Python loop in one call: about 10 ms,
-/// well inside a middleware's time budget (50 ms), whose breaker would
-/// otherwise switch the loop off in the middle of a measurement.
-const LOOP_CHUNK: u64 = 100_000;
 
 /// The user 1 password of the fixture.
 const ADMIN_PASSWORD: &str = "bench-admin-password";
@@ -121,46 +112,86 @@ impl BenchServer {
 
     /// One status change of agent `agent` through the pipeline (hook
     /// included, if one is registered); `flip` alternates between ready and
-    /// a not-ready reason so every call is a real change, as the pure-Python
-    /// loop alternates.
+    /// a not-ready reason so every call is a real change, as
+    /// [`StatusHookFloor::call`] alternates.
     pub fn change_status(&self, agent: UserId, flip: bool) -> Result<(), ApiError> {
-        let (status, reason) = if flip {
-            (AgentStatus::Aux, "Lunch")
-        } else {
-            (AgentStatus::Ready, "")
-        };
+        let (status, reason) = requested(flip);
         self.core
             .set_agent_status(agent, status, reason)
             .map(drop)
             .map_err(ApiError::from)
     }
 
-    /// Runs `iterations` status changes in the pure-Python loop of
-    /// [`plugins::PURE_PYTHON_LOOP`] (which must be loaded) and returns the
-    /// time the loop took, measured in Python around the loop only.
-    pub fn pure_python_loop(&self, iterations: u64) -> Result<Duration, ApiError> {
-        let mut total = Duration::ZERO;
-        let mut left = iterations;
-        while left > 0 {
-            let chunk = left.min(LOOP_CHUNK);
-            left -= chunk;
-            let nanos = self.api.call(
-                &self.admin_sid,
-                "shared.get",
-                vec![Value::from(format!("{LOOP_IDENTIFICATOR}:{chunk}"))],
-            )?;
-            let nanos = nanos
-                .as_int()
-                .and_then(|nanos| u64::try_from(nanos).ok())
-                .ok_or_else(|| ApiError::Internal(format!("the loop returned {nanos:?}")))?;
-            total += Duration::from_nanos(nanos);
-        }
-        Ok(total)
-    }
-
     /// One `agents.list` call as user 1, as gRPC makes it.
     pub fn list_agents(&self) -> Result<Value, ApiError> {
         self.api.call(&self.admin_sid, "agents.list", Vec::new())
+    }
+}
+
+/// What `flip` requests, in [`BenchServer::change_status`] and
+/// [`StatusHookFloor::call`] alike.
+fn requested(flip: bool) -> (AgentStatus, &'static str) {
+    if flip {
+        (AgentStatus::Aux, "Lunch")
+    } else {
+        (AgentStatus::Ready, "")
+    }
+}
+
+/// The floor of a status change through a Python hook: exactly the Python
+/// part of `PyStatusHook::decide` done straight from Rust, so the pipeline's
+/// figure can be read against the least the same work costs.
+///
+/// Per call ([`PyStatusHook::call_bare`], next to the adapter so it shares
+/// its code): attach (this thread keeps a parked thread state, as the
+/// server's threads do), build the `agents.Agent`, the status and the
+/// reason, call the hook function the plugin registered, read the
+/// `(status, reason)` tuple it returns, detach. No pyo3 here: the Python
+/// stays in `ucs-pybridge`.
+pub struct StatusHookFloor {
+    /// The registered hook, kept alive for the floor's calls.
+    hook: Arc<dyn ucs_core::StatusHook>,
+    /// The agent handed to the hook, as the pipeline reads it before a
+    /// change.
+    before: Agent,
+}
+
+impl StatusHookFloor {
+    /// The floor over the status hook registered now, which must be a
+    /// Python one, and agent `agent`.
+    pub fn of_registered_hook(server: &BenchServer, agent: UserId) -> Result<Self, String> {
+        let registration = server
+            .core
+            .status_hook()
+            .slots()
+            .first(&AllAgents)
+            .ok_or("no status hook is registered")?;
+        if registration
+            .target
+            .as_any()
+            .downcast_ref::<PyStatusHook>()
+            .is_none()
+        {
+            return Err("the status hook is not a Python one".to_owned());
+        }
+        let hook = registration.target;
+        let before = server
+            .core
+            .directory()
+            .agent(agent)
+            .map_err(|err| format!("agent {agent}: {err}"))?;
+        Ok(StatusHookFloor { hook, before })
+    }
+
+    /// One call of the hook as the adapter makes it; `flip` as in
+    /// [`BenchServer::change_status`]. Returns the tuple the hook gave.
+    pub fn call(&self, flip: bool) -> Result<(i64, String), String> {
+        let (status, reason) = requested(flip);
+        self.hook
+            .as_any()
+            .downcast_ref::<PyStatusHook>()
+            .ok_or("the status hook is not a Python one")?
+            .call_bare(&self.before, status, reason)
     }
 }
 

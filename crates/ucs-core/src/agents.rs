@@ -117,6 +117,13 @@ impl StatusHookSlot {
     fn current(&self) -> Option<Registered<dyn StatusHook>> {
         self.slots.first(&AllAgents)
     }
+
+    /// The slot's registrations now, the hook first: borrowing it from the
+    /// snapshot spares a status change the clone of a registration (four
+    /// reference counts up and down, issue 13 item 3).
+    fn snapshot(&self) -> Option<Arc<[Registered<dyn StatusHook>]>> {
+        self.slots.snapshot(&AllAgents)
+    }
 }
 
 impl Core {
@@ -178,7 +185,8 @@ impl Core {
             ])
         };
         let mut rewritten_by = None;
-        let (status, reason) = match self.status_hook.current() {
+        let hooks = self.status_hook.snapshot();
+        let (status, reason) = match hooks.as_deref().and_then(<[_]>::first) {
             None => (status, Cow::Borrowed(reason)),
             Some(registration) => match registration.target.decide(&before, status, reason) {
                 StatusVerdict::LetThrough => (status, Cow::Borrowed(reason)),

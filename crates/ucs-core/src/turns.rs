@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
@@ -20,7 +20,40 @@ use std::thread::ThreadId;
 thread_local! {
     /// How many turns, of any key set, this thread holds right now.
     static HELD: Cell<usize> = const { Cell::new(0) };
+    /// This thread's id, read once: `thread::current()` clones and drops
+    /// an `Arc` on every call, and every status change through a hook
+    /// takes a turn (issue 13 item 3).
+    static ME: ThreadId = std::thread::current().id();
 }
+
+/// The hasher of the turn maps: FNV-1a, a few instructions for an agent id
+/// where SipHash is about a hundred. Hash flooding needs no defence here:
+/// the maps hold only the keys being changed at this moment and the
+/// threads waiting for them, a handful, whatever the keys are.
+#[derive(Default)]
+struct TurnHasher(u64);
+
+impl Hasher for TurnHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by turn keys or thread ids, with [`TurnHasher`].
+type TurnMap<K, V> = HashMap<K, V, BuildHasherDefault<TurnHasher>>;
 
 /// How many turns this thread holds: non-zero while it is in the middle of a
 /// change, e.g. running a hook. Event delivery waits until it is zero, so no
@@ -56,9 +89,9 @@ impl TurnRefused {
 
 struct TurnState<K> {
     /// Which thread holds the turn on each busy key.
-    holders: HashMap<K, ThreadId>,
+    holders: TurnMap<K, ThreadId>,
     /// Which key each waiting thread waits for.
-    waiting: HashMap<ThreadId, K>,
+    waiting: TurnMap<ThreadId, K>,
 }
 
 /// A set of keys on which at most one thread at a time may be changing.
@@ -88,8 +121,8 @@ impl<K: Eq + Hash + Clone> Turns<K> {
     pub fn new() -> Self {
         Turns {
             state: Mutex::new(TurnState {
-                holders: HashMap::new(),
-                waiting: HashMap::new(),
+                holders: TurnMap::default(),
+                waiting: TurnMap::default(),
             }),
             released: Condvar::new(),
             held: AtomicUsize::new(0),
@@ -116,7 +149,11 @@ impl<K: Eq + Hash + Clone> Turns<K> {
 
     /// Waits for the turn on `key`, or refuses if waiting could never end.
     pub fn take(&self, key: K) -> Result<Turn<'_, K>, TurnRefused> {
-        let me = std::thread::current().id();
+        // `try_with` for a turn taken from a thread-local's destructor, after
+        // `ME` is gone.
+        let me = ME
+            .try_with(|me| *me)
+            .unwrap_or_else(|_| std::thread::current().id());
         let mut state = self.lock();
         loop {
             match state.holders.get(&key) {

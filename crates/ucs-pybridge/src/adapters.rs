@@ -6,14 +6,14 @@
 //! server from Python detaches first (see `ucs_object`).
 
 use std::any::Any;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quanta::Instant;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use ucs_api::{
     ApiError, Bypass, CallOutcome, HookPolicy, Metered, Middleware, Next, RegistrationMetrics,
 };
@@ -22,7 +22,7 @@ use ucs_core::{
     SharedDataHook, SharedVerdict, StatusHook, StatusVerdict, Value,
 };
 
-use crate::convert::{py_to_value, type_name, value_to_py};
+use crate::convert::{py_matches_value, py_to_value, type_name, value_to_py};
 use crate::deadline::{self, CallLabel};
 use crate::errors::{self, PluginError, ProcessingError, api_error_to_py, format_traceback};
 use crate::modules::PyAgent;
@@ -155,6 +155,29 @@ impl Registrable for PyStatusHook {
 }
 
 impl PyStatusHook {
+    /// The floor of [`StatusHook::decide`] for the benchmarks (issue 13
+    /// item 3): only the Python part, as bare as it can be done (attach,
+    /// the `agents.Agent` built as `decide` builds it, the two arguments,
+    /// the call, the returned tuple read as `(int, str)`, detach), with no
+    /// metering, deadline, verdict or error handling.
+    pub fn call_bare(
+        &self,
+        before: &Agent,
+        status: AgentStatus,
+        reason: &str,
+    ) -> Result<(i64, String), String> {
+        Python::attach(|py| {
+            let agent = Bound::new(py, PyAgent::new(before))?;
+            let returned = self
+                .0
+                .callable
+                .bind(py)
+                .call1((agent, status.code(), reason))?;
+            returned.extract::<(i64, String)>()
+        })
+        .map_err(|err| format!("the status hook failed: {err}"))
+    }
+
     fn decide_in_python(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         Python::attach(|py| {
             let result = Bound::new(py, PyAgent::new(before)).and_then(|agent| {
@@ -218,7 +241,12 @@ fn status_verdict(
     };
     // A reason must be a str: `(status, None)` is none of H3-H5's shapes,
     // so it is H6, not a silent empty reason (issue 15 item 16).
-    let Ok(new_reason) = new_reason.extract::<String>() else {
+    // Read in place: a String is made only for a rewrite (issue 13 item 3).
+    let Some(new_reason) = new_reason
+        .cast::<PyString>()
+        .ok()
+        .and_then(|text| text.to_str().ok())
+    else {
         return failed(format!("a reason of type {}", type_name(&new_reason)));
     };
     if status == requested && new_reason == reason {
@@ -226,7 +254,7 @@ fn status_verdict(
     } else {
         StatusVerdict::Rewrite {
             status,
-            reason: new_reason,
+            reason: new_reason.to_owned(),
         }
     }
 }
@@ -390,13 +418,16 @@ impl PyMiddleware {
     /// Runs the middleware around `next` (M2, M3), measured like every
     /// other registration.
     pub fn invoke(&self, next: Arc<dyn Continuation>, args: Vec<Value>) -> Result<Value, ApiError> {
+        // Exactly one of the two closures runs; whichever does takes the
+        // arguments, so neither copies them.
+        let args = std::cell::Cell::new(Some(args));
         self.0.measured(
             |bypass| {
                 ucs_api::bypassed_middleware(bypass, next.method_name(), || {
-                    next.proceed(args.clone())
+                    next.proceed(args.take().unwrap_or_default())
                 })
             },
-            || self.call_in_python(&next, &args),
+            || self.call_in_python(&next, args.take().unwrap_or_default()),
         )
     }
 }
@@ -422,16 +453,26 @@ impl PyMiddleware {
     fn call_in_python(
         &self,
         next: &Arc<dyn Continuation>,
-        args: &[Value],
+        args: Vec<Value>,
     ) -> (Result<Value, ApiError>, CallOutcome, Duration) {
         Python::attach(|py| {
-            let handler = match Bound::new(
-                py,
-                PyHandler {
-                    next: Arc::clone(next),
-                    inner_nanos: AtomicU64::new(0),
-                },
-            ) {
+            let handler = args
+                .iter()
+                .map(|arg| value_to_py(py, arg).map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()
+                .and_then(|given_py| {
+                    Bound::new(
+                        py,
+                        PyHandler {
+                            next: Arc::clone(next),
+                            inner_nanos: AtomicU64::new(0),
+                            given: args,
+                            given_py,
+                            returned: Mutex::new(None),
+                        },
+                    )
+                });
+            let handler = match handler {
                 Ok(handler) => handler,
                 Err(err) => {
                     let (error, _) = self.plugin_error(py, &err, next);
@@ -439,16 +480,22 @@ impl PyMiddleware {
                 }
             };
             let result = (|| {
-                let mut py_args = Vec::with_capacity(args.len() + 1);
+                let given = &handler.get().given_py;
+                let mut py_args = Vec::with_capacity(given.len() + 1);
                 py_args.push(handler.clone().into_any());
-                for arg in args {
-                    py_args.push(value_to_py(py, arg)?);
-                }
+                py_args.extend(given.iter().map(|arg| arg.bind(py).clone()));
                 self.0.callable.bind(py).call1(PyTuple::new(py, py_args)?)
             })();
             let inner = Duration::from_nanos(handler.get().inner_nanos.load(Ordering::Relaxed));
+            // A middleware that hands on what its handler returned, unchanged,
+            // gets the handler's value back as it was, not converted again.
+            let result = result.map(|returned| match handler.get().take_returned(&returned) {
+                Some(value) => Ok(value),
+                None => Err(returned),
+            });
             let (result, outcome) = match result {
-                Ok(returned) => match py_to_value(&returned) {
+                Ok(Ok(value)) => (Ok(value), CallOutcome::Ok),
+                Ok(Err(returned)) => match py_to_value(&returned) {
                     Ok(value) => (Ok(value), CallOutcome::Ok),
                     Err(err) => {
                         tracing::error!(
@@ -508,6 +555,49 @@ struct PyHandler {
     /// Time spent in the rest of the chain, which the middleware's budget
     /// does not count.
     inner_nanos: AtomicU64,
+    /// The arguments the middleware was called with, `(caller, *params)`,
+    /// and the Python objects made from them (issue 13 item 3): when the
+    /// middleware hands the same objects, unchanged, to its handler, they
+    /// are not read back from Python.
+    given: Vec<Value>,
+    /// The objects of `given`, in the same order.
+    given_py: Vec<Py<PyAny>>,
+    /// The last result the rest of the chain gave, with the Python object
+    /// the middleware got for it: when the middleware returns that object
+    /// unchanged, its value is taken as is. A `Mutex` because the class is
+    /// frozen; it is only ever taken attached, for a swap, with no wait
+    /// inside (L5).
+    returned: Mutex<Option<(Py<PyAny>, Value)>>,
+}
+
+impl PyHandler {
+    /// The value of argument `index` as `object`: the given value when the
+    /// middleware passed on the very object it got, unchanged; otherwise
+    /// read from Python.
+    fn argument(
+        &self,
+        index: usize,
+        object: &Bound<'_, PyAny>,
+    ) -> Result<Value, ucs_core::value::ValueError> {
+        if let (Some(value), Some(given)) = (self.given.get(index), self.given_py.get(index))
+            && object.is(given)
+            && py_matches_value(object, value)
+        {
+            return Ok(value.clone());
+        }
+        py_to_value(object)
+    }
+
+    /// The last result of the rest of the chain, if `returned` is the very
+    /// object made from it and unchanged since; `None` otherwise.
+    fn take_returned(&self, returned: &Bound<'_, PyAny>) -> Option<Value> {
+        let (object, value) = self
+            .returned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        (returned.is(&object) && py_matches_value(returned, &value)).then_some(value)
+    }
 }
 
 #[pymethods]
@@ -517,7 +607,8 @@ impl PyHandler {
         let py = args.py();
         let values = args
             .iter()
-            .map(|arg| py_to_value(&arg))
+            .enumerate()
+            .map(|(index, arg)| self.argument(index, &arg))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| {
                 api_error_to_py(
@@ -533,7 +624,12 @@ impl PyHandler {
         let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.inner_nanos.fetch_add(spent, Ordering::Relaxed);
         match result {
-            Ok(value) => value_to_py(py, &value),
+            Ok(value) => {
+                let object = value_to_py(py, &value)?;
+                *self.returned.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((object.clone().unbind(), value));
+                Ok(object)
+            }
             Err(error) => Err(api_error_to_py(py, error)),
         }
     }

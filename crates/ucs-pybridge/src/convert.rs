@@ -25,12 +25,44 @@ pub fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, P
             for (key, item) in fields {
                 match key {
                     MapKey::Int(key) => dict.set_item(key, value_to_py(py, item)?)?,
-                    MapKey::Str(key) => dict.set_item(key, value_to_py(py, item)?)?,
+                    MapKey::Str(key) => dict.set_item(str_key(py, key), value_to_py(py, item)?)?,
                 }
             }
             dict.into_any()
         }
     })
+}
+
+/// The Python `str` for a dict key: the field names of the server's own
+/// records (agents, users, events, audit records) are interned once per
+/// process, hash cached, instead of a new string made, hashed and freed per
+/// key per call (issue 13 item 3: `agents.list` through a middleware made
+/// twenty of them per layer). Any other key is a new string.
+fn str_key<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyString> {
+    macro_rules! interned {
+        ($($field:literal),* $(,)?) => {
+            match key {
+                $($field => pyo3::intern!(py, $field).clone(),)*
+                _ => PyString::new(py, key),
+            }
+        };
+    }
+    interned!(
+        "id",
+        "username",
+        "displayname",
+        "status",
+        "reason",
+        "superuser",
+        "agent",
+        "agent_id",
+        "identificator",
+        "data",
+        "previous_status",
+        "previous_reason",
+        "kind",
+        "plugin",
+    )
 }
 
 /// Builds a read-only Python object for `value`: dicts become
@@ -116,6 +148,84 @@ fn py_to_value_at(object: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Valu
         return Ok(Value::Map(map));
     }
     Err(ValueError::Unsupported(type_name(object)))
+}
+
+/// Whether [`py_to_value`] of `object` would give exactly `value`, keys in
+/// the same order: lets a caller that made `object` from `value` take
+/// `value` back instead of converting again, when Python handed the object
+/// on unchanged (a middleware passing its handler's result through). A
+/// walk with no allocation; it may answer false for an equal object (e.g.
+/// keys reordered), never true for a different one.
+pub fn py_matches_value(object: &Bound<'_, PyAny>, value: &Value) -> bool {
+    py_matches_value_at(object, value, 0)
+}
+
+fn py_matches_value_at(object: &Bound<'_, PyAny>, value: &Value, depth: usize) -> bool {
+    // Beyond the depth limit `py_to_value` refuses, so no value matches.
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match value {
+        Value::Null => object.is_none(),
+        Value::Bool(flag) => object
+            .cast::<PyBool>()
+            .is_ok_and(|object| object.is_true() == *flag),
+        // A bool is an int to Python, but `py_to_value` reads it as a bool.
+        Value::Int(int) => {
+            object.cast::<PyBool>().is_err()
+                && object
+                    .cast::<PyInt>()
+                    .is_ok_and(|object| object.extract::<i64>().is_ok_and(|read| read == *int))
+        }
+        Value::Float(number) => object
+            .cast::<PyFloat>()
+            .is_ok_and(|object| object.value().to_bits() == number.to_bits()),
+        Value::Str(text) => object
+            .cast::<PyString>()
+            .is_ok_and(|object| object.to_str().is_ok_and(|read| read == text)),
+        Value::List(items) => {
+            if let Ok(list) = object.cast::<PyList>() {
+                list.len() == items.len()
+                    && list
+                        .iter()
+                        .zip(items)
+                        .all(|(object, item)| py_matches_value_at(&object, item, depth + 1))
+            } else if let Ok(tuple) = object.cast::<PyTuple>() {
+                tuple.len() == items.len()
+                    && tuple
+                        .iter()
+                        .zip(items)
+                        .all(|(object, item)| py_matches_value_at(&object, item, depth + 1))
+            } else {
+                false
+            }
+        }
+        Value::Map(fields) => object.cast::<PyDict>().is_ok_and(|dict| {
+            dict.len() == fields.len()
+                && dict
+                    .iter()
+                    .zip(fields)
+                    .all(|((key, object), (field_key, field))| {
+                        py_matches_key(&key, field_key)
+                            && py_matches_value_at(&object, field, depth + 1)
+                    })
+        }),
+    }
+}
+
+/// Whether [`py_to_key`] of `key` would give exactly `expected`.
+fn py_matches_key(key: &Bound<'_, PyAny>, expected: &MapKey) -> bool {
+    if key.cast::<PyBool>().is_ok() {
+        return false;
+    }
+    match expected {
+        MapKey::Int(int) => key
+            .cast::<PyInt>()
+            .is_ok_and(|key| key.extract::<i64>().is_ok_and(|read| read == *int)),
+        MapKey::Str(text) => key
+            .cast::<PyString>()
+            .is_ok_and(|key| key.to_str().is_ok_and(|read| read == text)),
+    }
 }
 
 fn py_to_key(key: &Bound<'_, PyAny>) -> Result<MapKey, ValueError> {

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt};
 use ucs_core::{MapKey, Value};
-use ucs_pybridge::convert::{py_to_value, value_to_py};
+use ucs_pybridge::convert::{py_matches_value, py_to_value, value_to_py};
 
 /// Any value up to 4 levels deep, with str and int dict keys (digits
 /// included, so `1` and `"1"` meet in one dict) and finite floats.
@@ -79,6 +79,46 @@ proptest! {
             let object = value_to_py(py, &value)?;
             assert_python_types(&value, &object)?;
             prop_assert_eq!(py_to_value(&object), Ok(value.clone()));
+            Ok(())
+        })?;
+    }
+
+    /// The shortcut a middleware's pass-through takes (issue 13 item 3):
+    /// the object made from a value matches it, and an object that matches
+    /// a value, any value, reads back as exactly that value.
+    #[test]
+    fn a_match_is_what_reading_back_would_give(value in any_value(), other in any_value()) {
+        ucs_pybridge::init();
+        Python::attach(|py| -> Result<(), TestCaseError> {
+            let object = value_to_py(py, &value)?;
+            prop_assert!(py_matches_value(&object, &value));
+            if py_matches_value(&object, &other) {
+                prop_assert_eq!(py_to_value(&object), Ok(other.clone()));
+            }
+            Ok(())
+        })?;
+    }
+
+    /// A changed object never matches the value it was made from.
+    #[test]
+    fn a_changed_object_does_not_match(value in any_value()) {
+        ucs_pybridge::init();
+        Python::attach(|py| -> Result<(), TestCaseError> {
+            let object = value_to_py(py, &value)?;
+            let changed = match &value {
+                Value::List(_) => {
+                    object.call_method1("append", (0,))?;
+                    true
+                }
+                Value::Map(_) => {
+                    object.set_item("changed-key", 0)?;
+                    true
+                }
+                _ => false,
+            };
+            if changed {
+                prop_assert!(!py_matches_value(&object, &value));
+            }
             Ok(())
         })?;
     }
