@@ -184,6 +184,26 @@ fn type_check_plugins() -> Result<(), Failure> {
     Ok(())
 }
 
+/// Adds every file of `from` (and of its directories, when `nested`, less
+/// Python's caches) to `files`, as (source, destination under `to`).
+fn collect_files(
+    from: &Path,
+    to: &Path,
+    nested: bool,
+    files: &mut Vec<(PathBuf, PathBuf)>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_file() {
+            files.push((path, to.join(name)));
+        } else if nested && path.is_dir() && name != "__pycache__" && name != ".pytest_cache" {
+            collect_files(&path, &to.join(name), nested, files)?;
+        }
+    }
+    Ok(())
+}
+
 /// `cargo xtask dist`: one release binary with every crate wired in, and a
 /// tarball an operator unpacks under `/opt/ucs`.
 ///
@@ -244,22 +264,22 @@ fn dist() -> Result<(), Failure> {
         ),
         (root.join("dist/ucs.toml"), stage.join("etc/ucs.toml")),
     ];
-    for (from, to) in [
-        ("plugins", "examples/plugins"),
-        ("docs", "docs"),
-        ("docs/examples", "docs/examples"),
-        ("crates/ucs-pybridge/stubs", "stubs"),
+    for (from, to, nested) in [
+        ("plugins", "examples/plugins", false),
+        ("docs", "docs", false),
+        // docs/examples/rate_limit/ is a plugin with its tests/ (issue 16).
+        ("docs/examples", "docs/examples", true),
+        ("crates/ucs-pybridge/stubs", "stubs", false),
+        // The pytest kit's source, which `ucs stubs` writes beside the stubs.
+        ("crates/ucs-pybridge/python", "stubs", false),
     ] {
-        let entries = std::fs::read_dir(root.join(from))
+        collect_files(&root.join(from), &stage.join(to), nested, &mut files)
             .map_err(|err| fail(&format!("reading {from}"), err))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_file() {
-                files.push((path.clone(), stage.join(to).join(entry.file_name())));
-            }
-        }
     }
     for (from, to) in &files {
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|err| fail("creating the stage", err))?;
+        }
         std::fs::copy(from, to).map_err(|err| fail(&format!("copying {}", from.display()), err))?;
     }
     dist_check::check_no_search_path(&stage.join("bin/ucs"))?;
