@@ -1,9 +1,10 @@
 //! The web console (issue 14 item 5) in a real browser: headless Chromium
-//! driven over WebDriver (Debian's `chromium` and `chromium-driver`)
-//! against the real binary serving the four example plugins with
-//! `--metrics-listen ADDR --console`.
+//! driven over WebDriver (Debian's `chromium` and `chromium-driver`), and
+//! headless Firefox (`firefox-esr`) over WebDriver BiDi on its own remote
+//! port, as Debian ships no geckodriver, against the real binary serving
+//! the four example plugins with `--metrics-listen ADDR --console`.
 //!
-//! Without chromium or chromedriver the tests are skipped with a message,
+//! Without a browser or its driver the tests are skipped with a message,
 //! except under CI (`CI` set), where `.ci/run` installs both and a missing
 //! one fails. With `UCS_CONSOLE_SCREENSHOTS=docs` each page is saved as
 //! `docs/console-PAGE.png` (the README shows them).
@@ -702,4 +703,228 @@ async fn console_and_grpc_logins_share_one_throttle() {
         .await
         .expect_err("throttled over gRPC too");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+}
+
+/// Firefox (Debian's `firefox-esr`) driven over WebDriver BiDi on its own
+/// remote port: Debian ships no geckodriver. Killed, with its process
+/// group, on drop.
+struct Firefox {
+    child: Child,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    context: String,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Firefox {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Firefox {
+    /// A headless Firefox with a BiDi session and its first tab, or `None`
+    /// (skipped) when firefox-esr is missing.
+    async fn start() -> Option<Firefox> {
+        if !installed("firefox-esr") {
+            return None;
+        }
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let address = common::free_address();
+        let port = address.rsplit(':').next().expect("a port").to_owned();
+        let child = Command::new("firefox-esr")
+            .args([
+                "--headless",
+                "--no-remote",
+                "--remote-debugging-port",
+                &port,
+            ])
+            .arg("--profile")
+            .arg(profile.path())
+            .arg("about:blank")
+            .env("MOZ_CRASHREPORTER_DISABLE", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("firefox-esr starts");
+        let started = Instant::now();
+        let socket = loop {
+            match tokio_tungstenite::connect_async(format!("ws://{address}/session")).await {
+                Ok((socket, _)) => break socket,
+                Err(err) if started.elapsed() < WAIT => {
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("no WebDriver BiDi endpoint from Firefox at {address}: {err}"),
+            }
+        };
+        let mut firefox = Firefox {
+            child,
+            socket,
+            context: String::new(),
+            next_id: 0,
+            _profile: profile,
+        };
+        firefox
+            .command("session.new", serde_json::json!({ "capabilities": {} }))
+            .await;
+        let tree = firefox
+            .command("browsingContext.getTree", serde_json::json!({}))
+            .await;
+        tree["contexts"][0]["context"]
+            .as_str()
+            .expect("a browsing context")
+            .clone_into(&mut firefox.context);
+        Some(firefox)
+    }
+
+    /// Sends one BiDi command and returns its result, passing over the
+    /// events that come in between.
+    async fn command(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        self.next_id += 1;
+        let id = self.next_id;
+        let command = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.socket
+            .send(Message::text(command.to_string()))
+            .await
+            .expect("send a BiDi command");
+        loop {
+            let next = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method}"));
+            let Some(message) = next else {
+                panic!("Firefox closed the session during {method}");
+            };
+            let message = message.expect("a BiDi message");
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let answer: serde_json::Value = serde_json::from_str(&text).expect("BiDi JSON");
+            if answer["id"] != id {
+                continue;
+            }
+            assert!(answer.get("error").is_none(), "{method}: {answer}");
+            return answer["result"].clone();
+        }
+    }
+
+    /// Evaluates `expression` in the page; its value, as BiDi describes it.
+    async fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let context = self.context.clone();
+        self.command(
+            "script.evaluate",
+            serde_json::json!({
+                "expression": expression,
+                "target": { "context": context },
+                "awaitPromise": true,
+            }),
+        )
+        .await["result"]["value"]
+            .clone()
+    }
+
+    /// Waits until the text of `css` satisfies `wanted`; returns it.
+    async fn wait_text(
+        &mut self,
+        server: &Server,
+        css: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
+        let expression = format!(
+            "document.querySelector({}) ? document.querySelector({0}).textContent.trim() : ''",
+            serde_json::Value::from(css)
+        );
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < WAIT {
+            last = self
+                .eval(&expression)
+                .await
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if wanted(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{css} never showed what was wanted in Firefox; last it said {last:?}; server log:\n{}",
+            server.log()
+        );
+    }
+}
+
+/// Item 4: the page works in Firefox too: log in, see the four example
+/// plugins running, and watch an agent's status change arrive live from the
+/// event stream (EventSource, fetch and sessionStorage as Firefox has them).
+#[tokio::test]
+async fn the_console_works_in_firefox() {
+    let Some(mut firefox) = Firefox::start().await else {
+        return;
+    };
+    let (server, url) = server_with_console().await;
+    let context = firefox.context.clone();
+    firefox
+        .command(
+            "browsingContext.navigate",
+            serde_json::json!({ "context": context, "url": url, "wait": "complete" }),
+        )
+        .await;
+    firefox
+        .wait_text(&server, "#login-button", |text| text == "Log in")
+        .await;
+    firefox
+        .eval(&format!(
+            "document.querySelector('#username').value = 'admin';
+             document.querySelector('#password').value = {};
+             document.querySelector('#login-button').click(); true",
+            serde_json::Value::from(common::ADMIN_PASSWORD)
+        ))
+        .await;
+    firefox
+        .wait_text(&server, "#whoami", |text| text.starts_with("admin"))
+        .await;
+    for plugin in ["example", "middleware", "shared_data_hook", "status_hook"] {
+        let css = format!("#plugin-{plugin} td:nth-child(2)");
+        firefox
+            .wait_text(&server, &css, |state| state == "running")
+            .await;
+    }
+    firefox
+        .eval("document.querySelector('#nav-agents').click(); true")
+        .await;
+    firefox
+        .wait_text(&server, "#agent-3 td:nth-child(4)", |status| {
+            status == "AGENT_OFFLINE"
+        })
+        .await;
+    firefox
+        .wait_text(&server, "#live", |live| live == "live")
+        .await;
+    let sid = server.admin_sid().await;
+    server
+        .call(&sid, "agents.setStatus", "[3, 1, \"\"]")
+        .await
+        .expect("agents.setStatus");
+    // The status hook rewrites a first READY to AUX: the board shows what
+    // was applied, and the rewrite.
+    firefox
+        .wait_text(&server, "#agent-3 td:nth-child(4)", |status| {
+            status == "AGENT_AUX"
+        })
+        .await;
+    firefox
+        .wait_text(&server, "#agent-3 td:nth-child(6)", |rewrite| {
+            rewrite.starts_with("AGENT_READY")
+        })
+        .await;
 }
