@@ -1,6 +1,6 @@
 //! `GET /console/api/events`: committed events as Server-Sent Events.
 //!
-//! The source is the core's event bus, as for gRPC `Events.Subscribe`: a
+//! The source is an [`ucs_grpc::EventBroadcast`], as for gRPC `Events.Subscribe`: a
 //! sink puts each committed event in a bounded broadcast channel and never
 //! waits, so a slow browser never slows a commit. Each stream is filtered
 //! by [`EventFilter`] for its session's user (audit events reach
@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use ucs_api::{Api, ApiError};
-use ucs_core::{Event, EventSink, RegistrationId};
+use ucs_core::Event;
 use ucs_grpc::{EVENT_BUFFER, EventFilter};
 
 use crate::gateway::{bearer_sid, error_response};
@@ -40,45 +40,14 @@ const SESSION_CHECK: Duration = Duration::from_secs(1);
 /// `{code, message}`: the browser should not reconnect blindly.
 const CLOSED_EVENT: &str = "ucs.closed";
 
-/// Feeds committed events into the broadcast channel; never blocks.
-struct BroadcastSink {
-    /// Every stream holds a receiver of this channel.
-    sender: broadcast::Sender<Arc<Event>>,
-}
-
-impl EventSink for BroadcastSink {
-    fn deliver(&self, event: &Event) {
-        // No stream open: skip the clone. `send` fails only without a
-        // receiver, which is fine to ignore.
-        if self.sender.receiver_count() > 0 {
-            let _ = self.sender.send(Arc::new(event.clone()));
-        }
-    }
-}
-
-/// Removes the sink from the core when the last clone of the console goes.
-struct SinkRegistration {
-    /// The API whose event bus holds the sink.
-    api: Api,
-    /// Which sink to remove.
-    id: RegistrationId,
-}
-
-impl Drop for SinkRegistration {
-    fn drop(&mut self) {
-        self.api.core().events().remove_sink(self.id);
-    }
-}
-
 /// The source of every console event stream.
 #[derive(Clone)]
 pub(crate) struct EventStreams {
     /// Resolves the subscriber's sid.
     api: Api,
-    /// Each stream subscribes to this channel.
-    sender: broadcast::Sender<Arc<Event>>,
-    /// Keeps the sink registered for as long as the console lives.
-    _sink: Arc<SinkRegistration>,
+    /// What each stream reads (the same kind of channel the gRPC stream
+    /// reads, with its own sink).
+    events: ucs_grpc::EventBroadcast,
     /// Set to true to end every open stream at shutdown.
     closing: Arc<watch::Sender<bool>>,
 }
@@ -86,15 +55,10 @@ pub(crate) struct EventStreams {
 impl EventStreams {
     /// Registers the sink with `api`'s event bus.
     pub(crate) fn new(api: Api) -> Self {
-        let (sender, _) = broadcast::channel(EVENT_BUFFER);
-        let id = api.core().events().add_sink(Arc::new(BroadcastSink {
-            sender: sender.clone(),
-        }));
         let (closing, _) = watch::channel(false);
         EventStreams {
-            api: api.clone(),
-            sender,
-            _sink: Arc::new(SinkRegistration { api, id }),
+            events: ucs_grpc::EventBroadcast::new(&api),
+            api,
             closing: Arc::new(closing),
         }
     }
@@ -182,7 +146,7 @@ pub(crate) async fn subscribe(
     };
     // Subscribe before answering, so every event committed after the
     // browser sees the headers (its EventSource `open`) reaches it.
-    let receiver = streams.sender.subscribe();
+    let receiver = streams.events.subscribe();
     let (stream, messages) = mpsc::channel(SUBSCRIBER_QUEUE);
     tokio::spawn(forward(
         receiver,

@@ -138,15 +138,48 @@ impl Drop for SinkRegistration {
     }
 }
 
+/// Every committed event as a broadcast channel, fed by a sink on the
+/// core's event bus that never blocks a commit ([`BroadcastSink`]); the
+/// sink is removed when the last clone goes. The gRPC event stream and the
+/// web console's each read one.
+#[derive(Clone)]
+pub struct EventBroadcast {
+    /// Each subscription subscribes to this channel.
+    sender: broadcast::Sender<Arc<Event>>,
+    /// Keeps the sink registered for as long as a clone lives.
+    _sink: Arc<SinkRegistration>,
+}
+
+impl EventBroadcast {
+    /// Registers a sink with `api`'s event bus, buffering [`EVENT_BUFFER`]
+    /// events per subscriber.
+    pub fn new(api: &Api) -> Self {
+        let (sender, _) = broadcast::channel(EVENT_BUFFER);
+        let id = api.core().events().add_sink(Arc::new(BroadcastSink {
+            sender: sender.clone(),
+        }));
+        EventBroadcast {
+            sender,
+            _sink: Arc::new(SinkRegistration {
+                api: api.clone(),
+                id,
+            }),
+        }
+    }
+
+    /// Every event committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.sender.subscribe()
+    }
+}
+
 /// Streams events to subscribers (SPEC section 9 `Events.Subscribe`).
 #[derive(Clone)]
 pub struct EventsService {
     /// Resolves the subscriber's sid.
     api: Api,
-    /// Each subscription subscribes to this channel.
-    sender: broadcast::Sender<Arc<Event>>,
-    /// Keeps the sink registered for as long as the service lives.
-    _sink: Arc<SinkRegistration>,
+    /// What each subscription reads.
+    events: EventBroadcast,
     /// Set to true to end every open stream, so a graceful shutdown does not
     /// wait forever for streams that never end by themselves.
     closing: Arc<watch::Sender<bool>>,
@@ -155,15 +188,10 @@ pub struct EventsService {
 impl EventsService {
     /// The service over `api`; registers its sink with the core's event bus.
     pub fn new(api: Api) -> Self {
-        let (sender, _) = broadcast::channel(EVENT_BUFFER);
-        let id = api.core().events().add_sink(Arc::new(BroadcastSink {
-            sender: sender.clone(),
-        }));
         let (closing, _) = watch::channel(false);
         EventsService {
-            api: api.clone(),
-            sender,
-            _sink: Arc::new(SinkRegistration { api, id }),
+            events: EventBroadcast::new(&api),
+            api,
             closing: Arc::new(closing),
         }
     }
@@ -344,7 +372,7 @@ impl pb::events_server::Events for EventsService {
         let wanted = EventFilter::new(events, &caller).map_err(crate::status::from_api_error)?;
         // Subscribe before answering, so every event committed after the
         // client sees the response headers reaches it.
-        let receiver = self.sender.subscribe();
+        let receiver = self.events.subscribe();
         let (stream, messages) = mpsc::channel(SUBSCRIBER_QUEUE);
         let (dropped, dropped_signal) = oneshot::channel();
         tokio::spawn(forward(

@@ -45,7 +45,7 @@ mod proptests;
 
 pub use api::ApiService;
 pub use auth::AuthService;
-pub use events::{EVENT_BUFFER, EventFilter, EventsService};
+pub use events::{EVENT_BUFFER, EventBroadcast, EventFilter, EventsService};
 pub use metrics::{BuildInfo, Readiness, serve_metrics};
 pub use plugins::PluginsService;
 pub use server::{
