@@ -385,20 +385,31 @@ class WhereAmI:
 UCS_PLUGIN = 'WhereAmI'
 "#;
 
-/// A virtual environment made by the interpreter the server embeds (its
-/// home's `bin/python3.X`), holding the pure-Python package `tinypkg`.
-fn venv_with_tinypkg(home: &str) -> tempfile::TempDir {
+/// A virtual environment `DIR/venv` made by the interpreter the server
+/// embeds (its home's `bin/python3.X`), as docs/plugins.md says to; with
+/// `--without-pip` unless `pip`. Returns the directory and `3.X`.
+fn embedded_python_venv(home: &str, pip: bool) -> (tempfile::TempDir, String) {
     let version = ucs_version_field("Python ");
     let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
     let dir = tempfile::tempdir().expect("temp dir");
-    let venv = dir.path().join("venv");
     let python = format!("{home}/bin/python{major_minor}");
-    let made = Command::new(&python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
+    let mut command = Command::new(&python);
+    command.args(["-m", "venv"]);
+    if !pip {
+        command.arg("--without-pip");
+    }
+    let made = command
+        .arg(dir.path().join("venv"))
         .output()
         .unwrap_or_else(|err| panic!("{python}: {err}"));
     assert!(made.status.success(), "{}", stderr(&made));
+    (dir, major_minor)
+}
+
+/// [`embedded_python_venv`] holding the pure-Python package `tinypkg`.
+fn venv_with_tinypkg(home: &str) -> tempfile::TempDir {
+    let (dir, major_minor) = embedded_python_venv(home, false);
+    let venv = dir.path().join("venv");
     // What `pip install` of a pure-Python package leaves in site-packages.
     let package = venv.join(format!("lib/python{major_minor}/site-packages/tinypkg"));
     std::fs::create_dir_all(&package).expect("site-packages");
@@ -522,17 +533,8 @@ fn a_venv_for_another_python_is_refused_with_both_versions() {
 #[tokio::test]
 async fn plugins_import_a_package_pip_installed_from_the_registry() {
     let home = ucs_version_field("home ");
-    let version = ucs_version_field("Python ");
-    let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, _) = embedded_python_venv(&home, true);
     let venv = dir.path().join("venv");
-    let python = format!("{home}/bin/python{major_minor}");
-    let made = Command::new(&python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output()
-        .unwrap_or_else(|err| panic!("{python}: {err}"));
-    assert!(made.status.success(), "{}", stderr(&made));
     let installed = Command::new(venv.join("bin/pip"))
         .args([
             "install",

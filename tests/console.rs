@@ -45,28 +45,13 @@ fn installed(tool: &str) -> bool {
 /// A server over a copy of the repository's `plugins/`, serving the
 /// console on a free loopback address; returns it with the console's URL.
 async fn server_with_console() -> (Server, String) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
     let address = common::free_address();
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .demo()
         .arg("--metrics-listen")
         .arg(&address)
-        .arg("--console");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("plugins/ exists")
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
-        .collect();
-    files.sort();
-    for path in files {
-        let name = path
-            .file_name()
-            .expect("file name")
-            .to_string_lossy()
-            .into_owned();
-        let source = std::fs::read_to_string(&path).expect("plugin source");
-        builder = builder.plugin(&name, &source);
-    }
+        .arg("--console")
+        .example_plugins();
     let server = builder.start().await;
     (server, format!("http://{address}/console/"))
 }

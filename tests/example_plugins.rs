@@ -16,24 +16,10 @@ async fn server_with_examples() -> Server {
 
 /// [`server_with_examples`] not yet started, for more options.
 fn examples() -> common::ServerBuilder {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
-    let mut builder = Server::builder().demo().env("RUST_LOG", "debug");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("plugins/ exists")
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
-        .collect();
-    files.sort();
-    for path in files {
-        let name = path
-            .file_name()
-            .expect("file name")
-            .to_string_lossy()
-            .into_owned();
-        let source = std::fs::read_to_string(&path).expect("plugin source");
-        builder = builder.plugin(&name, &source);
-    }
-    builder
+    Server::builder()
+        .demo()
+        .env("RUST_LOG", "debug")
+        .example_plugins()
 }
 
 #[tokio::test]

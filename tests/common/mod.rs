@@ -84,6 +84,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Copies every plugin of the repository's `plugins/` (the four
+    /// documented examples), in file-name order.
+    pub(crate) fn example_plugins(mut self) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .expect("plugins/ exists")
+            .map(|entry| entry.expect("dir entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "py"))
+            .collect();
+        files.sort();
+        for path in files {
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            let source = std::fs::read_to_string(&path).expect("plugin source");
+            self = self.plugin(&name, &source);
+        }
+        self
+    }
+
     /// Starts with `--demo`: agents alice, bob and carol.
     pub(crate) fn demo(mut self) -> Self {
         self.demo = true;
