@@ -350,10 +350,22 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             goal: Some(Goal::AtLeast(20.0)),
         },
         Figure {
+            name: "the same / tonic ceiling answering its bytes (what gRPC alone allows)",
+            value: get("scale.set_status.ucs.rps")? / get("scale.set_status.ceiling.rps")?,
+            unit: "×",
+            goal: None,
+        },
+        Figure {
             name: "500 agents: config.users.get via the Middleware example / Python peer",
             value: get("scale.users_get.ucs.rps")? / get("scale.users_get.python_peer.rps")?,
             unit: "×",
             goal: Some(Goal::AtLeast(10.0)),
+        },
+        Figure {
+            name: "the same / tonic ceiling answering its bytes",
+            value: get("scale.users_get.ucs.rps")? / get("scale.users_get.ceiling.rps")?,
+            unit: "×",
+            goal: None,
         },
         Figure {
             name: "50 subscribers during the setStatus load: events delivered per second",

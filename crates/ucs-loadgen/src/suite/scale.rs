@@ -5,9 +5,10 @@
 //! - `scale.list.*`: `agents.list` (no middleware wraps it): UCS, the
 //!   ceiling, the peer;
 //! - `scale.set_status.*`: `agents.setStatus` over every agent in turn,
-//!   through the StatusHook and the Example callback: UCS and the peer;
+//!   through the StatusHook and the Example callback: UCS, the peer, and a
+//!   ceiling answering one such answer's bytes;
 //! - `scale.users_get.*`: `config.users.get` (501 users) through the
-//!   Middleware example: UCS and the peer;
+//!   Middleware example: UCS, the peer and a ceiling with its bytes;
 //! - `scale.events.*`: 50 subscribers of `agent.status` on UCS during the
 //!   setStatus load: events delivered per second over all of them, and the
 //!   p99 lag from a probe change's call to its event at each subscriber.
@@ -94,24 +95,48 @@ pub(super) async fn contact_centre_scale(
         .cycling(set_status_args.clone());
     let peer_set_status = Target::connect(&peer.url, PEER_SID, "agents.setStatus")
         .await?
-        .cycling(set_status_args);
+        .cycling(set_status_args.clone());
     let users_get = Target::connect(&ucs.url, &sid, "config.users.get").await?;
     let peer_users_get = Target::connect(&peer.url, PEER_SID, "config.users.get").await?;
 
-    let targets: [(&str, &Target); 7] = [
+    // What gRPC alone allows for each answer: a ceiling answering the
+    // very bytes of one setStatus and one config.users.get, so a ratio to
+    // the peer can be read against what this machine can serve at all.
+    let one_change = Target::connect(&ucs.url, &sid, "agents.setStatus")
+        .await?
+        .with_args(set_status_args.first().context("an agent to change")?)
+        .call_once()
+        .await?;
+    let mut change_ceiling = start_ceiling(work, "ceiling-set-status.log", &one_change)?;
+    let (ceiling_set_status, _) = first_answer(&mut change_ceiling, PEER_SID).await?;
+    // The same requests too (the ceiling ignores what they say).
+    let ceiling_set_status = ceiling_set_status.cycling(set_status_args.clone());
+    let users_answer = users_get.call_once().await?;
+    let mut users_ceiling = start_ceiling(work, "ceiling-users-get.log", &users_answer)?;
+    let (ceiling_users_get, _) = first_answer(&mut users_ceiling, PEER_SID).await?;
+
+    let targets: [(&str, &Target); 9] = [
         ("scale.list.ucs", &list_target),
         ("scale.list.ceiling", &ceiling_list),
         ("scale.list.python_peer", &peer_list),
         ("scale.set_status.ucs", &set_status),
+        ("scale.set_status.ceiling", &ceiling_set_status),
         ("scale.set_status.python_peer", &peer_set_status),
         ("scale.users_get.ucs", &users_get),
+        ("scale.users_get.ceiling", &ceiling_users_get),
         ("scale.users_get.python_peer", &peer_users_get),
     ];
     interleaved_rounds(
         plan,
         &targets,
         plan.throughput_concurrency,
-        &mut [&mut ucs, &mut peer, &mut ceiling],
+        &mut [
+            &mut ucs,
+            &mut peer,
+            &mut ceiling,
+            &mut change_ceiling,
+            &mut users_ceiling,
+        ],
         results,
     )
     .await?;
