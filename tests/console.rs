@@ -25,23 +25,6 @@ use nix::unistd::Pid;
 /// server with four plugin hosts and a browser on a 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Whether `tool` runs here; under CI a missing one fails the test (see
-/// the module doc).
-fn installed(tool: &str) -> bool {
-    let runs = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !runs {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is missing; .ci/run installs it with Debian's chromium and chromium-driver"
-        );
-        eprintln!("{tool} is not installed: skipped");
-    }
-    runs
-}
-
 /// A server over a copy of the repository's `plugins/`, serving the
 /// console on a free loopback address; returns it with the console's URL.
 async fn server_with_console() -> (Server, String) {
@@ -77,7 +60,9 @@ impl Drop for Browser {
 
 /// A browser, or `None` (skipped) when chromium or chromedriver is missing.
 async fn browser() -> Option<Browser> {
-    if !installed("chromium") || !installed("chromedriver") {
+    if !common::installed("chromium", "chromium")
+        || !common::installed("chromedriver", "chromium-driver")
+    {
         return None;
     }
     let address = common::free_address();
@@ -716,7 +701,7 @@ impl Firefox {
     /// A headless Firefox with a BiDi session and its first tab, or `None`
     /// (skipped) when firefox-esr is missing.
     async fn start() -> Option<Firefox> {
-        if !installed("firefox-esr") {
+        if !common::installed("firefox-esr", "firefox-esr") {
             return None;
         }
         let profile = tempfile::tempdir().expect("a profile directory");

@@ -645,31 +645,13 @@ async fn the_prometheus_endpoint_shows_api_calls_sessions_and_plugin_numbers() {
     );
 }
 
-/// Whether `tool` runs here. Under CI (`CI` set), where `.ci/run`
-/// installs Debian's `prometheus`, a missing tool fails the test instead
-/// of skipping it, so a green CI has run it.
-fn installed(tool: &str) -> bool {
-    let runs = std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !runs {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is missing; .ci/run installs it with Debian's prometheus package"
-        );
-        eprintln!("{tool} is not installed: skipped");
-    }
-    runs
-}
-
 /// Issue 17 item 4, with the tools of the trade: `promtool check metrics`
 /// finds nothing to say about the text answer of a server running the four
 /// documented plugins after calls of every kind, and a real Prometheus
 /// (which asks for OpenMetrics) scrapes it, target up, histograms included.
 #[tokio::test]
 async fn promtool_and_a_real_prometheus_accept_the_metrics() {
-    if !installed("promtool") {
+    if !common::installed("promtool", "prometheus") {
         return;
     }
     let address = common::free_address();
@@ -722,7 +704,7 @@ async fn promtool_and_a_real_prometheus_accept_the_metrics() {
         "promtool check metrics: {said}\n{body}"
     );
 
-    if !installed("prometheus") {
+    if !common::installed("prometheus", "prometheus") {
         return;
     }
     tokio::task::spawn_blocking(move || {

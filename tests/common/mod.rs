@@ -271,6 +271,24 @@ fn http_request(address: &str, path: &str, headers: &str) -> String {
     response
 }
 
+/// Whether `tool` runs here (`tool --version`). Under CI (`CI` set), where
+/// `.ci/run` installs it from `package`, a missing tool fails the test
+/// instead of skipping it, so a green CI has run it.
+pub(crate) fn installed(tool: &str, package: &str) -> bool {
+    let runs = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is missing; .ci/run installs it with Debian's {package}"
+        );
+        eprintln!("{tool} is not installed: skipped");
+    }
+    runs
+}
+
 /// A free loopback address for a second listener (`--metrics-listen`).
 pub(crate) fn free_address() -> String {
     format!("127.0.0.1:{}", free_port())
