@@ -169,6 +169,10 @@ struct DispatchState {
     next_seq: u64,
     /// External sinks, fed at commit.
     sinks: Vec<(RegistrationId, Arc<dyn EventSink>)>,
+    /// Threads waiting on `dispatched`: a dispatcher signals only when
+    /// there are any, since a signal is a system call even with no one to
+    /// wake, on every dispatched event.
+    waiters: usize,
 }
 
 impl DispatchState {
@@ -226,6 +230,7 @@ impl EventBus {
                 dispatcher: None,
                 next_seq: 1,
                 sinks: Vec::new(),
+                waiters: 0,
             }),
             dispatched: Condvar::new(),
             wait_limit,
@@ -404,11 +409,13 @@ impl EventBus {
                 );
                 return;
             }
+            state.waiters += 1;
             state = self
                 .dispatched
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiters -= 1;
         }
     }
 
@@ -508,8 +515,11 @@ impl Drop for Dispatching<'_> {
         let mut state = self.bus.state();
         state.in_progress.remove(&self.seq);
         state.dispatcher = None;
+        let anyone_waits = state.waiters > 0;
         drop(state);
-        self.bus.dispatched.notify_all();
+        if anyone_waits {
+            self.bus.dispatched.notify_all();
+        }
     }
 }
 

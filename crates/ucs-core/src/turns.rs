@@ -207,8 +207,14 @@ impl<K: Eq + Hash + Clone> Drop for Turn<'_, K> {
         if state.holders.remove(&self.key).is_some() {
             self.turns.held.fetch_sub(1, Ordering::SeqCst);
         }
+        // A waiter is in `waiting` from before it waits until after it
+        // wakes, both under the lock, so an empty map means no one to wake;
+        // and a signal is a system call even then, on every change.
+        let anyone_waits = !state.waiting.is_empty();
         drop(state);
-        self.turns.released.notify_all();
+        if anyone_waits {
+            self.turns.released.notify_all();
+        }
     }
 }
 

@@ -178,6 +178,24 @@ pub(crate) fn write_frame(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<(
     Ok(())
 }
 
+/// Writes as much of `bytes` as the socket takes without waiting, and says
+/// how much that was (0 for a full socket). `MSG_NOSIGNAL` as in
+/// [`write_frame`].
+pub(crate) fn send_without_waiting(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match send(stream.as_raw_fd(), &bytes[sent..], flags) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(more) => sent += more,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => break,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(sent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

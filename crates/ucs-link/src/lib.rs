@@ -47,7 +47,10 @@
 //!   every pending call fails at once with [`LinkError::PeerGone`] and its
 //!   [`CloseReason`], later calls fail at once, the pool stops, and
 //!   [`Caller::on_close`] / [`Caller::wait_closed`] tell a supervisor;
-//! - one writer thread writes whole frames, so frames never interleave and
+//! - a frame is written by the thread that sends it, without waiting
+//!   (`MSG_DONTWAIT`), whenever nothing is queued ahead of it; what a full
+//!   socket does not take goes to a writer thread, and every later frame
+//!   queues behind it, so frames never interleave, keep their order, and
 //!   no caller blocks on a full socket;
 //! - dropping the [`Link`] closes it and joins its threads.
 //!
@@ -61,8 +64,10 @@
 //! - `nested`: nested call routing: the thread-local stack of requests
 //!   being handled, link identities, and the jobs a waiting call runs.
 //! - `pool`: the handler threads, their cap and the bounded queue.
-//! - `frame`: the wire format (length prefix, header, body) and the one
-//!   `send` that writes.
+//! - `outbox`: frames out, written by their sender or queued for the
+//!   writer thread.
+//! - `frame`: the wire format (length prefix, header, body) and the
+//!   `send`s that write.
 //! - `error`: [`LinkError`], the crate's one error type, with
 //!   [`CloseReason`] and [`RemoteFailure`].
 //! - `supervise`: restart intensity (`supervise/intensity.rs`), exit
@@ -73,6 +78,7 @@ mod error;
 mod frame;
 mod link;
 mod nested;
+mod outbox;
 mod pool;
 pub mod supervise;
 

@@ -4,10 +4,10 @@
 //! Threads: one reader (decodes frames, hands replies to the waiting calls
 //! by id, nested requests to the calls they are nested in and other
 //! requests to the pool, and runs the notice handler, in frame order; it
-//! never runs a request's handler and never writes to the socket, so nothing
-//! a handler does can stop it reading), one writer (the only thread that
-//! writes, fed whole frames by a channel, so frames never interleave and no
-//! caller blocks on a full socket), and the handler pool (`pool.rs`). A
+//! never runs a request's handler and never waits to write, so nothing a
+//! handler does can stop it reading), one writer (writes only what a
+//! sender could not write without waiting, `outbox.rs`, so no caller
+//! blocks on a full socket), and the handler pool (`pool.rs`). A
 //! pending call waits on its own channel with no lock held (L5), for its
 //! answer or for the peer's callbacks into it, which it runs itself
 //! (`nested.rs`).
@@ -19,7 +19,7 @@ use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{CloseReason, LinkError, RemoteFailure};
 use crate::frame::{self, EncodeError, Header};
 use crate::nested::{self, Arrival};
+use crate::outbox::{Outbox, SendError};
 use crate::pool::{Job, Pool};
 
 /// A message one side sends the other to have it run, and the type of its
@@ -189,14 +190,6 @@ enum CallState<R> {
     Closed(CloseReason),
 }
 
-/// What the writer thread is given.
-pub(crate) enum Outgoing {
-    /// A whole encoded frame to write.
-    Frame(Vec<u8>),
-    /// Stop: the link is closed.
-    Stop,
-}
-
 /// The calling half of a link, shared by every [`Caller`], the reader, the
 /// writer and the handler threads.
 pub(crate) struct Shared<Out: Request> {
@@ -222,8 +215,8 @@ pub(crate) struct Shared<Out: Request> {
     /// The next request id. Ids of one side only ever grow, so a reply with
     /// an id not yet handed out is a protocol error, not a late reply.
     next_id: AtomicU64,
-    /// To the writer thread.
-    outgoing: Sender<Outgoing>,
+    /// Where frames go out (`outbox.rs`).
+    outbox: Arc<Outbox>,
     /// The socket, kept to shut it down on close: that wakes the reader out
     /// of `read` and the writer out of `send`, and tells the peer at once
     /// even while other handles of the fd are still open.
@@ -262,7 +255,7 @@ impl<Out: Request> Shared<Out> {
         // Errors here mean the socket is already shut or the writer already
         // gone, which is what is wanted.
         let _ = self.socket.shutdown(Shutdown::Both);
-        let _ = self.outgoing.send(Outgoing::Stop);
+        self.outbox.close();
         (self.stop_pool)();
         for (_, call) in pending {
             // A dropped channel means the call gave up.
@@ -366,16 +359,24 @@ impl<Out: Request> Shared<Out> {
         })
     }
 
-    /// Queues a frame for the writer. Fails only once the link is closed,
-    /// which the sender learns from its own call anyway.
-    pub(crate) fn send_frame(&self, bytes: Vec<u8>) {
-        let _ = self.outgoing.send(Outgoing::Frame(bytes));
+    /// Sends a frame, closing the link if writing fails. `Err` once the
+    /// link is closed.
+    pub(crate) fn send_frame(&self, bytes: Vec<u8>) -> Result<(), ()> {
+        match self.outbox.send(bytes) {
+            Ok(()) => Ok(()),
+            Err(SendError::Closed) => Err(()),
+            Err(SendError::Write(err)) => {
+                self.close(CloseReason::Write(Arc::new(err)));
+                Err(())
+            }
+        }
     }
 
     /// Answers the peer's request `id` with a failure.
     pub(crate) fn send_failed(&self, id: u64, failure: &RemoteFailure) {
         match frame::encode(&Header::Failed { id }, failure, self.max_frame_bytes) {
-            Ok(bytes) => self.send_frame(bytes),
+            // A closed link: the peer learns that anyway.
+            Ok(bytes) => drop(self.send_frame(bytes)),
             // A failure is a few bytes; this only happens with an absurdly
             // small frame limit, and then the peer's call runs into its
             // deadline instead.
@@ -386,7 +387,7 @@ impl<Out: Request> Shared<Out> {
     /// Answers the peer's request `id` with its handler's reply.
     pub(crate) fn send_reply<R: Serialize>(&self, id: u64, reply: &R) {
         match frame::encode(&Header::Reply { id }, reply, self.max_frame_bytes) {
-            Ok(bytes) => self.send_frame(bytes),
+            Ok(bytes) => drop(self.send_frame(bytes)),
             Err(EncodeError::TooLarge { len }) => self.send_failed(
                 id,
                 &RemoteFailure::ReplyTooLarge {
@@ -504,7 +505,7 @@ impl<Out: Request> Caller<Out> {
             }
         }
         let gives_up = Instant::now().checked_add(deadline);
-        if shared.outgoing.send(Outgoing::Frame(bytes)).is_err() {
+        if shared.send_frame(bytes).is_err() {
             shared.forget(id);
             return Err(self.gone());
         }
@@ -568,10 +569,7 @@ impl<Out: Request> Caller<Out> {
         if let Some(reason) = shared.close_reason() {
             return Err(LinkError::PeerGone(reason));
         }
-        shared
-            .outgoing
-            .send(Outgoing::Frame(bytes))
-            .map_err(|_| self.gone())
+        shared.send_frame(bytes).map_err(|()| self.gone())
     }
 
     /// The error for a call on a closed link.
@@ -770,7 +768,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
         let reader_stream = clone_socket()?;
         let writer_stream = clone_socket()?;
         let pool = Arc::new(Pool::new(&config, handler));
-        let (outgoing, writer_queue) = mpsc::channel();
+        let outbox = Arc::new(Outbox::new(writer_stream));
         let weak_pool: Weak<Pool<Out, In>> = Arc::downgrade(&pool);
         let shared = Arc::new(Shared {
             link_id: nested::new_link_id(),
@@ -784,7 +782,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
             closed: Condvar::new(),
             idle_waiters: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
-            outgoing,
+            outbox: Arc::clone(&outbox),
             socket: stream,
             stop_pool: Box::new(move || {
                 if let Some(pool) = weak_pool.upgrade() {
@@ -803,7 +801,11 @@ impl<Out: Request, In: Request> Link<Out, In> {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name(format!("{}-write", config.name))
-                .spawn(move || write_loop(&shared, &writer_queue, &writer_stream))
+                .spawn(move || {
+                    if let Err(err) = outbox.run_writer() {
+                        shared.close(CloseReason::Write(Arc::new(err)));
+                    }
+                })
         };
         link.threads
             .push(writer.map_err(|err| start_error("writer", err))?);
@@ -994,17 +996,6 @@ fn dispatch<Out: Request, In: Request>(
                 }
             }
             Ok(())
-        }
-    }
-}
-
-/// The writer thread: the only writer of the socket, one whole frame at a
-/// time, until told to stop or a write fails.
-fn write_loop<Out: Request>(shared: &Shared<Out>, queue: &Receiver<Outgoing>, stream: &UnixStream) {
-    while let Ok(Outgoing::Frame(bytes)) = queue.recv() {
-        if let Err(err) = frame::write_frame(stream, &bytes) {
-            shared.close(CloseReason::Write(Arc::new(err)));
-            return;
         }
     }
 }

@@ -125,6 +125,11 @@ impl<Out: Request, In: Request> Pool<Out, In> {
         }
         if state.queue.len() < state.idle as usize {
             state.queue.push_back(job);
+            // Signalled after unlocking: a worker woken under the lock would
+            // only block on it again, a second wake-up and two more futex
+            // calls on every request. It finds the job either way, as it
+            // checks the queue under the lock before it waits.
+            drop(state);
             self.work.notify_one();
             return Ok(());
         }

@@ -58,6 +58,10 @@ enum Command {
         /// The API method.
         #[arg(long, default_value = "agents.list")]
         method: String,
+        /// The call's arguments, a JSON array (e.g. `[2, 1, ""]` for
+        /// `agents.setStatus`).
+        #[arg(long, default_value = "[]")]
+        args: String,
         /// Calls in flight.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
@@ -80,12 +84,15 @@ fn main() -> anyhow::Result<()> {
             url,
             sid,
             method,
+            args,
             concurrency,
             seconds,
         } => {
             let runtime = load::client_runtime()?;
             let stats = runtime.block_on(async {
-                let target = load::Target::connect(&url, &sid, &method).await?;
+                let target = load::Target::connect(&url, &sid, &method)
+                    .await?
+                    .with_args(&args);
                 load::run(
                     &target,
                     concurrency,
