@@ -871,3 +871,80 @@ async fn i5_a_host_killed_by_its_memory_limit_is_restarted_with_that_cause() {
     )
     .await;
 }
+
+/// A plugin whose middleware on `shared.get` answers `thread.nice` with the
+/// nice value its own thread saw (`null` until it ran), and `call.nice`
+/// with that of the thread it runs on (a thread serving the server's call).
+const NICENESS: &str = r#"
+import os, threading
+
+class Niceness:
+    def __init__(self, ucs):
+        self.thread_nice = None
+        ucs.api.addMiddleware("shared.get", self.middleware)
+        threading.Thread(target=self.report, daemon=True).start()
+
+    def report(self):
+        self.thread_nice = os.getpriority(os.PRIO_PROCESS, 0)
+
+    def middleware(self, handler, caller, identificator, *rest):
+        if identificator == "thread.nice":
+            return self.thread_nice
+        if identificator == "call.nice":
+            return os.getpriority(os.PRIO_PROCESS, 0)
+        return handler(caller, identificator, *rest)
+
+UCS_PLUGIN = "Niceness"
+"#;
+
+/// The nice values [`NICENESS`] reports: its own thread's, and that of the
+/// thread serving a call into it.
+async fn niceness(server: &Server) -> (serde_json::Value, serde_json::Value) {
+    let sid = server.admin_sid().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let thread = loop {
+        let seen = server
+            .call(&sid, "shared.get", r#"["thread.nice"]"#)
+            .await
+            .expect("the middleware answers");
+        if !seen.is_null() || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let call = server
+        .call(&sid, "shared.get", r#"["call.nice"]"#)
+        .await
+        .expect("the middleware answers");
+    (thread, call)
+}
+
+/// A process-isolated plugin's own threads run at a lower CPU priority
+/// (nice 19 by default, `--plugin-thread-nice`), so one spinning in the
+/// background yields the CPU to the server; the threads that run its
+/// hooks, callbacks and middleware for the server's calls keep the
+/// server's priority (issue 18 item 6; I1: nothing else differs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i1_a_hosted_plugins_own_threads_yield_the_cpu_and_its_calls_do_not() {
+    let server = Server::builder()
+        .arg("--isolation=process")
+        .plugin("niceness.py", NICENESS)
+        .start()
+        .await;
+    assert_eq!(
+        niceness(&server).await,
+        (serde_json::json!(19), serde_json::json!(0))
+    );
+    drop(server);
+
+    let server = Server::builder()
+        .arg("--isolation=process")
+        .arg("--plugin-thread-nice=5")
+        .plugin("niceness.py", NICENESS)
+        .start()
+        .await;
+    assert_eq!(
+        niceness(&server).await,
+        (serde_json::json!(5), serde_json::json!(0))
+    );
+}

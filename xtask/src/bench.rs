@@ -301,6 +301,12 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             goal: Some(Goal::AtMost(30.0)),
         },
         Figure {
+            name: "the floor: a bare Unix socket round trip to another process, p50",
+            value: get("hook.floor.socket_rtt.p50_us")?,
+            unit: " µs",
+            goal: None,
+        },
+        Figure {
             name: "isolated status hook: µs added to agents.setStatus p99",
             value: get("hook.process.p99_us")? - get("hook.inprocess.p99_us")?,
             unit: " µs",

@@ -76,6 +76,7 @@ pub fn run_plugin_host() -> ExitCode {
         ucs_pybridge::home::set_python_home(home.into());
     }
     ucs_pybridge::init();
+    lower_plugin_threads();
     if let Some(venv) = std::env::var_os(crate::hosted::PYTHON_VENV_ENV)
         && let Err(err) = ucs_pybridge::home::use_venv(Path::new(&venv))
     {
@@ -118,6 +119,21 @@ pub fn run_plugin_host() -> ExitCode {
             std::process::exit(0);
         }
     }
+}
+
+/// Starts the plugin's own threads at the nice value the server asked for.
+fn lower_plugin_threads() {
+    let Some(nice) = std::env::var(crate::hosted::PLUGIN_THREAD_NICE_ENV)
+        .ok()
+        .and_then(|nice| nice.parse::<u8>().ok())
+    else {
+        return;
+    };
+    pyo3::Python::attach(|py| {
+        if let Err(err) = ucs_pybridge::priority::lower_plugin_threads(py, nice) {
+            tracing::warn!("plugin threads keep the server's priority: {err}");
+        }
+    });
 }
 
 /// One callable the plugin registered, kept here under its number.

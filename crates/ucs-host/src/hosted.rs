@@ -56,6 +56,10 @@ pub struct HostSettings {
     /// The server's `--python-venv`, so a host's plugin imports the same
     /// packages.
     pub python_venv: Option<PathBuf>,
+    /// The nice value of the threads a hosted plugin starts itself (0 to
+    /// 19; 0: the server's priority), so a plugin's background work
+    /// yields the CPU to the calls it serves (`ucs_pybridge::priority`).
+    pub plugin_thread_nice: u8,
 }
 
 /// The environment variable that hands a host the server's `--python-home`.
@@ -63,6 +67,17 @@ pub(crate) const PYTHON_HOME_ENV: &str = "UCS_PYTHON_HOME";
 
 /// The environment variable that hands a host the server's `--python-venv`.
 pub(crate) const PYTHON_VENV_ENV: &str = "UCS_PYTHON_VENV";
+
+/// The environment variable that hands a host
+/// [`HostSettings::plugin_thread_nice`].
+pub(crate) const PLUGIN_THREAD_NICE_ENV: &str = "UCS_PLUGIN_THREAD_NICE";
+
+/// The default [`HostSettings::plugin_thread_nice`]: the lowest, a weight
+/// of 15 against the server's 1024, so a plugin's background threads get
+/// about 1.5 % of a CPU the server wants, and all of one it does not. At
+/// 10 a spinning plugin thread still raised the server's p99 by 1.3 to
+/// 1.7× on two cores; at 19, 1.2 to 1.4× (`BENCHMARKS.md`).
+pub const DEFAULT_PLUGIN_THREAD_NICE: u8 = 19;
 
 impl HostSettings {
     /// Hosts started as `program plugin-host`, with the default limits.
@@ -77,6 +92,7 @@ impl HostSettings {
             max_handlers: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
             python_home: None,
             python_venv: None,
+            plugin_thread_nice: DEFAULT_PLUGIN_THREAD_NICE,
         }
     }
 }
@@ -321,6 +337,10 @@ impl HostedPlugin {
             // Each thread's malloc arena reserves 64 MiB of address space,
             // which RLIMIT_AS counts in full (I5): two are plenty.
             .env("MALLOC_ARENA_MAX", "2")
+            .env(
+                PLUGIN_THREAD_NICE_ENV,
+                settings.plugin_thread_nice.to_string(),
+            )
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         for (variable, dir) in [

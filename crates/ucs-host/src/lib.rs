@@ -28,5 +28,6 @@ pub mod wire;
 pub use child::{HOST_LOG_ENV, HostPort, run_plugin_host};
 pub use error::HostError;
 pub use hosted::{
-    DEFAULT_LOAD_DEADLINE, DEFAULT_MEMORY_LIMIT, HostExit, HostSettings, HostedLoad, HostedPlugin,
+    DEFAULT_LOAD_DEADLINE, DEFAULT_MEMORY_LIMIT, DEFAULT_PLUGIN_THREAD_NICE, HostExit,
+    HostSettings, HostedLoad, HostedPlugin,
 };

@@ -6,6 +6,8 @@
 //!   reports throughput and latency percentiles.
 //! - [`ceiling`]: the minimal tonic unary server that answers `Api.Call`
 //!   with a fixed message: the most any tonic server can do here.
+//! - [`floor`]: a bare round trip to another process over a Unix socket,
+//!   the least a process-isolated hook can cost on this machine.
 //! - [`processes`]: starting, waiting for and measuring child processes
 //!   (`ucs serve`, the ceiling, the Python peer).
 //! - [`suite`]: every server-level figure of `cargo xtask bench`, written as
@@ -14,6 +16,7 @@
 //! Every address is loopback and every loop is bounded in time.
 
 mod ceiling;
+mod floor;
 mod load;
 mod processes;
 mod suite;
@@ -46,6 +49,13 @@ enum Command {
         /// Exits after this many seconds, so it never outlives a run.
         #[arg(long, default_value_t = 600)]
         lifetime_secs: u64,
+    },
+    /// Echoes over a Unix socket (the other end of the floor, `floor.rs`).
+    #[command(hide = true)]
+    Echo {
+        /// The socket to connect to.
+        #[arg(long)]
+        socket: PathBuf,
     },
     /// Loads one server with `Api.Call` and prints the figures.
     Load {
@@ -80,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             result_json,
             lifetime_secs,
         } => ceiling::run(listen, result_json, Duration::from_secs(lifetime_secs)),
+        Command::Echo { socket } => floor::echo(&socket),
         Command::Load {
             url,
             sid,

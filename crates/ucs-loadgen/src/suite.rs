@@ -14,7 +14,9 @@
 //!   Python peer and the ceiling, and 50 event subscribers (issue 13);
 //! - process isolation (issue 18): `hook.*`, `agents.setStatus` through a
 //!   Python status hook in process and in a plugin host, one call at a
-//!   time (the difference is the link's round trip); `crash.*`, a host's
+//!   time (the difference is the link's round trip), and
+//!   `hook.floor.*`, a bare socket round trip to another process, the
+//!   least any crossing costs on this machine; `crash.*`, a host's
 //!   segfault to its restarted plugin serving again; `memory.host.*`, the
 //!   RSS of each example plugin's host; `gil.isolated.*`, the GIL figure
 //!   with the spinner in a host.
@@ -641,7 +643,12 @@ async fn hook_round_trip(
         .collect();
     let mut servers: Vec<&mut ChildProcess> = servers.iter_mut().collect();
     // One call at a time: the round trip, not queueing.
-    interleaved_rounds(plan, &targets, 1, &mut servers, results).await
+    interleaved_rounds(plan, &targets, 1, &mut servers, results).await?;
+    // The floor, in the same run: no crossing can cost less.
+    let floor = crate::floor::socket_round_trips(work, plan.window)?;
+    results.put("hook.floor.socket_rtt.p50_us", percentile(&floor, 0.5));
+    results.put("hook.floor.socket_rtt.p99_us", percentile(&floor, 0.99));
+    Ok(())
 }
 
 async fn crash_to_serving(

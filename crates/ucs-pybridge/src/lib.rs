@@ -15,6 +15,8 @@
 //! - [`errors`]: the `error` module and its mapping to API errors (M3).
 //! - [`thread_state`]: keeping a Python thread state per server thread.
 //! - [`fork`]: `os.fork()` in a plugin raises; it would copy the server.
+//! - [`priority`]: a plugin host's own threads at a lower CPU priority
+//!   than the ones serving the server's calls.
 //! - [`home`]: the interpreter's home, pinned rather than found on `PATH`,
 //!   and the virtual environment plugins import packages from.
 //! - [`testing`]: pytest in this interpreter with the `ucs_server` fixture
@@ -34,6 +36,7 @@ pub mod modules;
 mod output;
 pub mod plugin;
 pub mod port;
+pub mod priority;
 pub mod testing;
 pub mod thread_state;
 pub mod ucs_object;

@@ -341,6 +341,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub plugin_load_deadline: Option<Duration>,
+    /// The nice value (0 to 19) of the threads a process-isolated plugin
+    /// starts itself: they yield the CPU to the server and to the calls the
+    /// plugin serves whenever both want it, so a plugin spinning in the
+    /// background cannot slow the server's answers; 0 runs them at the
+    /// server's priority [default: 19].
+    #[arg(long, value_name = "NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub plugin_thread_nice: Option<u8>,
     /// How many times a process-isolated plugin whose host died is
     /// restarted within `--plugin-restart-window` before it is left FAILED
     /// until loaded by hand (I2, OTP's restart intensity); 0 never restarts

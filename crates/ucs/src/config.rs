@@ -59,6 +59,8 @@ pub struct ServeSettings {
     pub plugin_memory_limits: std::collections::BTreeMap<String, u64>,
     /// How long a process-isolated plugin's load may take (I4).
     pub plugin_load_deadline: Duration,
+    /// The nice value of a hosted plugin's own threads.
+    pub plugin_thread_nice: u8,
     /// Restarts of a dead host allowed within `plugin_restart_window` (I2).
     pub plugin_max_restarts: u32,
     /// The window `plugin_max_restarts` counts in.
@@ -151,6 +153,9 @@ impl ServeSettings {
             plugin_load_deadline: merged
                 .plugin_load_deadline
                 .unwrap_or(ucs_host::DEFAULT_LOAD_DEADLINE),
+            plugin_thread_nice: merged
+                .plugin_thread_nice
+                .unwrap_or(ucs_host::DEFAULT_PLUGIN_THREAD_NICE),
             plugin_max_restarts: merged.plugin_max_restarts.unwrap_or(restart.max_restarts),
             plugin_restart_window: merged.plugin_restart_window.unwrap_or(restart.window),
             shutdown_deadline: merged
@@ -183,6 +188,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         isolation,
         plugin_memory_limit,
         plugin_load_deadline,
+        plugin_thread_nice,
         plugin_max_restarts,
         plugin_restart_window,
         shutdown_deadline,
@@ -210,6 +216,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         isolation: file_isolation,
         plugin_memory_limit: file_plugin_memory_limit,
         plugin_load_deadline: file_plugin_load_deadline,
+        plugin_thread_nice: file_plugin_thread_nice,
         plugin_max_restarts: file_plugin_max_restarts,
         plugin_restart_window: file_plugin_restart_window,
         python_venv: file_python_venv,
@@ -237,6 +244,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         isolation: isolation.or(file_isolation),
         plugin_memory_limit: plugin_memory_limit.or(file_plugin_memory_limit),
         plugin_load_deadline: plugin_load_deadline.or(file_plugin_load_deadline),
+        plugin_thread_nice: plugin_thread_nice.or(file_plugin_thread_nice),
         plugin_max_restarts: plugin_max_restarts.or(file_plugin_max_restarts),
         plugin_restart_window: plugin_restart_window.or(file_plugin_restart_window),
         python_venv: python_venv.or(file_python_venv),
@@ -424,6 +432,7 @@ watch = true
 isolation = "process"
 plugin_memory_limit = "256MiB"
 plugin_load_deadline = "3s"
+plugin_thread_nice = 5
 plugin_max_restarts = 2
 plugin_restart_window = "10m"
 shutdown_deadline = "4s"
@@ -476,6 +485,7 @@ memory_limit = "2GiB"
                 plugin_memory_limit: 256 << 20,
                 plugin_memory_limits: [("status_hook".to_owned(), 2 << 30)].into(),
                 plugin_load_deadline: Duration::from_secs(3),
+                plugin_thread_nice: 5,
                 plugin_max_restarts: 2,
                 plugin_restart_window: Duration::from_secs(600),
                 shutdown_deadline: Duration::from_secs(4),

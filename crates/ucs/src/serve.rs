@@ -444,6 +444,7 @@ async fn start_plugins(
         bytes: settings.plugin_memory_limit,
     };
     config.isolation.hosts.load_deadline = settings.plugin_load_deadline;
+    config.isolation.hosts.plugin_thread_nice = settings.plugin_thread_nice;
     config.isolation.restart.max_restarts = settings.plugin_max_restarts;
     config.isolation.restart.window = settings.plugin_restart_window;
     config.shutdown_deadline = settings.shutdown_deadline;

@@ -1,0 +1,53 @@
+//! A plugin host's threads that the plugin starts itself run at a lower CPU
+//! priority than the threads that serve the server's calls (issue 18
+//! item 6, I1).
+//!
+//! A process-isolated plugin can no longer hold the server's GIL, but a
+//! thread of it that spins still takes a core; on a small machine that is
+//! half of what the server has. Linux keeps a nice value per thread, so the
+//! host raises it for each thread the plugin starts through `threading`
+//! (and `_thread`), as the thread's first act, and leaves the link's
+//! handler threads, which run the plugin's hooks, callbacks and middleware
+//! for the server's waiting calls, at the server's priority. A plugin's
+//! background work then yields the CPU to calls whenever both want it, and
+//! has all of it otherwise. Nothing else about the thread changes.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// Wraps `threading`'s thread start so that each new thread first sets its
+/// own nice value to `nice` (0 to 19; 0 leaves threads as they are).
+pub fn lower_plugin_threads(py: Python<'_>, nice: u8) -> PyResult<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    let globals = PyDict::new(py);
+    globals.set_item("NICE", nice.min(19))?;
+    // The wrapper is what `threading.Thread.start` (3.11 and 3.12: the
+    // embedded interpreter's, `ucs --version`) and `_thread` callers reach;
+    // 3.13 starts threads through `_start_joinable_thread` instead, and
+    // `tests/isolation.rs` would say so; `os.setpriority(PRIO_PROCESS, 0, n)` sets the calling thread's
+    // nice value on Linux, and raising it needs no privilege.
+    let code = cr#"
+import _thread
+import os
+import threading
+
+def _lowered(start):
+    def start_new_thread(function, args, kwargs=None):
+        def run(*args, **kwargs):
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, NICE)
+            except OSError:
+                pass
+            return function(*args, **kwargs)
+        return start(run, args, {} if kwargs is None else kwargs)
+    start_new_thread.__wrapped__ = start
+    return start_new_thread
+
+threading._start_new_thread = _lowered(threading._start_new_thread)
+_thread.start_new_thread = _lowered(_thread.start_new_thread)
+_thread.start_new = _thread.start_new_thread
+"#;
+    py.run(code, Some(&globals), None)
+}
