@@ -897,9 +897,15 @@ class Niceness:
 UCS_PLUGIN = "Niceness"
 "#;
 
-/// The nice values [`NICENESS`] reports: its own thread's, and that of the
-/// thread serving a call into it.
-async fn niceness(server: &Server) -> (serde_json::Value, serde_json::Value) {
+/// The nice values [`NICENESS`] reports in a plugin host of a server
+/// started with `args`: its own thread's, and that of the thread serving a
+/// call into it.
+async fn niceness(args: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let mut server = Server::builder().arg("--isolation=process");
+    for arg in args {
+        server = server.arg(arg);
+    }
+    let server = server.plugin("niceness.py", NICENESS).start().await;
     let sid = server.admin_sid().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let thread = loop {
@@ -926,25 +932,12 @@ async fn niceness(server: &Server) -> (serde_json::Value, serde_json::Value) {
 /// server's priority (issue 18 item 6; I1: nothing else differs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i1_a_hosted_plugins_own_threads_yield_the_cpu_and_its_calls_do_not() {
-    let server = Server::builder()
-        .arg("--isolation=process")
-        .plugin("niceness.py", NICENESS)
-        .start()
-        .await;
     assert_eq!(
-        niceness(&server).await,
+        niceness(&[]).await,
         (serde_json::json!(19), serde_json::json!(0))
     );
-    drop(server);
-
-    let server = Server::builder()
-        .arg("--isolation=process")
-        .arg("--plugin-thread-nice=5")
-        .plugin("niceness.py", NICENESS)
-        .start()
-        .await;
     assert_eq!(
-        niceness(&server).await,
+        niceness(&["--plugin-thread-nice=5"]).await,
         (serde_json::json!(5), serde_json::json!(0))
     );
 }
