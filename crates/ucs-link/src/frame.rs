@@ -160,36 +160,34 @@ pub(crate) fn decode_body<T: DeserializeOwned>(
     }
 }
 
-/// Writes one frame completely.
+/// Writes one frame completely, waiting for room in the socket as long as
+/// it takes.
+pub(crate) fn write_frame(stream: &UnixStream, bytes: &[u8]) -> io::Result<()> {
+    send_all(stream, bytes, MsgFlags::empty()).map(drop)
+}
+
+/// Writes as much of `bytes` as the socket takes without waiting, and says
+/// how much that was (0 for a full socket).
+pub(crate) fn send_without_waiting(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    send_all(stream, bytes, MsgFlags::MSG_DONTWAIT)
+}
+
+/// The one `send` loop: all of `bytes`, or up to a full socket with
+/// `MSG_DONTWAIT` (`EAGAIN`); how much went.
 ///
 /// `send` with `MSG_NOSIGNAL` rather than `write`: a write to a peer that is
 /// gone must be an `EPIPE` error here, never a `SIGPIPE` that kills this
 /// process, whatever the process's signal disposition is (an embedded
 /// interpreter or a plugin may have reset it to the default).
-pub(crate) fn write_frame(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(sent) => bytes = &bytes[sent..],
-            Err(Errno::EINTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
-    }
-    Ok(())
-}
-
-/// Writes as much of `bytes` as the socket takes without waiting, and says
-/// how much that was (0 for a full socket). `MSG_NOSIGNAL` as in
-/// [`write_frame`].
-pub(crate) fn send_without_waiting(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
-    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+fn send_all(stream: &UnixStream, bytes: &[u8], flags: MsgFlags) -> io::Result<usize> {
+    let flags = flags | MsgFlags::MSG_NOSIGNAL;
     let mut sent = 0;
     while sent < bytes.len() {
         match send(stream.as_raw_fd(), &bytes[sent..], flags) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(more) => sent += more,
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => break,
+            Err(Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => break,
             Err(errno) => return Err(errno.into()),
         }
     }

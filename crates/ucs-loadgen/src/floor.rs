@@ -21,9 +21,13 @@ use anyhow::Context;
 /// status and the reason in the link's framing).
 const MESSAGE: usize = 40;
 
-/// Round trips to a child process echoing over a Unix socket, for about
-/// `window`; each in microseconds, sorted.
-pub(crate) fn socket_round_trips(work: &Path, window: Duration) -> anyhow::Result<Vec<u64>> {
+/// Round trips to a child process echoing over a Unix socket for
+/// `warm_up`, not counted, then `window`; each in microseconds, sorted.
+pub(crate) fn socket_round_trips(
+    work: &Path,
+    warm_up: Duration,
+    window: Duration,
+) -> anyhow::Result<Vec<u64>> {
     let path = work.join("floor.sock");
     // A socket left by an earlier run would fail the bind.
     let _ = std::fs::remove_file(&path);
@@ -42,8 +46,8 @@ pub(crate) fn socket_round_trips(work: &Path, window: Duration) -> anyhow::Resul
             .context("the echo process did not connect")?;
         let mut message = [7u8; MESSAGE];
         let mut took = Vec::new();
-        let warm_up = Instant::now() + window / 10;
-        let end = Instant::now() + window;
+        let counted_from = Instant::now() + warm_up;
+        let end = counted_from + window;
         loop {
             let started = Instant::now();
             if started >= end {
@@ -51,7 +55,7 @@ pub(crate) fn socket_round_trips(work: &Path, window: Duration) -> anyhow::Resul
             }
             stream.write_all(&message)?;
             stream.read_exact(&mut message)?;
-            if started >= warm_up {
+            if started >= counted_from {
                 took.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
             }
         }

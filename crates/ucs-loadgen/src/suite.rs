@@ -645,7 +645,7 @@ async fn hook_round_trip(
     // One call at a time: the round trip, not queueing.
     interleaved_rounds(plan, &targets, 1, &mut servers, results).await?;
     // The floor, in the same run: no crossing can cost less.
-    let floor = crate::floor::socket_round_trips(work, plan.window)?;
+    let floor = crate::floor::socket_round_trips(work, plan.warm_up, plan.window)?;
     results.put("hook.floor.socket_rtt.p50_us", percentile(&floor, 0.5));
     results.put("hook.floor.socket_rtt.p99_us", percentile(&floor, 0.99));
     Ok(())
