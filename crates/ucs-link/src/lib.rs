@@ -20,9 +20,11 @@
 //! - no lock is held while waiting on the socket or on a reply (L5): a call
 //!   waits on a channel of its own, and the reader thread hands it its
 //!   reply by id;
-//! - handlers run on a capped pool of the link's threads (I6), never on the
-//!   reader, so a handler may call the peer and wait, and the peer's handler
-//!   may call back;
+//! - handlers run on a capped pool of the link's threads (I6); the thread
+//!   that reads a request runs it, having first left the reading to another
+//!   thread of the pool (leader and followers), so a request costs one
+//!   wake-up, and a handler may call the peer and wait, and the peer's
+//!   handler may call back, while another thread reads;
 //! - a callback runs where it would in-process (I1): a call made while a
 //!   thread runs this side's handler for the peer's request X is marked
 //!   nested in X (a thread-local stack of (link, request) entries; only
@@ -60,10 +62,11 @@
 //!
 //! # Layout
 //! - `link`: [`Link`], [`Caller`], [`LinkConfig`], the [`Request`] trait,
-//!   the reader and writer threads, the waiting call, closing.
+//!   reading (`lead`), the writer thread, the waiting call, closing.
 //! - `nested`: nested call routing: the thread-local stack of requests
 //!   being handled, link identities, and the jobs a waiting call runs.
-//! - `pool`: the handler threads, their cap and the bounded queue.
+//! - `pool`: the threads that read and handle, the read side passed
+//!   between them, their cap and the bounded queue.
 //! - `outbox`: frames out, written by their sender or queued for the
 //!   writer thread.
 //! - `frame`: the wire format (length prefix, header, body) and the

@@ -1,19 +1,18 @@
 //! The link itself: calls out, replies in, requests in to the pool or to the
 //! call they are nested in, notices in to the notice handler, and closing.
 //!
-//! Threads: one reader (decodes frames, hands replies to the waiting calls
-//! by id, nested requests to the calls they are nested in and other
-//! requests to the pool, and runs the notice handler, in frame order; it
-//! never runs a request's handler and never waits to write, so nothing a
-//! handler does can stop it reading), one writer (writes only what a
-//! sender could not write without waiting, `outbox.rs`, so no caller
-//! blocks on a full socket), and the handler pool (`pool.rs`). A
+//! Threads: the pool's (`pool.rs`), of which one at a time reads ([`lead`]:
+//! decodes frames, hands replies to the waiting calls by id and nested
+//! requests to the calls they are nested in, and runs the notice handler,
+//! in frame order; another request it runs itself once it has left the
+//! reading to another pool thread, so nothing a handler does can stop the
+//! reading), and one writer (writes only what a sender could not write
+//! without waiting, `outbox.rs`, so no caller blocks on a full socket). A
 //! pending call waits on its own channel with no lock held (L5), for its
 //! answer or for the peer's callbacks into it, which it runs itself
 //! (`nested.rs`).
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::net::Shutdown;
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
@@ -31,7 +30,7 @@ use crate::error::{CloseReason, LinkError, RemoteFailure};
 use crate::frame::{self, EncodeError, Header};
 use crate::nested::{self, Arrival};
 use crate::outbox::{Outbox, SendError};
-use crate::pool::{Job, Pool};
+use crate::pool::{HandOff, Job, NoticeHandler, Pool, ReadSide};
 
 /// A message one side sends the other to have it run, and the type of its
 /// answer.
@@ -50,8 +49,8 @@ pub trait Request: Serialize + DeserializeOwned + Send + 'static {
 /// How a link behaves; one per link, fixed at start.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Names the link in its threads' names (`NAME-read`, `NAME-write`,
-    /// `NAME-handle`) and its log lines. Linux shows 15 bytes of a thread
+    /// Names the link in its threads' names (`NAME-handle` for the pool's,
+    /// which read and run handlers, `NAME-write`) and its log lines. Linux shows 15 bytes of a thread
     /// name, so keep it to about 9.
     pub name: String,
     /// The largest frame either way. A request over it fails its call, a
@@ -62,7 +61,8 @@ pub struct LinkConfig {
     /// overrides it per call.
     pub call_deadline: Duration,
     /// The most pool threads that run this side's handler at once (I6: a
-    /// plugin never holds more than its share of the server's threads).
+    /// plugin never holds more than its share of the server's threads); the
+    /// pool has one thread more, the one that reads.
     ///
     /// A nested request (the peer calling back into a call this side is
     /// waiting in, from the handler serving it) does not count against it:
@@ -170,9 +170,6 @@ struct Pending<R> {
     /// Nested requests sent to `slot` and not yet taken by the call.
     nested_waiting: u32,
 }
-
-/// The notice handler, type-erased.
-type NoticeHandler<In> = Box<dyn Fn(In) + Send + Sync>;
 
 /// A callback run once when the link closes.
 type OnClose = Box<dyn FnOnce(&CloseReason) + Send>;
@@ -707,8 +704,9 @@ impl<Out: Request, In: Request> Link<Out, In> {
     /// peer back before it answers, re-entrantly and to any depth: the peer
     /// runs such a callback on its thread waiting for this answer, taking
     /// no thread of its [`LinkConfig::max_handlers`]. The handler runs on
-    /// the link's handler threads, never on the reader, so a slow handler
-    /// delays only itself; a request the peer makes from inside its handler
+    /// the link's pool threads, on the one that read the request, which
+    /// first leaves the reading to another, so a slow handler delays only
+    /// itself; a request the peer makes from inside its handler
     /// for one of this side's calls runs instead on the thread waiting in
     /// that call (see [`Caller::call_with_deadline`]). A panic in it is
     /// caught and answered as [`RemoteFailure::HandlerPanicked`].
@@ -723,7 +721,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
     }
 
     /// [`Link::start`], also handling the peer's notices with
-    /// `notice_handler`, on the reader thread, one at a time in the order
+    /// `notice_handler`, on the thread reading, one at a time in the order
     /// they came, in order with the replies and requests around them.
     ///
     /// That order is the point (the server logs a plugin host's log records
@@ -767,7 +765,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
         };
         let reader_stream = clone_socket()?;
         let writer_stream = clone_socket()?;
-        let pool = Arc::new(Pool::new(&config, handler));
+        let pool = Arc::new(Pool::new(&config, handler, notices));
         let outbox = Arc::new(Outbox::new(writer_stream));
         let weak_pool: Weak<Pool<Out, In>> = Arc::downgrade(&pool);
         let shared = Arc::new(Shared {
@@ -794,7 +792,7 @@ impl<Out: Request, In: Request> Link<Out, In> {
         let mut link = Self {
             caller: Caller::from_shared(Arc::clone(&shared)),
             pool: Arc::clone(&pool),
-            threads: Vec::with_capacity(2),
+            threads: Vec::with_capacity(1),
             shutdown_grace: config.shutdown_grace,
         };
         let writer = {
@@ -809,12 +807,9 @@ impl<Out: Request, In: Request> Link<Out, In> {
         };
         link.threads
             .push(writer.map_err(|err| start_error("writer", err))?);
-        let reader = thread::Builder::new()
-            .name(format!("{}-read", config.name))
-            .spawn(move || read_loop(&shared, &pool, notices.as_ref(), reader_stream));
         // On error `link` drops here, which closes and joins the writer.
-        link.threads
-            .push(reader.map_err(|err| start_error("reader", err))?);
+        pool.start_reading(&shared, ReadSide::new(reader_stream))
+            .map_err(|err| start_error("reader", err))?;
         Ok(link)
     }
 
@@ -901,37 +896,39 @@ fn start_error(what: &'static str, err: std::io::Error) -> LinkError {
     }
 }
 
-/// The reader's size of read buffer: several small frames per `read`.
-const READ_BUFFER: usize = 64 << 10;
-
-/// The reader thread: frames in until the link closes.
-fn read_loop<Out: Request, In: Request>(
+/// The reader: reads and handles frames as the link's one reader, until a
+/// request comes that this thread is to run, which it returns after leaving
+/// the read side for another thread ([`Pool::hand_off`]), or until the link
+/// closes (`None`).
+pub(crate) fn lead<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
-    notices: Option<&NoticeHandler<In>>,
-    stream: UnixStream,
-) {
-    nested::mark_reader(shared.link_id);
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-    let mut frame = Vec::new();
-    let reason = loop {
-        if let Err(reason) = frame::read_frame(&mut reader, shared.max_frame_bytes, &mut frame) {
-            break reason;
+    mut side: ReadSide,
+) -> Option<Job<In>> {
+    let _reading = nested::Reading::mark(shared.link_id);
+    loop {
+        let read = frame::read_frame(&mut side.reader, shared.max_frame_bytes, &mut side.frame);
+        let handled = read.and_then(|()| dispatch(shared, pool, &side.frame));
+        match handled {
+            Err(reason) => {
+                shared.close(reason);
+                return None;
+            }
+            Ok(None) => {}
+            Ok(Some(job)) => match pool.hand_off(shared, side, job) {
+                HandOff::RunHere(job) => return Some(job),
+                HandOff::KeepReading(kept) => side = kept,
+            },
         }
-        if let Err(reason) = dispatch(shared, pool, notices, &frame) {
-            break reason;
-        }
-    };
-    shared.close(reason);
+    }
 }
 
-/// Handles one frame from the peer.
+/// Handles one frame from the peer; a request for a handler comes back.
 fn dispatch<Out: Request, In: Request>(
     shared: &Arc<Shared<Out>>,
     pool: &Arc<Pool<Out, In>>,
-    notices: Option<&NoticeHandler<In>>,
     frame: &[u8],
-) -> Result<(), CloseReason> {
+) -> Result<Option<Job<In>>, CloseReason> {
     let (header, body) = frame::split_header(frame)?;
     match header {
         Header::Request {
@@ -955,32 +952,28 @@ fn dispatch<Out: Request, In: Request>(
                 // end; the job comes back in the error and drops here, which
                 // refuses it with `CallerGone`.
                 let _ = slot.send(Arrival::Nested(pool.nested_job(shared, job)));
-                return Ok(());
+                return Ok(None);
             }
             // Not nested, or nested in a call that is no longer waiting (it
-            // gave up, and the peer's handler calls on regardless): the pool
-            // runs it as any other request.
-            if let Err(failure) = pool.submit(shared, job) {
-                if matches!(failure, RemoteFailure::Busy { .. }) {
-                    shared.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
-                }
-                shared.send_failed(id, &failure);
-            }
-            Ok(())
+            // gave up, and the peer's handler calls on regardless): a pool
+            // thread runs it as any other request.
+            Ok(Some(job))
         }
         Header::Reply { id } => {
             let reply: Out::Response = frame::decode_body(body, "reply body")?;
-            shared.deliver(id, Ok(reply))
+            shared.deliver(id, Ok(reply)).map(|()| None)
         }
         Header::Failed { id } => {
             let failure: RemoteFailure = frame::decode_body(body, "failure body")?;
-            shared.deliver(id, Err(LinkError::Remote(failure)))
+            shared
+                .deliver(id, Err(LinkError::Remote(failure)))
+                .map(|()| None)
         }
         Header::Notice => {
             // Decoded even with no handler: a notice that does not decode is
             // a broken peer either way.
             let notice: In = frame::decode_body(body, "notice body")?;
-            match notices {
+            match pool.notices() {
                 Some(handler) => {
                     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler(notice))) {
                         let message = crate::pool::panic_message(panic.as_ref());
@@ -995,7 +988,7 @@ fn dispatch<Out: Request, In: Request>(
                     tracing::debug!(link = %shared.name, "a notice on a link without a notice handler, dropped");
                 }
             }
-            Ok(())
+            Ok(None)
         }
     }
 }

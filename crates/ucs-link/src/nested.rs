@@ -90,9 +90,31 @@ pub(crate) fn nested_in(link: u64) -> Option<u64> {
         .flatten()
 }
 
-/// Marks the current thread as link `link`'s reader, for its whole life.
-pub(crate) fn mark_reader(link: u64) {
-    READER_OF.with(|reader| reader.set(Some(link)));
+/// Marks the current thread as link `link`'s reader until dropped: the
+/// read side passes between the link's threads (`pool.rs`).
+///
+/// Not `Send`: the mark is on this thread and must be cleared here.
+pub(crate) struct Reading {
+    /// Keeps the guard on the thread that set the mark.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Reading {
+    /// Sets the mark.
+    pub(crate) fn mark(link: u64) -> Self {
+        READER_OF.with(|reader| reader.set(Some(link)));
+        Self {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        // `try_with`: a thread-local destructor may run this after the
+        // thread's locals are gone.
+        let _ = READER_OF.try_with(|reader| reader.set(None));
+    }
 }
 
 /// Whether the current thread is link `link`'s reader.

@@ -1,12 +1,19 @@
-//! The handler pool: at most `max_handlers` threads that run this side's
-//! handler for the peer's requests, started on demand, with a bounded queue
-//! behind them.
+//! The link's threads that read and handle: at most `max_handlers` of them
+//! run this side's handler for the peer's requests at once, and one more
+//! reads, started on demand, with a bounded queue behind them.
 //!
-//! The reader only ever pushes into the queue (or refuses), under a short
-//! lock, so a busy or stuck handler never stops it reading replies: that is
-//! what lets a handler call the peer and wait for the answer (re-entrancy).
-//! The cap is I6's share of threads; the queue bound keeps a flood of
-//! requests from a broken peer from growing memory without end.
+//! Leader and followers: one thread at a time holds the link's read side
+//! ([`ReadSide`]) and reads frames (`link::lead`). A request it reads that
+//! a handler may take, it runs itself, after leaving the read side for an
+//! idle thread of the pool (or a new one) to pick up: the request is then
+//! run by the thread that was woken for its frame, with no second wake-up
+//! to hand it to another thread, which on a VM is about 20 µs of every
+//! crossing. Reading never waits on a handler: the read side is always
+//! left for another thread before a handler runs, so a handler may call
+//! the peer and wait for the answer (re-entrancy). The cap is I6's share of
+//! threads; a request that finds `max_handlers` running waits in the queue,
+//! whose bound keeps a flood of requests from a broken peer from growing
+//! memory without end.
 //!
 //! A request nested in one of this side's calls does not come here: the
 //! reader wraps it with [`Pool::nested_job`] and hands it to the thread
@@ -14,6 +21,8 @@
 //! worker (`nested.rs`).
 
 use std::collections::VecDeque;
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -21,12 +30,56 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::error::RemoteFailure;
-use crate::link::{Caller, LinkConfig, Request, Shared, lock};
+use crate::link::{Caller, LinkConfig, Request, Shared, lead, lock};
 use crate::nested::{Handling, NestedJob, Run};
 
 /// The handler, type-erased.
 pub(crate) type Handler<Out, In> =
     Box<dyn Fn(In, &Caller<Out>) -> <In as Request>::Response + Send + Sync>;
+
+/// The notice handler, type-erased.
+pub(crate) type NoticeHandler<In> = Box<dyn Fn(In) + Send + Sync>;
+
+/// The reader's size of read buffer: several small frames per `read`.
+const READ_BUFFER: usize = 64 << 10;
+
+/// The link's read side: the socket's read end, with what was read from it
+/// and not yet handled. Owned by exactly one thread at a time, the one that
+/// reads (moved, never locked, so no lock is held while it waits on the
+/// socket, L5).
+pub(crate) struct ReadSide {
+    /// The socket, buffered: frames already read stay with it when it is
+    /// handed to the next reader.
+    pub(crate) reader: BufReader<UnixStream>,
+    /// The frame being handled, reused.
+    pub(crate) frame: Vec<u8>,
+}
+
+impl ReadSide {
+    /// The read side of a fresh link.
+    pub(crate) fn new(stream: UnixStream) -> Self {
+        Self {
+            reader: BufReader::with_capacity(READ_BUFFER, stream),
+            frame: Vec::new(),
+        }
+    }
+}
+
+/// What the reader does after reading a request for a handler.
+pub(crate) enum HandOff<In> {
+    /// Run it: the read side was left for another thread.
+    RunHere(Job<In>),
+    /// Read on: the request was queued or refused, or the pool stopped.
+    KeepReading(ReadSide),
+}
+
+/// What a pool thread does next.
+enum Task<In> {
+    /// Run this request (counted in `running`).
+    Run(Job<In>),
+    /// Read the link, until a request comes to run or the link closes.
+    Read(ReadSide),
+}
 
 /// A request from the peer, waiting for a handler thread.
 pub(crate) struct Job<In> {
@@ -61,27 +114,36 @@ struct PoolState<In> {
     /// Requests not yet taken by a worker.
     queue: VecDeque<Job<In>>,
     /// Workers waiting for work. Counts a worker from the moment it starts
-    /// waiting until it wakes, so `queue.len() <= idle` means every queued
-    /// job already has a worker on its way.
+    /// waiting until it wakes.
     idle: u32,
-    /// Workers started and not yet exited.
+    /// Workers running a handler: at most `max_handlers`.
+    running: u32,
+    /// Workers started and not yet exited: at most `max_handlers + 1`, the
+    /// one more for reading.
     live: u32,
+    /// The read side while no thread reads: left by the reader that took a
+    /// request to run, for the next worker looking for work, which takes it
+    /// before any queued job (replies wait behind it).
+    unread: Option<ReadSide>,
     /// See [`Phase`].
     phase: Phase,
     /// Every worker started, to join on shutdown.
     workers: Vec<JoinHandle<()>>,
 }
 
-/// The handler threads of one link.
+/// The reading and handler threads of one link.
 pub(crate) struct Pool<Out: Request, In: Request> {
     /// See [`PoolState`].
     state: Mutex<PoolState<In>>,
-    /// Signalled for each queued job, and for all on stop.
+    /// Signalled when the read side is left for an idle worker, and for all
+    /// on stop.
     work: Condvar,
     /// Signalled when a worker exits.
     exited: Condvar,
     /// The handler.
     handler: Handler<Out, In>,
+    /// The notice handler, run by the reader; `None` drops notices.
+    notices: Option<NoticeHandler<In>>,
     /// See [`LinkConfig::max_handlers`].
     max_handlers: u32,
     /// See [`LinkConfig::max_queued`].
@@ -92,77 +154,141 @@ pub(crate) struct Pool<Out: Request, In: Request> {
 
 impl<Out: Request, In: Request> Pool<Out, In> {
     /// A pool with no threads yet.
-    pub(crate) fn new(config: &LinkConfig, handler: Handler<Out, In>) -> Self {
+    pub(crate) fn new(
+        config: &LinkConfig,
+        handler: Handler<Out, In>,
+        notices: Option<NoticeHandler<In>>,
+    ) -> Self {
         Self {
             state: Mutex::new(PoolState {
                 queue: VecDeque::new(),
                 idle: 0,
+                running: 0,
                 live: 0,
+                unread: None,
                 phase: Phase::Running,
                 workers: Vec::new(),
             }),
             work: Condvar::new(),
             exited: Condvar::new(),
             handler,
+            notices,
             max_handlers: config.max_handlers.get(),
             max_queued: config.max_queued,
             thread_name: format!("{}-handle", config.name),
         }
     }
 
-    /// Queues a request for a handler thread, starting one if all are busy
-    /// and the cap allows; refuses it if the cap is reached and the queue is
-    /// full. Called by the reader only. Starting a thread under the lock
-    /// takes a `clone` syscall, never a wait on anything.
-    pub(crate) fn submit(
+    /// Starts the link's first thread, which reads.
+    pub(crate) fn start_reading(
         self: &Arc<Self>,
         shared: &Arc<Shared<Out>>,
+        side: ReadSide,
+    ) -> std::io::Result<()> {
+        let mut state = lock(&self.state);
+        state.unread = Some(side);
+        self.spawn_worker(&mut state, shared)
+    }
+
+    /// The notice handler, for the reader.
+    pub(crate) fn notices(&self) -> Option<&NoticeHandler<In>> {
+        self.notices.as_ref()
+    }
+
+    /// Called by the reader with a request for a handler: if fewer than
+    /// `max_handlers` run, leaves the read side for an idle worker (waking
+    /// one, or starting one) and tells the reader to run the request
+    /// itself; otherwise queues it, or refuses it with `Busy` when the
+    /// queue is full, and the reader reads on. Starting a thread under the
+    /// lock takes a `clone` syscall, never a wait on anything.
+    pub(crate) fn hand_off(
+        self: &Arc<Self>,
+        shared: &Arc<Shared<Out>>,
+        side: ReadSide,
         job: Job<In>,
-    ) -> Result<(), RemoteFailure> {
+    ) -> HandOff<In> {
         let mut state = lock(&self.state);
         if state.phase == Phase::Stopped {
-            return Ok(());
-        }
-        if state.queue.len() < state.idle as usize {
-            state.queue.push_back(job);
-            // Signalled after unlocking: a worker woken under the lock would
-            // only block on it again, a second wake-up and two more futex
-            // calls on every request. It finds the job either way, as it
-            // checks the queue under the lock before it waits.
             drop(state);
-            self.work.notify_one();
-            return Ok(());
+            // Dropped outside the lock: a request's drop may run arbitrary
+            // code. The reader reads on to the end of the stream.
+            drop(job);
+            return HandOff::KeepReading(side);
         }
-        if state.live < self.max_handlers {
-            let pool = Arc::clone(self);
-            let worker_shared = Arc::clone(shared);
-            match thread::Builder::new()
-                .name(self.thread_name.clone())
-                .spawn(move || work(&pool, worker_shared))
-            {
-                Ok(handle) => {
-                    state.live += 1;
-                    state.workers.push(handle);
-                    // The new worker finds it first thing.
-                    state.queue.push_back(job);
-                    return Ok(());
-                }
-                Err(err) if state.live == 0 => {
-                    return Err(RemoteFailure::NoThread(err.to_string()));
-                }
-                Err(err) => {
-                    tracing::warn!(link = %shared.name(), %err, "cannot start another handler thread; queueing");
-                }
+        if state.running < self.max_handlers {
+            // Who takes up the read side: an idle worker, woken after
+            // unlocking (one woken under the lock would only block on it
+            // again); or, with all `max_handlers + 1` threads live and none
+            // idle, yet fewer than `max_handlers` running, the one on its way
+            // back for work, which takes it first thing; or a new worker.
+            let wake = if state.idle > 0 {
+                true
+            } else if state.live > self.max_handlers {
+                false
+            } else if let Err(err) = self.spawn_worker(&mut state, shared) {
+                tracing::warn!(link = %shared.name(), %err, "cannot start another link thread; reading on");
+                return self.queue_or_refuse(state, shared, side, job);
+            } else {
+                false
+            };
+            state.running += 1;
+            state.unread = Some(side);
+            drop(state);
+            if wake {
+                self.work.notify_one();
             }
+            return HandOff::RunHere(job);
         }
-        let waiting_for_a_thread = state.queue.len() - state.idle as usize;
-        if waiting_for_a_thread >= self.max_queued as usize {
-            return Err(RemoteFailure::Busy {
+        self.queue_or_refuse(state, shared, side, job)
+    }
+
+    /// Queues `job` for the next worker that finishes, or refuses it when
+    /// the queue is full (or when no worker would ever take it).
+    fn queue_or_refuse(
+        &self,
+        mut state: std::sync::MutexGuard<'_, PoolState<In>>,
+        shared: &Arc<Shared<Out>>,
+        side: ReadSide,
+        job: Job<In>,
+    ) -> HandOff<In> {
+        let refusal = if state.running == 0 {
+            // No handler runs, so none would ever finish and take it: only
+            // a failure to start a thread gets here.
+            Some(RemoteFailure::NoThread(
+                "no link thread to run the request".to_owned(),
+            ))
+        } else if state.queue.len() >= self.max_queued as usize {
+            shared.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+            Some(RemoteFailure::Busy {
                 max_handlers: self.max_handlers,
                 max_queued: self.max_queued,
-            });
+            })
+        } else {
+            None
+        };
+        match refusal {
+            Some(failure) => {
+                drop(state);
+                shared.send_failed(job.id, &failure);
+            }
+            None => state.queue.push_back(job),
         }
-        state.queue.push_back(job);
+        HandOff::KeepReading(side)
+    }
+
+    /// Starts one more worker; it finds its work in `state` first thing.
+    fn spawn_worker(
+        self: &Arc<Self>,
+        state: &mut PoolState<In>,
+        shared: &Arc<Shared<Out>>,
+    ) -> std::io::Result<()> {
+        let pool = Arc::clone(self);
+        let worker_shared = Arc::clone(shared);
+        let handle = thread::Builder::new()
+            .name(self.thread_name.clone())
+            .spawn(move || work(&pool, worker_shared))?;
+        state.live += 1;
+        state.workers.push(handle);
         Ok(())
     }
 
@@ -186,7 +312,15 @@ impl<Out: Request, In: Request> Pool<Out, In> {
         let current = thread::current().id();
         let (workers, still_live) = {
             let mut state = lock(&self.state);
-            while state.live > 0 {
+            // Closing from a worker (an `on_close` callback run by the
+            // reader): that one cannot exit while it waits here.
+            let this_one = u32::from(
+                state
+                    .workers
+                    .iter()
+                    .any(|handle| handle.thread().id() == current),
+            );
+            while state.live > this_one {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -197,7 +331,7 @@ impl<Out: Request, In: Request> Pool<Out, In> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-            (std::mem::take(&mut state.workers), state.live)
+            (std::mem::take(&mut state.workers), state.live - this_one)
         };
         let mut joined = 0;
         for handle in workers {
@@ -277,17 +411,27 @@ impl<Out: Request, In: Request> Pool<Out, In> {
         })
     }
 
-    /// Takes the next job, or `None` once the pool is stopped.
-    fn next_job(&self) -> Option<Job<In>> {
+    /// Takes the next task, or `None` once the pool is stopped; `finished`
+    /// says the caller just ran a handler.
+    fn next_task(&self, finished: bool) -> Option<Task<In>> {
         let mut state = lock(&self.state);
+        if finished {
+            state.running -= 1;
+        }
         loop {
             if state.phase == Phase::Stopped {
                 state.live -= 1;
                 self.exited.notify_all();
                 return None;
             }
-            if let Some(job) = state.queue.pop_front() {
-                return Some(job);
+            if let Some(side) = state.unread.take() {
+                return Some(Task::Read(side));
+            }
+            if state.running < self.max_handlers
+                && let Some(job) = state.queue.pop_front()
+            {
+                state.running += 1;
+                return Some(Task::Run(job));
             }
             state.idle += 1;
             state = self
@@ -299,11 +443,19 @@ impl<Out: Request, In: Request> Pool<Out, In> {
     }
 }
 
-/// A worker thread: runs jobs until the pool stops.
-fn work<Out: Request, In: Request>(pool: &Pool<Out, In>, shared: Arc<Shared<Out>>) {
-    let caller = Caller::from_shared(shared);
-    while let Some(job) = pool.next_job() {
-        pool.run(&caller, job);
+/// A worker thread: reads or runs requests until the pool stops.
+fn work<Out: Request, In: Request>(pool: &Arc<Pool<Out, In>>, shared: Arc<Shared<Out>>) {
+    let caller = Caller::from_shared(Arc::clone(&shared));
+    let mut finished = false;
+    while let Some(task) = pool.next_task(finished) {
+        let job = match task {
+            Task::Run(job) => Some(job),
+            Task::Read(side) => lead(&shared, pool, side),
+        };
+        finished = job.is_some();
+        if let Some(job) = job {
+            pool.run(&caller, job);
+        }
     }
 }
 
