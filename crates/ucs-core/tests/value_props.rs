@@ -43,7 +43,7 @@ fn with_str_keys(value: &Value) -> Value {
     match value {
         Value::List(items) => Value::List(items.iter().map(with_str_keys).collect()),
         Value::Map(fields) => {
-            let mut map = Map::new();
+            let mut map = Map::default();
             for (key, item) in fields {
                 map.insert(MapKey::Str(key.to_string()), with_str_keys(item));
             }

@@ -538,11 +538,11 @@ impl ServerPort for HostPort {
             Ok(ServerReply::Value(value)) => value.into(),
             Ok(other) => {
                 tracing::error!("{}", unexpected(&other));
-                Value::Map(ucs_core::Map::new())
+                Value::Map(ucs_core::Map::default())
             }
             Err(err) => {
                 tracing::error!(plugin = %self.owner, "ucs.shared.get('{identificator}'): {err}");
-                Value::Map(ucs_core::Map::new())
+                Value::Map(ucs_core::Map::default())
             }
         }
     }

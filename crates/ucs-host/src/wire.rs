@@ -711,7 +711,7 @@ mod tests {
     fn values_cross_the_wire_exactly_int_keys_and_float_ints_included() {
         let value =
             Value::parse_json(r#"{"a": [1, 2.0, "x", null, true], "b": {"c": -3}}"#).expect("json");
-        let mut map = Map::new();
+        let mut map = Map::default();
         map.insert(MapKey::Int(2), value.clone());
         map.insert(MapKey::Str("2".to_owned()), Value::Float(0.5));
         let value = Value::Map(map);

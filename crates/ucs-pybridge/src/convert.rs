@@ -141,7 +141,7 @@ fn py_to_value_at(object: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Valu
             .map(Value::List);
     }
     if let Ok(dict) = object.cast::<PyDict>() {
-        let mut map = Map::with_capacity(dict.len());
+        let mut map = Map::with_capacity_and_hasher(dict.len(), Default::default());
         for (key, item) in dict.iter() {
             map.insert(py_to_key(&key)?, py_to_value_at(&item, depth + 1)?);
         }

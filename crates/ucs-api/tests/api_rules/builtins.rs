@@ -227,7 +227,7 @@ fn shared_get_and_set_work_for_any_session() {
 #[test]
 fn d4_int_keys_survive_the_api_and_print_as_strings() {
     let server = server();
-    let mut counts = ucs_core::Map::new();
+    let mut counts = ucs_core::Map::default();
     counts.insert(MapKey::Int(2), Value::Int(1));
     let data = Value::Map(counts);
     let stored = server
@@ -368,7 +368,7 @@ fn config_users_add_bad_input_names_the_field() {
         ],
     );
     // An int key is an unknown field too, named as it prints.
-    let mut data = ucs_core::Map::new();
+    let mut data = ucs_core::Map::default();
     data.insert(MapKey::from("username"), Value::from("dave"));
     data.insert(MapKey::from("password"), Value::from("password1"));
     data.insert(MapKey::Int(1), Value::Bool(true));

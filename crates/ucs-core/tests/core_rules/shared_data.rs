@@ -92,7 +92,7 @@ fn s2_hook_gets_identificator_old_and_new_and_its_result_is_stored() {
                 let user_id = new.as_int().unwrap_or(0);
                 let mut counts = match old {
                     Value::Map(map) => map.clone(),
-                    _ => Map::new(),
+                    _ => Map::default(),
                 };
                 let count = counts
                     .get(&MapKey::Int(user_id))
@@ -256,14 +256,14 @@ fn s2_hook_setting_its_own_identificator_gets_processing_error_not_deadlock() {
 #[test]
 fn d4_never_set_identificator_reads_as_empty_dict() {
     let (core, _) = core_with_agents(&[]);
-    assert_eq!(core.shared().get("never"), Value::Map(Map::new()));
+    assert_eq!(core.shared().get("never"), Value::Map(Map::default()));
     assert_eq!(core.shared().get("never").to_json_string(), "{}");
 }
 
 #[test]
 fn d4_stored_values_read_back_exactly_with_int_keys() {
     let (core, _) = core_with_agents(&[]);
-    let mut nested = Map::new();
+    let mut nested = Map::default();
     nested.insert(
         MapKey::Int(-7),
         Value::List(vec![Value::Null, Value::Bool(true)]),
