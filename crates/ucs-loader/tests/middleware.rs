@@ -130,6 +130,37 @@ UCS_PLUGIN = 'M2Plugin'
     assert_eq!(user, json(r#"{"username": "admin"}"#));
 }
 
+/// M2: a middleware may call its handler more than once, with the very
+/// objects it was given, unchanged or edited in between; each call reaches
+/// the built-in method with what was passed that time (the first hands on
+/// the given values as they were, later ones are read from Python).
+#[test]
+fn m2_a_handler_called_again_gets_the_arguments_of_that_call() {
+    let plugin = py(r#"
+class M2AgainPlugin:
+    def __init__(self, ucs):
+        ucs.api.addMiddleware('shared.set', self.wrap_set)
+
+    def wrap_set(self, handler, caller, identificator, data):
+        first = handler(caller, identificator, data)
+        again = handler(caller, identificator, data)
+        data['n'] += 1
+        edited = handler(caller, identificator, data)
+        return [first, again, edited, caller['username']]
+
+UCS_PLUGIN = 'M2AgainPlugin'
+"#);
+    let server = TestServer::start(&[("m2_again.py", &plugin)]);
+    let result = server
+        .call(
+            "shared.set",
+            vec![Value::from("m2_again"), json(r#"{"n": 1}"#)],
+        )
+        .unwrap();
+    assert_eq!(result, json(r#"[{"n": 1}, {"n": 1}, {"n": 2}, "admin"]"#));
+    assert_eq!(server.shared("m2_again"), json(r#"{"n": 2}"#));
+}
+
 #[test]
 fn m3_middleware_errors_reach_the_caller() {
     let plugin = py(r#"

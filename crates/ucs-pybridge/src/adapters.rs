@@ -466,7 +466,7 @@ impl PyMiddleware {
                         PyHandler {
                             next: Arc::clone(next),
                             inner_nanos: AtomicU64::new(0),
-                            given: args,
+                            given: Mutex::new(args),
                             given_py,
                             returned: Mutex::new(None),
                         },
@@ -558,8 +558,12 @@ struct PyHandler {
     /// The arguments the middleware was called with, `(caller, *params)`,
     /// and the Python objects made from them (issue 13 item 3): when the
     /// middleware hands the same objects, unchanged, to its handler, they
-    /// are not read back from Python.
-    given: Vec<Value>,
+    /// are not read back from Python. Each is moved out the first time it is
+    /// handed on (a middleware calls its handler once, as a rule), leaving
+    /// `Null`, so a later call with the same object reads it back instead.
+    /// A `Mutex` because the class is frozen; only ever locked attached, for
+    /// the moves, with no wait inside (L5).
+    given: Mutex<Vec<Value>>,
     /// The objects of `given`, in the same order.
     given_py: Vec<Py<PyAny>>,
     /// The last result the rest of the chain gave, with the Python object
@@ -571,21 +575,28 @@ struct PyHandler {
 }
 
 impl PyHandler {
-    /// The value of argument `index` as `object`: the given value when the
-    /// middleware passed on the very object it got, unchanged; otherwise
-    /// read from Python.
-    fn argument(
+    /// The values of `args`, as the rest of the chain takes them: each
+    /// given value, moved out, where the middleware passed on the very object
+    /// it got for it, unchanged; otherwise read from Python.
+    fn arguments(
         &self,
-        index: usize,
-        object: &Bound<'_, PyAny>,
-    ) -> Result<Value, ucs_core::value::ValueError> {
-        if let (Some(value), Some(given)) = (self.given.get(index), self.given_py.get(index))
-            && object.is(given)
-            && py_matches_value(object, value)
-        {
-            return Ok(value.clone());
-        }
-        py_to_value(object)
+        args: &Bound<'_, PyTuple>,
+    ) -> Result<Vec<Value>, ucs_core::value::ValueError> {
+        let mut given = self.given.lock().unwrap_or_else(PoisonError::into_inner);
+        args.iter()
+            .enumerate()
+            .map(|(index, object)| {
+                if let (Some(value), Some(given_py)) =
+                    (given.get_mut(index), self.given_py.get(index))
+                    && !matches!(value, Value::Null)
+                    && object.is(given_py)
+                    && py_matches_value(&object, value)
+                {
+                    return Ok(std::mem::take(value));
+                }
+                py_to_value(&object)
+            })
+            .collect()
     }
 
     /// The last result of the rest of the chain, if `returned` is the very
@@ -605,17 +616,12 @@ impl PyHandler {
     #[pyo3(signature = (*args))]
     fn __call__<'py>(&self, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         let py = args.py();
-        let values = args
-            .iter()
-            .enumerate()
-            .map(|(index, arg)| self.argument(index, &arg))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| {
-                api_error_to_py(
-                    py,
-                    ApiError::field("args", format!("cannot be sent: {err}")),
-                )
-            })?;
+        let values = self.arguments(args).map_err(|err| {
+            api_error_to_py(
+                py,
+                ApiError::field("args", format!("cannot be sent: {err}")),
+            )
+        })?;
         let next = Arc::clone(&self.next);
         // The rest of the chain may wait on locks and run other plugins'
         // Python on this thread: never hold the GIL while it waits (L5).
