@@ -941,3 +941,56 @@ async fn i1_a_hosted_plugins_own_threads_yield_the_cpu_and_its_calls_do_not() {
         (serde_json::json!(5), serde_json::json!(0))
     );
 }
+
+const SWITCH_INTERVAL: &str = r#"
+import sys
+
+class SwitchInterval:
+    def __init__(self, ucs):
+        ucs.api.addMiddleware("shared.get", self.middleware)
+
+    def middleware(self, handler, caller, identificator, *rest):
+        if identificator == "switch.interval":
+            return sys.getswitchinterval()
+        return handler(caller, identificator, *rest)
+
+UCS_PLUGIN = "SwitchInterval"
+"#;
+
+/// The GIL switch interval [`SWITCH_INTERVAL`] sees in a server started with
+/// `args`.
+async fn switch_interval(args: &[&str]) -> serde_json::Value {
+    let mut server = Server::builder();
+    for arg in args {
+        server = server.arg(arg);
+    }
+    let server = server
+        .plugin("switch_interval.py", SWITCH_INTERVAL)
+        .start()
+        .await;
+    let sid = server.admin_sid().await;
+    server
+        .call(&sid, "shared.get", r#"["switch.interval"]"#)
+        .await
+        .expect("the middleware answers")
+}
+
+/// A hook, callback or middleware waits at most one GIL switch interval for
+/// a plugin thread busy in Python; the server sets it to 0.5 ms instead of
+/// CPython's 5 ms in its own interpreter and in every host alike
+/// (`--python-switch-interval`; I1: a plugin sees the same in both modes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i1_plugins_wait_at_most_the_servers_switch_interval_for_the_gil_in_both_modes() {
+    for mode in ["--isolation=inprocess", "--isolation=process"] {
+        assert_eq!(
+            switch_interval(&[mode]).await,
+            serde_json::json!(0.0005),
+            "{mode}"
+        );
+        assert_eq!(
+            switch_interval(&[mode, "--python-switch-interval=0.25ms"]).await,
+            serde_json::json!(0.00025),
+            "{mode}"
+        );
+    }
+}

@@ -77,6 +77,7 @@ pub fn run_plugin_host() -> ExitCode {
     }
     ucs_pybridge::init();
     lower_plugin_threads();
+    set_switch_interval();
     if let Some(venv) = std::env::var_os(crate::hosted::PYTHON_VENV_ENV)
         && let Err(err) = ucs_pybridge::home::use_venv(Path::new(&venv))
     {
@@ -118,6 +119,21 @@ pub fn run_plugin_host() -> ExitCode {
             // that may be stuck in the plugin's Python.
             std::process::exit(0);
         }
+    }
+}
+
+/// Sets the interpreter's GIL switch interval to the server's.
+fn set_switch_interval() {
+    let Some(interval) = std::env::var(crate::hosted::PYTHON_SWITCH_INTERVAL_ENV)
+        .ok()
+        .and_then(|micros| micros.parse::<u64>().ok())
+        .filter(|&micros| micros > 0)
+        .map(Duration::from_micros)
+    else {
+        return;
+    };
+    if let Err(err) = ucs_pybridge::priority::set_switch_interval(interval) {
+        tracing::warn!("the GIL switch interval stays CPython's: {err}");
     }
 }
 

@@ -60,6 +60,10 @@ pub struct HostSettings {
     /// 19; 0: the server's priority), so a plugin's background work
     /// yields the CPU to the calls it serves (`ucs_pybridge::priority`).
     pub plugin_thread_nice: u8,
+    /// The GIL switch interval of the host's interpreter: how long the
+    /// thread serving a call waits at most for a plugin thread busy in
+    /// Python to hand over the GIL (`ucs_pybridge::priority`).
+    pub python_switch_interval: Duration,
 }
 
 /// The environment variable that hands a host the server's `--python-home`.
@@ -71,6 +75,10 @@ pub(crate) const PYTHON_VENV_ENV: &str = "UCS_PYTHON_VENV";
 /// The environment variable that hands a host
 /// [`HostSettings::plugin_thread_nice`].
 pub(crate) const PLUGIN_THREAD_NICE_ENV: &str = "UCS_PLUGIN_THREAD_NICE";
+
+/// The environment variable that hands a host
+/// [`HostSettings::python_switch_interval`], in microseconds.
+pub(crate) const PYTHON_SWITCH_INTERVAL_ENV: &str = "UCS_PYTHON_SWITCH_INTERVAL_US";
 
 /// The default [`HostSettings::plugin_thread_nice`]: the lowest, a weight
 /// of 15 against the server's 1024, so a plugin's background threads get
@@ -93,6 +101,7 @@ impl HostSettings {
             python_home: None,
             python_venv: None,
             plugin_thread_nice: DEFAULT_PLUGIN_THREAD_NICE,
+            python_switch_interval: ucs_pybridge::priority::DEFAULT_SWITCH_INTERVAL,
         }
     }
 }
@@ -340,6 +349,10 @@ impl HostedPlugin {
             .env(
                 PLUGIN_THREAD_NICE_ENV,
                 settings.plugin_thread_nice.to_string(),
+            )
+            .env(
+                PYTHON_SWITCH_INTERVAL_ENV,
+                settings.python_switch_interval.as_micros().to_string(),
             )
             .stdin(Stdio::null())
             .stderr(Stdio::piped());

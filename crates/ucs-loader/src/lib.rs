@@ -52,6 +52,12 @@ pub struct LoaderConfig {
     pub isolation: IsolationConfig,
     /// Each plugin's settings (`ucs.config`), asked for at every load.
     pub plugin_config: PluginConfigSource,
+    /// The GIL switch interval of the server's interpreter, where
+    /// in-process plugins run: how long a hook, callback or middleware waits
+    /// at most for a plugin thread busy in Python to hand over the GIL
+    /// (`ucs_pybridge::priority`). Hosts have their own,
+    /// `isolation.hosts.python_switch_interval`.
+    pub python_switch_interval: Duration,
 }
 
 /// Where a plugin's settings come from (issue 16 item 4): asked for its
@@ -148,6 +154,7 @@ impl LoaderConfig {
             shutdown_deadline: Duration::from_secs(10),
             isolation: IsolationConfig::in_process(),
             plugin_config: PluginConfigSource::default(),
+            python_switch_interval: ucs_pybridge::priority::DEFAULT_SWITCH_INTERVAL,
         }
     }
 }
@@ -427,6 +434,10 @@ impl PluginHost {
         config: LoaderConfig,
     ) -> Result<(Arc<PluginHost>, Vec<PluginName>), LoaderError> {
         ucs_pybridge::init();
+        if let Err(err) = ucs_pybridge::priority::set_switch_interval(config.python_switch_interval)
+        {
+            tracing::warn!("the GIL switch interval stays CPython's: {err}");
+        }
         let host = Arc::new_cyclic(|me| PluginHost {
             api,
             config,

@@ -16,7 +16,8 @@
 //! - [`thread_state`]: keeping a Python thread state per server thread.
 //! - [`fork`]: `os.fork()` in a plugin raises; it would copy the server.
 //! - [`priority`]: a plugin host's own threads at a lower CPU priority
-//!   than the ones serving the server's calls.
+//!   than the ones serving the server's calls, and the GIL switch interval
+//!   of the interpreters plugins run in.
 //! - [`home`]: the interpreter's home, pinned rather than found on `PATH`,
 //!   and the virtual environment plugins import packages from.
 //! - [`testing`]: pytest in this interpreter with the `ucs_server` fixture

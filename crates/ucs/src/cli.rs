@@ -348,6 +348,14 @@ pub struct ServeArgs {
     /// server's priority [default: 19].
     #[arg(long, value_name = "NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
     pub plugin_thread_nice: Option<u8>,
+    /// How long a hook, callback or middleware waits at most for a plugin
+    /// thread busy in Python to hand over the GIL (the interpreter's switch
+    /// interval, in process and in every plugin host), e.g. `0.5ms`;
+    /// CPython's own is `5ms`, which every hooked status change then waited
+    /// while a plugin thread computed [default: 0.5ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_switch_interval)]
+    #[serde(default, deserialize_with = "deserialize_switch_interval")]
+    pub python_switch_interval: Option<Duration>,
     /// How many times a process-isolated plugin whose host died is
     /// restarted within `--plugin-restart-window` before it is left FAILED
     /// until loaded by hand (I2, OTP's restart intensity); 0 never restarts
@@ -426,6 +434,17 @@ where
 {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A switch interval in the config file, checked as the flag is.
+fn deserialize_switch_interval<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    parse_switch_interval(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -520,6 +539,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some(bytes) => Ok(bytes),
         None => Err(format!("'{text}' is too large")),
     }
+}
+
+/// Reads `--python-switch-interval`: a duration between 1 µs (CPython
+/// refuses zero) and one second.
+pub fn parse_switch_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_micros(1) || interval > Duration::from_secs(1) {
+        return Err(format!(
+            "'{text}' is not a switch interval: give one between 0.001ms and 1s, such as 0.5ms"
+        ));
+    }
+    Ok(interval)
 }
 
 /// Reads a duration as a number with a unit: `ms`, `s`, `m` or `h`

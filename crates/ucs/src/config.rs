@@ -61,6 +61,8 @@ pub struct ServeSettings {
     pub plugin_load_deadline: Duration,
     /// The nice value of a hosted plugin's own threads.
     pub plugin_thread_nice: u8,
+    /// The GIL switch interval of every interpreter plugins run in.
+    pub python_switch_interval: Duration,
     /// Restarts of a dead host allowed within `plugin_restart_window` (I2).
     pub plugin_max_restarts: u32,
     /// The window `plugin_max_restarts` counts in.
@@ -156,6 +158,9 @@ impl ServeSettings {
             plugin_thread_nice: merged
                 .plugin_thread_nice
                 .unwrap_or(ucs_host::DEFAULT_PLUGIN_THREAD_NICE),
+            python_switch_interval: merged
+                .python_switch_interval
+                .unwrap_or(ucs_pybridge::priority::DEFAULT_SWITCH_INTERVAL),
             plugin_max_restarts: merged.plugin_max_restarts.unwrap_or(restart.max_restarts),
             plugin_restart_window: merged.plugin_restart_window.unwrap_or(restart.window),
             shutdown_deadline: merged
@@ -189,6 +194,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_memory_limit,
         plugin_load_deadline,
         plugin_thread_nice,
+        python_switch_interval,
         plugin_max_restarts,
         plugin_restart_window,
         shutdown_deadline,
@@ -217,6 +223,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_memory_limit: file_plugin_memory_limit,
         plugin_load_deadline: file_plugin_load_deadline,
         plugin_thread_nice: file_plugin_thread_nice,
+        python_switch_interval: file_python_switch_interval,
         plugin_max_restarts: file_plugin_max_restarts,
         plugin_restart_window: file_plugin_restart_window,
         python_venv: file_python_venv,
@@ -245,6 +252,7 @@ fn flags_over_file(flags: ServeArgs, file: ServeArgs) -> ServeArgs {
         plugin_memory_limit: plugin_memory_limit.or(file_plugin_memory_limit),
         plugin_load_deadline: plugin_load_deadline.or(file_plugin_load_deadline),
         plugin_thread_nice: plugin_thread_nice.or(file_plugin_thread_nice),
+        python_switch_interval: python_switch_interval.or(file_python_switch_interval),
         plugin_max_restarts: plugin_max_restarts.or(file_plugin_max_restarts),
         plugin_restart_window: plugin_restart_window.or(file_plugin_restart_window),
         python_venv: python_venv.or(file_python_venv),
@@ -433,6 +441,7 @@ isolation = "process"
 plugin_memory_limit = "256MiB"
 plugin_load_deadline = "3s"
 plugin_thread_nice = 5
+python_switch_interval = "0.25ms"
 plugin_max_restarts = 2
 plugin_restart_window = "10m"
 shutdown_deadline = "4s"
@@ -486,6 +495,7 @@ memory_limit = "2GiB"
                 plugin_memory_limits: [("status_hook".to_owned(), 2 << 30)].into(),
                 plugin_load_deadline: Duration::from_secs(3),
                 plugin_thread_nice: 5,
+                python_switch_interval: Duration::from_micros(250),
                 plugin_max_restarts: 2,
                 plugin_restart_window: Duration::from_secs(600),
                 shutdown_deadline: Duration::from_secs(4),

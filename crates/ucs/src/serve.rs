@@ -445,6 +445,10 @@ async fn start_plugins(
     };
     config.isolation.hosts.load_deadline = settings.plugin_load_deadline;
     config.isolation.hosts.plugin_thread_nice = settings.plugin_thread_nice;
+    // One setting for every interpreter plugins run in: the server's and
+    // each host's.
+    config.python_switch_interval = settings.python_switch_interval;
+    config.isolation.hosts.python_switch_interval = settings.python_switch_interval;
     config.isolation.restart.max_restarts = settings.plugin_max_restarts;
     config.isolation.restart.window = settings.plugin_restart_window;
     config.shutdown_deadline = settings.shutdown_deadline;
