@@ -1,6 +1,8 @@
 """A plugin thread that spins in pure Python, holding the GIL, while shared
 data 'bench.spin' is true, and sleeps otherwise. The GIL-independence
-benchmark toggles it and compares agents.list latency."""
+benchmark toggles it and compares agents.list latency, and that of a status
+change through this plugin's own hook, which needs the GIL the spinner
+holds."""
 
 import threading
 
@@ -21,6 +23,11 @@ class GilSpinner(threading.Thread):
         self.stopping = threading.Event()
         self.spins = 0
         ucs.addCallback(EVENT_SHARED_DATA, self.on_shared)
+        ucs.agents.addChangeStatusHook(self.hook)
+
+    def hook(self, agent, new_status, new_reason):
+        """Lets every change through."""
+        return new_status, new_reason
 
     def on_shared(self, identificator, data):
         """Turns spinning on or off."""
@@ -44,5 +51,6 @@ class GilSpinner(threading.Thread):
     def stop(self):
         """Ends the thread."""
         self.ucs.removeCallback(EVENT_SHARED_DATA, self.on_shared)
+        self.ucs.agents.removeChangeStatusHook()
         self.stopping.set()
         self.spinning.set()

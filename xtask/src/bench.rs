@@ -276,6 +276,18 @@ fn figures(raw: &BTreeMap<String, f64>) -> Result<Vec<Figure>, Failure> {
             goal: Some(Goal::AtMost(2.0)),
         },
         Figure {
+            name: "agents.setStatus p50 through the spinning plugin's own hook, spinning (GIL switch interval)",
+            value: get("gil.hook.spinning.p50_us")?,
+            unit: " µs",
+            goal: None,
+        },
+        Figure {
+            name: "the same, isolated (the host's GIL)",
+            value: get("gil.isolated.hook.spinning.p50_us")?,
+            unit: " µs",
+            goal: None,
+        },
+        Figure {
             name: "plugins.load p50 / plain importlib import",
             value: get("reload.ucs.p50_us")? / get("reload.python_import.p50_us")?,
             unit: "×",

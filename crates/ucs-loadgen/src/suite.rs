@@ -438,26 +438,41 @@ async fn gil_independence(
     let mut server = start_ucs(&args.ucs, work, &format!("ucs-{prefix}"), &dir, isolation)?;
     let sid = login_when_ready(&mut server).await?;
     let (target, _) = first_answer(&mut server, &sid).await?;
+    // A status change through the spinner's own hook needs the GIL the
+    // spinner holds: it waits for the switch interval (--python-switch-interval).
+    let agent = alice(&server, &sid).await?;
+    let hooked = Target::connect(&server.url, &sid, "agents.setStatus")
+        .await?
+        .with_args(&format!("[{agent}, 1, \"\"]"));
+    hooked.call_once().await?;
     let mut api = ApiClient::connect(server.url.clone()).await?;
     let mut idle = Rounds::default();
     let mut spinning = Rounds::default();
+    let mut hook_idle = Rounds::default();
+    let mut hook_spinning = Rounds::default();
     for round in 0..plan.rounds {
-        for (on, collected) in [(false, &mut idle), (true, &mut spinning)] {
+        for (on, collected, hook_collected) in [
+            (false, &mut idle, &mut hook_idle),
+            (true, &mut spinning, &mut hook_spinning),
+        ] {
             set_spin(&mut api, &sid, on).await?;
+            let state = if on { "spinning" } else { "idle" };
             let stats =
                 load::run(&target, plan.latency_concurrency, plan.warm_up, plan.window).await?;
-            eprintln!(
-                "ucs-loadgen: round {}: {}: {stats}",
-                round + 1,
-                if on { "spinning" } else { "idle" }
-            );
+            eprintln!("ucs-loadgen: round {}: {state}: {stats}", round + 1);
             collected.add(&stats);
+            // One at a time: the wait for the GIL, not queueing behind it.
+            let stats = load::run(&hooked, 1, plan.warm_up, plan.window).await?;
+            eprintln!("ucs-loadgen: round {}: hooked, {state}: {stats}", round + 1);
+            hook_collected.add(&stats);
         }
         server.check_alive()?;
     }
     set_spin(&mut api, &sid, false).await?;
     idle.report(results, &format!("{prefix}.idle"));
     spinning.report(results, &format!("{prefix}.spinning"));
+    hook_idle.report(results, &format!("{prefix}.hook.idle"));
+    hook_spinning.report(results, &format!("{prefix}.hook.spinning"));
     Ok(())
 }
 
