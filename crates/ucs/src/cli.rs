@@ -432,10 +432,7 @@ fn deserialize_duration<'de, D>(deserializer: D) -> Result<Option<Duration>, D::
 where
     D: serde::Deserializer<'de>,
 {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    deserialize_parsed(deserializer, parse_duration)
 }
 
 /// A switch interval in the config file, checked as the flag is.
@@ -443,10 +440,20 @@ fn deserialize_switch_interval<'de, D>(deserializer: D) -> Result<Option<Duratio
 where
     D: serde::Deserializer<'de>,
 {
+    deserialize_parsed(deserializer, parse_switch_interval)
+}
+
+/// A config file string read by the flag's own parser, so both refuse the
+/// same input with the same message.
+fn deserialize_parsed<'de, D>(
+    deserializer: D,
+    parse: fn(&str) -> Result<Duration, String>,
+) -> Result<Option<Duration>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
     let text = String::deserialize(deserializer)?;
-    parse_switch_interval(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// What `ucs --version` prints after `ucs `: the version, the commit it was

@@ -692,4 +692,25 @@ limits = { per_minute = 60 }
             "{message}"
         );
     }
+
+    #[test]
+    fn a_switch_interval_out_of_range_is_refused_in_the_file_as_on_the_command_line() {
+        for text in ["0ms", "2s"] {
+            let (_dir, path) = config_file(&format!("python_switch_interval = \"{text}\"\n"));
+            let err = ServeSettings::resolve(&ServeArgs {
+                config: Some(path),
+                data_dir: Some("/tmp/d".into()),
+                ..args()
+            })
+            .unwrap_err();
+            let message = format!("{err:#}");
+            // Zero is no duration at all; two seconds is one, but too long.
+            assert!(message.contains(&format!("'{text}' is not a")), "{message}");
+            assert!(crate::cli::parse_switch_interval(text).is_err(), "{text}");
+        }
+        assert_eq!(
+            crate::cli::parse_switch_interval("0.5ms"),
+            Ok(Duration::from_micros(500))
+        );
+    }
 }
