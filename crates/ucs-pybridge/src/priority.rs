@@ -29,8 +29,11 @@ use pyo3::types::PyDict;
 /// A hooked `agents.setStatus` with a plugin thread spinning took 5.6 ms at
 /// p50 with CPython's 5 ms, 1.4 ms at 1 ms, 0.87 ms at 0.5 ms and 0.42 ms at
 /// 0.1 ms, on two cores (`BENCHMARKS.md`). It costs nothing while no thread
-/// waits for the GIL; two busy plugin threads contending switch every
-/// 0.5 ms instead of every 5, a few per cent of a CPU.
+/// waits for the GIL. When every thread wants it (32 `config.users.get`
+/// calls in flight through a Python middleware converting 501 users), the
+/// GIL changes hands more often: 6 to 11 % fewer calls per second there
+/// than at 5 ms, a price for a server that is GIL-bound anyway, and
+/// `--python-switch-interval 5ms` takes it back.
 pub const DEFAULT_SWITCH_INTERVAL: Duration = Duration::from_micros(500);
 
 /// Sets the interpreter's switch interval (`sys.setswitchinterval`): how
