@@ -387,6 +387,18 @@ mod tests {
         (dir, path)
     }
 
+    /// Why a server with `text` as its config file does not start.
+    fn refusal_of(text: &str) -> String {
+        let (_dir, path) = config_file(text);
+        let err = ServeSettings::resolve(&ServeArgs {
+            config: Some(path),
+            data_dir: Some("/tmp/d".into()),
+            ..args()
+        })
+        .unwrap_err();
+        format!("{err:#}")
+    }
+
     /// Every `ucs serve` flag but `--config`, by its TOML key.
     fn every_key() -> Vec<String> {
         let cli = Cli::command();
@@ -561,14 +573,7 @@ memory_limit = "2GiB"
     /// Issue 17 item 5: a typo names the key and every valid one.
     #[test]
     fn unknown_keys_in_the_file_are_named_with_the_valid_ones() {
-        let (_dir, path) = config_file("lisen = \"x\"\n");
-        let err = ServeSettings::resolve(&ServeArgs {
-            config: Some(path),
-            data_dir: Some("/tmp/d".into()),
-            ..args()
-        })
-        .unwrap_err();
-        let message = format!("{err:#}");
+        let message = refusal_of("lisen = \"x\"\n");
         assert!(message.contains("lisen"), "{message}");
         for key in every_key() {
             assert!(message.contains(&format!("`{key}`")), "{key}: {message}");
@@ -592,14 +597,8 @@ memory_limit = "2GiB"
         .unwrap_err();
         let message = format!("{below:#}");
         assert!(message.contains("below hook_budget"), "{message}");
-        let (_dir, path) = config_file("hook_deadline = \"10ms\"\n");
-        let from_file = ServeSettings::resolve(&ServeArgs {
-            config: Some(path),
-            data_dir: Some("/tmp/d".into()),
-            ..args()
-        })
-        .unwrap_err();
-        assert!(format!("{from_file:#}").contains("below hook_budget"));
+        let from_file = refusal_of("hook_deadline = \"10ms\"\n");
+        assert!(from_file.contains("below hook_budget"), "{from_file}");
         let fine = ServeSettings::resolve(&serve_args(&[
             "--data-dir",
             "/tmp/d",
@@ -615,17 +614,8 @@ memory_limit = "2GiB"
     fn a_zero_shutdown_deadline_is_refused() {
         let zero = Cli::try_parse_from(["ucs", "serve", "--shutdown-deadline", "0s"]).unwrap_err();
         assert!(zero.to_string().contains("positive"), "{zero}");
-        let (_dir, path) = config_file("shutdown_deadline = \"0ms\"\n");
-        let from_file = ServeSettings::resolve(&ServeArgs {
-            config: Some(path),
-            data_dir: Some("/tmp/d".into()),
-            ..args()
-        })
-        .unwrap_err();
-        assert!(
-            format!("{from_file:#}").contains("positive"),
-            "{from_file:#}"
-        );
+        let from_file = refusal_of("shutdown_deadline = \"0ms\"\n");
+        assert!(from_file.contains("positive"), "{from_file}");
         let default = ServeSettings::resolve(&serve_args(&["--data-dir", "/tmp/d"])).unwrap();
         assert_eq!(default.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
     }
@@ -679,14 +669,7 @@ limits = { per_minute = 60 }
 
     #[test]
     fn a_bad_duration_in_the_file_says_which() {
-        let (_dir, path) = config_file("hook_budget = \"2d\"\n");
-        let err = ServeSettings::resolve(&ServeArgs {
-            config: Some(path),
-            data_dir: Some("/tmp/d".into()),
-            ..args()
-        })
-        .unwrap_err();
-        let message = format!("{err:#}");
+        let message = refusal_of("hook_budget = \"2d\"\n");
         assert!(
             message.contains("hook_budget") || message.contains("2d"),
             "{message}"
@@ -696,14 +679,7 @@ limits = { per_minute = 60 }
     #[test]
     fn a_switch_interval_out_of_range_is_refused_in_the_file_as_on_the_command_line() {
         for text in ["0ms", "2s"] {
-            let (_dir, path) = config_file(&format!("python_switch_interval = \"{text}\"\n"));
-            let err = ServeSettings::resolve(&ServeArgs {
-                config: Some(path),
-                data_dir: Some("/tmp/d".into()),
-                ..args()
-            })
-            .unwrap_err();
-            let message = format!("{err:#}");
+            let message = refusal_of(&format!("python_switch_interval = \"{text}\"\n"));
             // Zero is no duration at all; two seconds is one, but too long.
             assert!(message.contains(&format!("'{text}' is not a")), "{message}");
             assert!(crate::cli::parse_switch_interval(text).is_err(), "{text}");
