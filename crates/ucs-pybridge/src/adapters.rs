@@ -180,14 +180,17 @@ impl PyStatusHook {
 
     fn decide_in_python(&self, before: &Agent, status: AgentStatus, reason: &str) -> StatusVerdict {
         Python::attach(|py| {
+            // Made here rather than by `call1`, so a hook that hands the
+            // very reason object back is seen to let it through by identity.
+            let reason_py = PyString::new(py, reason);
             let result = Bound::new(py, PyAgent::new(before)).and_then(|agent| {
                 self.0
                     .callable
                     .bind(py)
-                    .call1((agent, status.code(), reason))
+                    .call1((agent, status.code(), &reason_py))
             });
             match result {
-                Ok(returned) => status_verdict(&returned, status, reason),
+                Ok(returned) => status_verdict(&returned, status, reason, &reason_py),
                 Err(err) if err.is_instance_of::<ProcessingError>(py) => StatusVerdict::Block {
                     reason: errors::first_arg_text(py, &err),
                 },
@@ -204,6 +207,7 @@ fn status_verdict(
     returned: &Bound<'_, PyAny>,
     requested: AgentStatus,
     reason: &str,
+    reason_py: &Bound<'_, PyString>,
 ) -> StatusVerdict {
     let failed = |why: String| {
         StatusVerdict::Failed(PluginFailure::new(format!(
@@ -239,6 +243,11 @@ fn status_verdict(
         }
         _ => return failed(format!("a status of type {}", type_name(&new_status))),
     };
+    // The reason the hook was given, handed back: a str by construction,
+    // and equal, so the change is let through without reading it.
+    if status == requested && new_reason.is(reason_py) {
+        return StatusVerdict::LetThrough;
+    }
     // A reason must be a str: `(status, None)` is none of H3-H5's shapes,
     // so it is H6, not a silent empty reason (issue 15 item 16).
     // Read in place: a String is made only for a rewrite (issue 13 item 3).
